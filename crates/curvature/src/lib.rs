@@ -1,0 +1,1 @@
+//! breakeven-curvature.

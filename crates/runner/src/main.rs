@@ -1,0 +1,2 @@
+//! The `breakeven` command line.
+fn main() {}

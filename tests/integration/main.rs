@@ -1,0 +1,1 @@
+//! Cross-crate tests: one binary, modules per concern.

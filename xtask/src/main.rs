@@ -1,0 +1,2 @@
+//! `cargo xtask`: the orchestrator.
+fn main() {}
