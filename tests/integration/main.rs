@@ -1,1 +1,3 @@
-//! Cross-crate tests: one binary, modules per concern.
+//! Cross-crate tests: one binary, a module per concern.
+
+mod architecture;
