@@ -1,7 +1,18 @@
 //! Model architectures for breakeven, with PyTorch `state_dict` names, seeded initialization
 //! and operations whose first- and second-order gradients are proven right.
 
+pub mod arch;
+mod error;
+pub mod init;
+pub mod layers;
+mod loss;
 pub mod ops;
+mod spec;
+pub mod store;
+
+pub use error::ModelError;
+pub use loss::{accuracy, correct_count, cross_entropy};
+pub use spec::{build, ModelSpec};
 
 use candle_core::{Result, Tensor, Var};
 
@@ -34,3 +45,6 @@ pub trait Model: Send + Sync {
     /// with their `state_dict` names.
     fn buffers(&self) -> Vec<(String, Var)>;
 }
+
+#[cfg(test)]
+mod gradcheck;

@@ -1,0 +1,4 @@
+//! The architectures, one file each.
+
+pub mod fc;
+pub mod simple_cnn;

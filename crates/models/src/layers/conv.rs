@@ -1,0 +1,93 @@
+//! 2-D convolution layer in PyTorch layout; the arithmetic is [`crate::ops::conv2d`].
+
+use candle_core::{Result, Tensor, Var};
+
+use crate::init::Init;
+use crate::store::{key, ParamStore};
+
+/// Square-kernel convolution, as `torch.nn.Conv2d(in, out, k, stride, padding, bias)`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Var,
+    bias: Option<Var>,
+    stride: usize,
+    padding: usize,
+}
+
+/// Shape of a [`Conv2d`]: channels in and out, kernel size, stride, padding.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub inp: usize,
+    pub out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvShape {
+    /// k×k, stride 1, padding k/2 (PyTorch's usual 'same' for odd k).
+    pub fn same(inp: usize, out: usize, kernel: usize) -> Self {
+        Self {
+            inp,
+            out,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+        }
+    }
+
+    pub fn stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    pub fn padding(self, padding: usize) -> Self {
+        Self { padding, ..self }
+    }
+
+    /// Spatial output size for an input of size `n` (floor division, as PyTorch).
+    pub fn out_size(&self, n: usize) -> Option<usize> {
+        (n + 2 * self.padding)
+            .checked_sub(self.kernel)
+            .map(|d| d / self.stride + 1)
+    }
+}
+
+impl Conv2d {
+    /// Registers `{prefix}.weight` (out × in × k × k) and `{prefix}.bias` when `bias` is given.
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        shape: ConvShape,
+        weight: Init,
+        bias: Option<Init>,
+    ) -> Result<Self> {
+        let ConvShape {
+            inp,
+            out,
+            kernel,
+            stride,
+            padding,
+        } = shape;
+        let weight = store.param(key(prefix, "weight"), &[out, inp, kernel, kernel], weight)?;
+        let bias = match bias {
+            Some(init) => Some(store.param(key(prefix, "bias"), &[out], init)?),
+            None => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::conv2d(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(|b| b.as_tensor()),
+            self.stride,
+            self.padding,
+        )
+    }
+}
