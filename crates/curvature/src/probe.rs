@@ -1,0 +1,76 @@
+//! Making second-order gradients impossible to get silently wrong.
+//!
+//! Candle 0.11 detaches every intermediate gradient during `backward` unless the environment
+//! variable `CANDLE_GRAD_DO_NOT_DETACH` is non-empty and not `"0"`; the variable is read ONCE
+//! per thread, at the first `backward` of that thread, into a thread-local
+//! (`candle-core/src/backprop.rs`). With it unset, a Hessian-vector product comes out zero or
+//! wrong with no error (SCIENCE.md §7). Hence: [`enable_double_backprop`] sets it, and every
+//! second-order operator runs [`check_double_backprop`] (a scalar probe with a known second
+//! derivative) on each thread it is used from.
+
+use candle_core::{DType, Device, Var};
+
+use crate::error::{CurvatureError, Result};
+
+const VAR: &str = "CANDLE_GRAD_DO_NOT_DETACH";
+
+/// Sets `CANDLE_GRAD_DO_NOT_DETACH=1` (if not already set to a true value) and probes the
+/// current thread.
+///
+/// Call it at the start of `main` (or of a test), before any `backward` and before spawning
+/// threads: setting an environment variable races with other threads reading the environment.
+/// Threads started later read the variable at their own first backward and are enabled too.
+/// Errors with [`CurvatureError::DoubleBackpropDisabled`] when the current thread already ran a
+/// backward pass without it.
+pub fn enable_double_backprop() -> Result<()> {
+    let set = std::env::var(VAR)
+        .map(|s| !s.is_empty() && s != "0")
+        .unwrap_or(false);
+    if !set {
+        // Racy only against concurrent environment reads; see the doc comment.
+        std::env::set_var(VAR, "1");
+    }
+    check_double_backprop()
+}
+
+/// Runs the probe `d²/dx² x³ |_{x=1} = 6` on the current thread.
+pub fn check_double_backprop() -> Result<()> {
+    let x = Var::new(1.0f64, &Device::Cpu)?;
+    let t = x.as_tensor();
+    let y = t.mul(t)?.mul(t)?;
+    let g = y.backward()?;
+    let dy = g
+        .get(t)
+        .ok_or(CurvatureError::NonFinite(
+            "probe first derivative (missing)",
+        ))?
+        .clone();
+    let got = match dy.backward()?.get(t) {
+        Some(d2) => d2.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        None => 0.0,
+    };
+    if (got - 6.0).abs() > 1e-9 {
+        return Err(CurvatureError::DoubleBackpropDisabled { got });
+    }
+    Ok(())
+}
+
+/// Remembers which threads passed the probe, so operators re-probe when moved to a new thread.
+#[derive(Debug)]
+pub(crate) struct ProbedThread(std::thread::ThreadId);
+
+impl ProbedThread {
+    pub fn new() -> Result<Self> {
+        check_double_backprop()?;
+        Ok(Self(std::thread::current().id()))
+    }
+
+    pub fn ensure(&mut self) -> Result<()> {
+        let id = std::thread::current().id();
+        if id != self.0 {
+            check_double_backprop()?;
+            self.0 = id;
+        }
+        Ok(())
+    }
+}

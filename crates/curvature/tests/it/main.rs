@@ -1,0 +1,4 @@
+//! The curvature crate's integration tests: one binary, one module per concern (TESTING.md).
+
+mod spectra;
+mod stochastic;
