@@ -95,7 +95,13 @@ mod tests {
         let src: Vec<u8> = (1..=9).collect();
         let mut out = vec![0f32; 9];
         let run = |dy, dx, flip, out: &mut Vec<f32>| {
-            write_image(&src, (1, 3, 3), &ident(1), Some((Placement { dy, dx, flip }, 1)), out);
+            write_image(
+                &src,
+                (1, 3, 3),
+                &ident(1),
+                Some((Placement { dy, dx, flip }, 1)),
+                out,
+            );
         };
         run(1, 1, false, &mut out); // centred crop = the image
         assert_eq!(out, vec![1., 2., 3., 4., 5., 6., 7., 8., 9.]);

@@ -34,7 +34,13 @@ pub enum Cifar100Labels {
 pub fn load_cifar10(dir: &Path) -> Result<TrainTest> {
     let mut train = empty("cifar10/train", 10);
     for k in 1..=5 {
-        read_records(&dir.join(format!("data_batch_{k}.bin")), 1, 0, 10, &mut train)?;
+        read_records(
+            &dir.join(format!("data_batch_{k}.bin")),
+            1,
+            0,
+            10,
+            &mut train,
+        )?;
     }
     let mut test = empty("cifar10/test", 10);
     read_records(&dir.join("test_batch.bin"), 1, 0, 10, &mut test)?;

@@ -95,7 +95,11 @@ impl Dataset {
                 self.width
             )));
         }
-        if let Some(i) = self.labels.iter().position(|&l| l as usize >= self.num_classes) {
+        if let Some(i) = self
+            .labels
+            .iter()
+            .position(|&l| l as usize >= self.num_classes)
+        {
             return Err(DataError::InvalidArgument(format!(
                 "{}: label {} of example {i} is not < {} classes",
                 self.name, self.labels[i], self.num_classes

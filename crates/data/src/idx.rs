@@ -33,7 +33,10 @@ pub fn load_mnist(dir: &Path) -> Result<TrainTest> {
 
 /// Reads Fashion-MNIST's four IDX files (raw or `.gz`) from `dir`.
 pub fn load_fashion_mnist(dir: &Path) -> Result<TrainTest> {
-    let names = FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect();
+    let names = FASHION_MNIST_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     load_idx_dir(dir, "fashion-mnist", names)
 }
 

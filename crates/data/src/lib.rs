@@ -65,3 +65,6 @@ pub fn load(name: DatasetName, data_dir: Option<&Path>) -> Result<TrainTest> {
         DatasetName::TinyImageNet => load_tiny_imagenet(&dir),
     }
 }
+
+#[cfg(test)]
+mod tests;

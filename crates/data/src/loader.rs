@@ -231,10 +231,7 @@ impl Loader {
         let mut images = vec![0f32; b * per];
         let mut aug_rng = keyed_rng(seed, Purpose::Augment, epoch, position as u64);
         for (k, &i) in indices.iter().enumerate() {
-            let placement = self
-                .config
-                .augment
-                .map(|a| (a.sample(&mut aug_rng), a.pad));
+            let placement = self.config.augment.map(|a| (a.sample(&mut aug_rng), a.pad));
             write_image(
                 self.data.image(i),
                 (c, h, w),

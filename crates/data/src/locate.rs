@@ -153,7 +153,10 @@ mod tests {
         let err = locate(DatasetName::Cifar100, Some(tmp.path())).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("cargo xtask data fetch cifar100"), "{msg}");
-        assert!(msg.contains(&tmp.path().join("cifar-100-binary").display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&tmp.path().join("cifar-100-binary").display().to_string()),
+            "{msg}"
+        );
         assert!(matches!(err, DataError::NotFound { .. }));
     }
 
@@ -163,7 +166,10 @@ mod tests {
         let dir = tmp.path().join("mnist");
         std::fs::create_dir_all(&dir).unwrap();
         // An empty folder is not a data set.
-        assert_ne!(locate(DatasetName::Mnist, Some(tmp.path())).ok(), Some(dir.clone()));
+        assert_ne!(
+            locate(DatasetName::Mnist, Some(tmp.path())).ok(),
+            Some(dir.clone())
+        );
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), b"").unwrap();
         assert_eq!(locate(DatasetName::Mnist, Some(tmp.path())).unwrap(), dir);
     }

@@ -48,8 +48,9 @@ impl Mixup {
                 images.len()
             )));
         }
-        let beta = Beta::new(self.alpha, self.alpha)
-            .map_err(|e| DataError::InvalidArgument(format!("mixup Beta({0}, {0}): {e}", self.alpha)))?;
+        let beta = Beta::new(self.alpha, self.alpha).map_err(|e| {
+            DataError::InvalidArgument(format!("mixup Beta({0}, {0}): {e}", self.alpha))
+        })?;
         let lambda: f64 = beta.sample(rng);
         let mut partner: Vec<usize> = (0..b).collect();
         shuffle(&mut partner, rng);
@@ -81,13 +82,17 @@ mod tests {
         let images: Vec<f32> = (0..8).map(|i| i as f32).collect();
         let mut mixed = images.clone();
         let mut rng = keyed_rng(1, Purpose::Mixup, 0, 0);
-        let info = Mixup::new(0.4).unwrap().apply(&mut mixed, 2, &labels, &mut rng).unwrap();
+        let info = Mixup::new(0.4)
+            .unwrap()
+            .apply(&mut mixed, 2, &labels, &mut rng)
+            .unwrap();
         assert!((0.0..=1.0).contains(&info.lambda));
         for i in 0..4 {
             let j = info.partner[i];
             assert_eq!(info.labels_b[i], labels[j]);
             for k in 0..2 {
-                let want = info.lambda as f32 * images[2 * i + k] + (1.0 - info.lambda as f32) * images[2 * j + k];
+                let want = info.lambda as f32 * images[2 * i + k]
+                    + (1.0 - info.lambda as f32) * images[2 * j + k];
                 assert_eq!(mixed[2 * i + k], want);
             }
         }
@@ -109,6 +114,9 @@ mod tests {
         let want_var = 1.0 / (4.0 * (2.0 * alpha + 1.0));
         let se_mean = (want_var / n as f64).sqrt();
         assert!((mean - 0.5).abs() < 4.0 * se_mean, "mean {mean}");
-        assert!((var - want_var).abs() < 0.1 * want_var, "var {var} vs {want_var}");
+        assert!(
+            (var - want_var).abs() < 0.1 * want_var,
+            "var {var} vs {want_var}"
+        );
     }
 }

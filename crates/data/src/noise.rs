@@ -76,22 +76,30 @@ mod tests {
         let labels: Vec<u32> = (0..1000).map(|i| (i % 10) as u32).collect();
         let noisy = symmetric_label_noise(&labels, 10, 0.37, 5).unwrap();
         assert_eq!(noisy.num_noisy(), 370);
-        for i in 0..labels.len() {
-            assert_eq!(noisy.is_noisy[i], noisy.labels[i] != labels[i], "example {i}");
-            assert!(noisy.labels[i] < 10);
-        }
-        // Every wrong class is reachable: about 370/9 ≈ 41 per (true → new) pair on average.
         let mut hits = [0usize; 10];
-        for i in 0..labels.len() {
+        for (i, (&old, &new)) in labels.iter().zip(&noisy.labels).enumerate() {
+            assert_eq!(noisy.is_noisy[i], new != old, "example {i}");
+            assert!(new < 10);
             if noisy.is_noisy[i] {
-                hits[noisy.labels[i] as usize] += 1;
+                hits[new as usize] += 1;
             }
         }
+        // Every class is reachable as a wrong label: about 370/10 = 37 land on each.
         assert!(hits.iter().all(|&h| h > 15), "{hits:?}");
         assert_eq!(symmetric_label_noise(&labels, 10, 0.37, 5).unwrap(), noisy);
         assert_ne!(symmetric_label_noise(&labels, 10, 0.37, 6).unwrap(), noisy);
-        assert_eq!(symmetric_label_noise(&labels, 10, 0.0, 5).unwrap().num_noisy(), 0);
-        assert_eq!(symmetric_label_noise(&labels, 10, 1.0, 5).unwrap().num_noisy(), 1000);
+        assert_eq!(
+            symmetric_label_noise(&labels, 10, 0.0, 5)
+                .unwrap()
+                .num_noisy(),
+            0
+        );
+        assert_eq!(
+            symmetric_label_noise(&labels, 10, 1.0, 5)
+                .unwrap()
+                .num_noisy(),
+            1000
+        );
         assert!(symmetric_label_noise(&labels, 10, 1.5, 5).is_err());
         assert!(symmetric_label_noise(&labels, 5, 0.1, 5).is_err());
     }

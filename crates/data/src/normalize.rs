@@ -82,7 +82,12 @@ impl Normalization {
         let mut std = Vec::with_capacity(c);
         for h in &hist {
             let n: u64 = h.iter().sum();
-            let m = h.iter().enumerate().map(|(v, &k)| v as f64 * k as f64).sum::<f64>() / n as f64;
+            let m = h
+                .iter()
+                .enumerate()
+                .map(|(v, &k)| v as f64 * k as f64)
+                .sum::<f64>()
+                / n as f64;
             let var = h
                 .iter()
                 .enumerate()

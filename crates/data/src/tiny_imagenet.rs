@@ -22,7 +22,10 @@ pub fn load_tiny_imagenet(dir: &Path) -> Result<TrainTest> {
         .filter(|l| !l.is_empty())
         .collect();
     if wnids.is_empty() {
-        return Err(DataError::format(&wnids_path, "no class ids, expected one wnid per line"));
+        return Err(DataError::format(
+            &wnids_path,
+            "no class ids, expected one wnid per line",
+        ));
     }
     let index: HashMap<&str, u32> = wnids
         .iter()
@@ -140,9 +143,13 @@ fn decode_all(name: &str, files: &[(PathBuf, u32)], classes: usize) -> Result<Da
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(DataError::InvalidArgument("JPEG decoder thread panicked".into()))))
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(DataError::InvalidArgument(
+                    "JPEG decoder thread panicked".into(),
+                ))
+            })
+        })
     })?;
     Ok(Dataset {
         name: name.to_string(),

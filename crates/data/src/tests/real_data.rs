@@ -1,0 +1,46 @@
+//! The real CIFAR-10 (from `$BREAKEVEN_DATA`) and Fashion-MNIST (Debian's package), where present.
+
+use crate::{load_cifar10, load_fashion_mnist, locate, DatasetName, Normalization};
+
+#[test]
+fn real_cifar10_counts_labels_and_channel_statistics() {
+    let Some(root) = std::env::var_os(crate::DATA_ENV) else {
+        eprintln!("SKIPPED: cifar10 not found: {} is not set", crate::DATA_ENV);
+        return;
+    };
+    let dir = std::path::Path::new(&root).join("cifar-10-batches-bin");
+    if !dir.join("data_batch_1.bin").is_file() {
+        eprintln!("SKIPPED: cifar10 not found at {}", dir.display());
+        return;
+    }
+    let tt = load_cifar10(&dir).unwrap();
+    assert_eq!((tt.train.len(), tt.test.len()), (50_000, 10_000));
+    assert_eq!(tt.train.class_counts(), vec![5_000; 10]);
+    assert_eq!(tt.test.class_counts(), vec![1_000; 10]);
+    assert_eq!(tt.train.labels[0], 6);
+    assert_eq!(tt.test.labels[0], 3);
+    // The statistics published for this copy in shared/data/README.md.
+    let norm = Normalization::from_dataset(&tt.train, None).unwrap();
+    let (mean, std) = ([0.4932, 0.4830, 0.4470], [0.2460, 0.2441, 0.2616]);
+    for c in 0..3 {
+        assert!((norm.mean[c] - mean[c]).abs() < 1e-4, "{norm:?}");
+        assert!((norm.std[c] - std[c]).abs() < 1e-4, "{norm:?}");
+    }
+}
+
+#[test]
+fn real_fashion_mnist_counts_and_first_labels() {
+    let dir = match locate(DatasetName::FashionMnist, None) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("SKIPPED: fashion-mnist not found ({e})");
+            return;
+        }
+    };
+    let tt = load_fashion_mnist(&dir).unwrap();
+    assert_eq!((tt.train.len(), tt.test.len()), (60_000, 10_000));
+    assert_eq!((tt.train.height, tt.train.width), (28, 28));
+    assert_eq!(tt.train.labels[..10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
+    assert_eq!(tt.train.class_counts(), vec![6_000; 10]);
+    assert_eq!(tt.test.class_counts(), vec![1_000; 10]);
+}
