@@ -16,7 +16,8 @@ pub enum CurvatureError {
          process"
     )]
     DoubleBackpropDisabled {
-        /// What the probe measured (0 when the second backward found no gradient at all).
+        /// What the probe measured: 0 when the second backward found no gradient, otherwise a
+        /// wrong value from the partial graph Candle keeps (4 for x³ in candle 0.11.1).
         got: f64,
     },
     /// A vector handed to an operator or estimator has the wrong length.

@@ -12,6 +12,7 @@
 mod dense;
 mod error;
 mod hessian;
+mod hessian_fd;
 mod lanczos;
 pub mod linalg;
 mod loss;
@@ -26,6 +27,7 @@ mod trace;
 pub use dense::DenseMatrix;
 pub use error::{CurvatureError, Result};
 pub use hessian::HessianOperator;
+pub use hessian_fd::{FdConfig, FdHessianOperator};
 pub use lanczos::{lanczos, EigenEstimate, LanczosConfig, Which};
 pub use loss::{loss_and_gradient, BatchedLoss, LossFn, Reduction};
 pub use operator::{materialize, Counted, LinearOperator};

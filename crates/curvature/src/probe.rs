@@ -74,3 +74,43 @@ impl ProbedThread {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This unit-test binary never enables double backprop itself, so the probe's verdict must
+    /// follow the environment the tests were started with: pass with the variable, and a
+    /// typed error (never a silent zero) without it.
+    #[test]
+    fn probe_follows_the_environment_and_refuses_with_a_typed_error() {
+        let set = std::env::var(VAR)
+            .map(|s| !s.is_empty() && s != "0")
+            .unwrap_or(false);
+        let r = check_double_backprop();
+        if set {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            match r {
+                Err(CurvatureError::DoubleBackpropDisabled { got }) => {
+                    // Not even zero: detaching only the incoming gradients leaves a partial
+                    // graph (x³ gives 4 instead of 6), which is why a probe is needed.
+                    assert!((got - 6.0).abs() > 1.0, "{got}");
+                    let msg = CurvatureError::DoubleBackpropDisabled { got }.to_string();
+                    assert!(msg.contains("CANDLE_GRAD_DO_NOT_DETACH=1"));
+                }
+                other => panic!("expected DoubleBackpropDisabled, got {other:?}"),
+            }
+            // And an operator refuses to be built on this thread.
+            let w = Var::new(&[1.0f64, 2.0], &Device::Cpu).unwrap();
+            let w2 = w.clone();
+            let loss = crate::BatchedLoss::new(1, crate::Reduction::Mean, move |_| {
+                Ok((w2.as_tensor().sqr()?.sum_all()?, 1))
+            });
+            assert!(matches!(
+                crate::HessianOperator::new(vec![w], loss),
+                Err(CurvatureError::DoubleBackpropDisabled { .. })
+            ));
+        }
+    }
+}
