@@ -178,7 +178,7 @@ impl Setup {
                     .unwrap_or(vec![0.0; p.var.elem_count()])
             })
             .collect();
-        let eps = 1e-6;
+        let eps = 1e-8;
         let grad_at = |d: f64| -> Vec<f64> {
             let shifts: Vec<(usize, Tensor)> = v
                 .iter()
@@ -205,7 +205,7 @@ impl Setup {
             "Hv is zero: double backprop did not record a graph"
         );
         assert!(
-            rel < 1e-5,
+            rel < 1e-6,
             "‖Hv − fd‖/‖fd‖ = {rel:e} (‖Hv‖ {:e}, ‖fd‖ {:e})",
             norm(&hv),
             norm(&fd)

@@ -4,6 +4,7 @@
 pub mod arch;
 mod error;
 pub mod init;
+pub mod io;
 pub mod layers;
 mod loss;
 pub mod ops;

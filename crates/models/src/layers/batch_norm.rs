@@ -137,3 +137,164 @@ impl BatchNorm {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn bn_and_input() -> (BatchNorm, Tensor) {
+        let mut store = ParamStore::new(0, DType::F64, &Device::Cpu);
+        let bn = BatchNorm::new(&mut store, "bn", 2).unwrap();
+        // Channel 0 holds 1..8, channel 1 holds squares, over N=2, H=2, W=2.
+        let v: Vec<f64> = (0..16)
+            .map(|i| {
+                if (i / 4) % 2 == 0 {
+                    i as f64
+                } else {
+                    (i * i) as f64 / 10.0
+                }
+            })
+            .collect();
+        (bn, Tensor::from_vec(v, (2, 2, 2, 2), &Device::Cpu).unwrap())
+    }
+
+    /// Mean, biased and unbiased variance of channel `c`, by hand.
+    fn stats(x: &Tensor, c: usize) -> (f64, f64, f64) {
+        let v: Vec<f64> = x
+            .narrow(1, c, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let ss = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
+        (mean, ss / n, ss / (n - 1.0))
+    }
+
+    fn vec(v: &Var) -> Vec<f64> {
+        v.as_tensor().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn train_normalizes_by_batch_and_updates_running_stats_like_pytorch() {
+        let (bn, x) = bn_and_input();
+        let y = bn.forward(&x, Mode::Train).unwrap();
+        bn.forward(&x, Mode::Train).unwrap();
+        for c in 0..2 {
+            let (mean, var, unbiased) = stats(&x, c);
+            let got = stats(&y, c);
+            assert!(
+                got.0.abs() < 1e-12 && (got.1 - var / (var + EPS)).abs() < 1e-12,
+                "channel {c}: {got:?}"
+            );
+            // Two updates from (0, 1): m·(2−m)·s + (1−m)²·init.
+            let m = MOMENTUM;
+            assert!((vec(&bn.running_mean)[c] - m * (2.0 - m) * mean).abs() < 1e-12);
+            let expected = m * (2.0 - m) * unbiased + (1.0 - m).powi(2);
+            assert!((vec(&bn.running_var)[c] - expected).abs() < 1e-12);
+        }
+        assert_eq!(
+            bn.num_batches_tracked
+                .as_tensor()
+                .to_scalar::<i64>()
+                .unwrap(),
+            2
+        );
+        assert_eq!(bn.num_batches_tracked.dims(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn batch_stats_mode_leaves_running_stats_untouched() {
+        let (bn, x) = bn_and_input();
+        let train = bn.forward(&x, Mode::BatchStats).unwrap();
+        assert_eq!(vec(&bn.running_mean), [0.0, 0.0]);
+        assert_eq!(vec(&bn.running_var), [1.0, 1.0]);
+        assert_eq!(
+            bn.num_batches_tracked
+                .as_tensor()
+                .to_scalar::<i64>()
+                .unwrap(),
+            0
+        );
+        let again = bn.forward(&x, Mode::Train).unwrap();
+        assert_eq!(
+            (train - again)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+    }
+
+    #[test]
+    fn eval_uses_running_stats_and_affine_parameters() {
+        let (bn, x) = bn_and_input();
+        bn.running_mean
+            .set(&Tensor::new(&[1.0f64, -2.0], &Device::Cpu).unwrap())
+            .unwrap();
+        bn.running_var
+            .set(&Tensor::new(&[4.0f64, 0.25], &Device::Cpu).unwrap())
+            .unwrap();
+        bn.weight
+            .set(&Tensor::new(&[3.0f64, 0.5], &Device::Cpu).unwrap())
+            .unwrap();
+        bn.bias
+            .set(&Tensor::new(&[0.1f64, -0.1], &Device::Cpu).unwrap())
+            .unwrap();
+        let y = bn.forward(&x, Mode::Eval).unwrap();
+        let (xs, ys): (Vec<f64>, Vec<f64>) = (
+            x.flatten_all().unwrap().to_vec1().unwrap(),
+            y.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        for (i, (xv, yv)) in xs.iter().zip(ys).enumerate() {
+            let c = (i / 4) % 2;
+            let (m, v, w, b) = [(1.0, 4.0, 3.0, 0.1), (-2.0, 0.25, 0.5, -0.1)][c];
+            assert!((yv - ((xv - m) / (v + EPS).sqrt() * w + b)).abs() < 1e-12);
+        }
+        assert_eq!(
+            bn.num_batches_tracked
+                .as_tensor()
+                .to_scalar::<i64>()
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn one_dimensional_inputs_and_bad_shapes() {
+        let mut store = ParamStore::new(0, DType::F64, &Device::Cpu);
+        let bn = BatchNorm::new(&mut store, "", 3).unwrap();
+        let x = Tensor::new(&[[1.0f64, 2.0, 3.0], [3.0, 2.0, 0.0]], &Device::Cpu).unwrap();
+        let y = bn
+            .forward(&x, Mode::Train)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        assert!((y[0][0] + 1.0).abs() < 1e-5 && (y[1][0] - 1.0).abs() < 1e-5);
+        assert!(y[0][1].abs() < 1e-12, "constant channel normalizes to 0");
+        assert!(
+            bn.forward(&x.narrow(0, 0, 1).unwrap(), Mode::Train)
+                .is_err(),
+            "one value per channel"
+        );
+        assert!(bn
+            .forward(
+                &Tensor::zeros((2, 4), DType::F64, &Device::Cpu).unwrap(),
+                Mode::Eval
+            )
+            .is_err());
+        let (_, buffers) = store.finish();
+        let names: Vec<&str> = buffers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["running_mean", "running_var", "num_batches_tracked"]
+        );
+    }
+}
