@@ -20,6 +20,8 @@ mod augment;
 mod cifar;
 mod dataset;
 mod error;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 mod idx;
 mod loader;
 mod locate;

@@ -53,7 +53,7 @@ impl DatasetName {
     }
 
     /// A file whose presence marks a usable copy (so an empty folder does not shadow a real one).
-    fn marker(self) -> &'static [&'static str] {
+    pub(crate) fn marker(self) -> &'static [&'static str] {
         match self {
             DatasetName::Cifar10 => &["data_batch_1.bin"],
             DatasetName::Cifar100 => &["train.bin"],

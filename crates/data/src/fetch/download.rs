@@ -1,0 +1,108 @@
+//! Resumable HTTP(S) downloads into `FILE.part` (HTTP Range), and checksum verification.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use super::{FetchError, RemoteFile};
+
+/// Downloads `remote.url` into `part`, continuing after the bytes already there when the server
+/// honours `Range` (206), starting over when it does not (200). Returns the bytes received now.
+pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64, FetchError> {
+    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .build(),
+    );
+    let mut request = agent.get(&remote.url);
+    if have > 0 {
+        request = request.header("Range", format!("bytes={have}-"));
+    }
+    let http = |reason: String| FetchError::Http {
+        url: remote.url.clone(),
+        reason,
+    };
+    let response = request.call().map_err(|e| http(e.to_string()))?;
+    let status = response.status().as_u16();
+    let append = match status {
+        206 => true,
+        200 => false,
+        // The partial file is already complete (or longer than the file): let the checksum decide.
+        416 if have > 0 => return Ok(0),
+        _ => return Err(http(format!("HTTP status {status}"))),
+    };
+    if have > 0 {
+        tracing::info!(url = %remote.url, have, resumed = append, "continuing partial download");
+    }
+    let mut out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(part)
+        .map_err(|e| FetchError::io(part, e))?;
+    let mut body = response.into_body().into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0u64;
+    loop {
+        let n = body.read(&mut buf).map_err(|e| http(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| FetchError::io(part, e))?;
+        received += n as u64;
+    }
+    out.flush().map_err(|e| FetchError::io(part, e))?;
+    Ok(received)
+}
+
+/// Checks MD5 (and SHA-256 when given) of `path` against `remote`.
+pub(crate) fn verify(remote: &RemoteFile, path: &Path) -> Result<(), FetchError> {
+    let mut file = std::fs::File::open(path).map_err(|e| FetchError::io(path, e))?;
+    let mut md5 = Md5::new();
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| FetchError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        if remote.sha256.is_some() {
+            sha.update(&buf[..n]);
+        }
+    }
+    let found = hex(&md5.finalize());
+    if !found.eq_ignore_ascii_case(&remote.md5) {
+        return Err(FetchError::Checksum {
+            path: path.to_path_buf(),
+            algorithm: "MD5",
+            expected: remote.md5.clone(),
+            found,
+        });
+    }
+    if let Some(expected) = &remote.sha256 {
+        let found = hex(&sha.finalize());
+        if !found.eq_ignore_ascii_case(expected) {
+            return Err(FetchError::Checksum {
+                path: path.to_path_buf(),
+                algorithm: "SHA-256",
+                expected: expected.clone(),
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
