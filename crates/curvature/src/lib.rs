@@ -9,8 +9,11 @@
 //! dtype/device. Every operator is of the MEAN loss over the whole data set (batches weighted
 //! by size / N); per-example gradients are unscaled `∇ℓ_i`.
 
+mod covariance;
 mod dense;
 mod error;
+mod fisher;
+mod ggn;
 mod hessian;
 mod hessian_fd;
 mod lanczos;
@@ -22,10 +25,17 @@ mod power;
 mod probe;
 pub mod random;
 mod slq;
+mod softmax;
 mod trace;
 
+pub use covariance::{
+    covariance_summary, per_example_gradients, CovarianceConfig, CovarianceOperator,
+    CovarianceSummary, Normalization, PerExampleGradients,
+};
 pub use dense::DenseMatrix;
 pub use error::{CurvatureError, Result};
+pub use fisher::{fisher_trace, FisherKind, FisherOperator, FisherTrace};
+pub use ggn::{GgnOperator, OutputLoss};
 pub use hessian::HessianOperator;
 pub use hessian_fd::{FdConfig, FdHessianOperator};
 pub use lanczos::{lanczos, EigenEstimate, LanczosConfig, Which};
@@ -35,4 +45,5 @@ pub use params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
 pub use power::{power_iteration, PowerConfig, PowerEstimate};
 pub use probe::{check_double_backprop, enable_double_backprop};
 pub use slq::{spectral_density, SlqConfig, SpectralDensity};
+pub use softmax::{log_softmax, softmax_detached, BatchedLogits, LogitsFn};
 pub use trace::{hutch_plus_plus, hutchinson, HutchinsonConfig, TraceEstimate};

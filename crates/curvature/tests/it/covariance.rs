@@ -1,0 +1,127 @@
+//! Per-example gradients and the gradient covariance (TESTING.md #9, #10).
+
+use breakeven_curvature::{
+    covariance_summary, loss_and_gradient, materialize, params_to_vec, per_example_gradients,
+    BatchedLoss, CovarianceConfig, CovarianceOperator, CurvatureError, LossFn, Normalization,
+    Reduction,
+};
+use candle_core::Tensor;
+
+use crate::common::*;
+
+const N: usize = 9;
+
+/// Softmax regression 4 → 3 with a bias; batch b = examples `ranges[b]`.
+fn loss(ranges: Vec<(usize, usize)>) -> (impl LossFn, Vec<candle_core::Var>, Tensor, Vec<u32>) {
+    let x = randn(400, N, 4, 1.0);
+    let y = labels(401, N, 3);
+    let vars = vec![param(402, &[4, 3], 0.7), param(403, &[3], 0.3)];
+    let (xc, yc, vc) = (x.clone(), y.clone(), vars.clone());
+    let l = BatchedLoss::new(ranges.len(), Reduction::Mean, move |b| {
+        let (lo, hi) = ranges[b];
+        let z = rows(&xc, lo, hi)
+            .matmul(vc[0].as_tensor())?
+            .broadcast_add(vc[1].as_tensor())?;
+        Ok((cross_entropy(&z, &yc[lo..hi])?, hi - lo))
+    });
+    (l, vars, x, y)
+}
+
+#[test]
+fn per_example_gradients_match_the_closed_form_and_the_full_gradient() {
+    let (mut l, vars, x, y) = loss((0..N).map(|i| (i, i + 1)).collect());
+    let g = per_example_gradients(&mut l, &vars).unwrap();
+    assert_eq!((g.len(), g.dim()), (N, 15));
+    // ∇_W ℓ_n = x_n (p_n − e_y)ᵀ, ∇_b ℓ_n = p_n − e_y.
+    let w = params_to_vec(&vars).unwrap();
+    for (n, xn) in to_rows(&x).iter().enumerate() {
+        let z: Vec<f64> = (0..3)
+            .map(|c| (0..4).map(|i| xn[i] * w[i * 3 + c]).sum::<f64>() + w[12 + c])
+            .collect();
+        let zmax = z.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = z.iter().map(|a| (a - zmax).exp()).collect();
+        let s: f64 = e.iter().sum();
+        let d: Vec<f64> = (0..3)
+            .map(|c| e[c] / s - if c as u32 == y[n] { 1.0 } else { 0.0 })
+            .collect();
+        let mut want: Vec<f64> = (0..4)
+            .flat_map(|i| d.iter().map(move |dc| xn[i] * dc))
+            .collect();
+        want.extend(&d);
+        for (a, b) in g.row(n).iter().zip(&want) {
+            assert!((a - b).abs() < 1e-12, "example {n}: {a} vs {b}");
+        }
+    }
+    // Mean of per-example gradients (unscaled) = gradient of the mean loss, any batching.
+    let (mut l2, vars2, _, _) = loss(vec![(0, 4), (4, 9)]);
+    let (_, full) = loss_and_gradient(&mut l2, &vars2).unwrap();
+    for (a, b) in g.mean().iter().zip(&full) {
+        assert!((a - b).abs() < 1e-12);
+    }
+    // Batches of more than one example are refused, not silently mixed.
+    let (mut l3, vars3, _, _) = loss(vec![(0, 2)]);
+    assert!(matches!(
+        per_example_gradients(&mut l3, &vars3),
+        Err(CurvatureError::BadBatch { batch: 0, .. })
+    ));
+}
+
+#[test]
+fn gram_trick_matches_the_dense_covariance_and_the_identities_hold() {
+    let (mut l, vars, _, _) = loss((0..N).map(|i| (i, i + 1)).collect());
+    let g = per_example_gradients(&mut l, &vars).unwrap();
+    let cfg = CovarianceConfig {
+        k: 15,
+        ..Default::default()
+    };
+    let s = covariance_summary(&g, &cfg).unwrap();
+    // Dense D × D covariance from its operator, diagonalized directly.
+    let k = materialize(
+        &mut CovarianceOperator::new(&g, Normalization::Population).unwrap(),
+        true,
+    )
+    .unwrap();
+    let dense = k.eigen().unwrap();
+    assert!((s.trace - k.trace()).abs() < 1e-12 * k.trace());
+    for (i, (a, b)) in s.eigenvalues.iter().zip(&dense.values).enumerate().take(N) {
+        assert!(
+            (a - b).abs() < 1e-10 * dense.values[0],
+            "eigenvalue {i}: {a} vs {b}"
+        );
+    }
+    // Centring leaves rank ≤ n − 1; λ* is the smallest non-zero one.
+    assert!(s.rank < N && s.rank >= 1);
+    assert!((s.lambda_star - s.eigenvalues[s.rank - 1]).abs() < 1e-14);
+    assert!((s.conditioning - s.lambda_star / s.eigenvalues[0]).abs() < 1e-14);
+    // Tr(empirical Fisher) = Tr(K) + ‖ḡ‖²; Tr(K) = (1/n) Σ ‖g_i − ḡ‖².
+    assert!(
+        (s.empirical_fisher_trace - (s.trace + s.mean_grad_sq_norm)).abs()
+            < 1e-12 * s.empirical_fisher_trace
+    );
+    let m = g.mean();
+    let direct: f64 = (0..N)
+        .map(|i| {
+            g.row(i)
+                .iter()
+                .zip(&m)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / N as f64;
+    assert!((s.trace - direct).abs() < 1e-12 * direct);
+    // Unbiased = population · n/(n − 1).
+    let u = covariance_summary(
+        &g,
+        &CovarianceConfig {
+            normalization: Normalization::Unbiased,
+            ..cfg
+        },
+    )
+    .unwrap();
+    assert!((u.trace - s.trace * N as f64 / (N - 1) as f64).abs() < 1e-12 * s.trace);
+    assert!(
+        (u.eigenvalues[0] - s.eigenvalues[0] * N as f64 / (N - 1) as f64).abs()
+            < 1e-12 * s.eigenvalues[0]
+    );
+}
