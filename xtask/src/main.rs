@@ -1,2 +1,38 @@
 //! `cargo xtask`: the orchestrator.
-fn main() {}
+
+mod fetch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "breakeven's task runner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Download, verify (MD5/SHA-256) and unpack a data set; resumable and idempotent.
+    Fetch(fetch::DataFetchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match Cli::parse().command {
+        Command::Data(DataCommand::Fetch(args)) => fetch::data_fetch(&args),
+    }
+}

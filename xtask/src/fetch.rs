@@ -1,0 +1,47 @@
+//! `cargo xtask data fetch NAME [--data-dir DIR] [--base-url URL] [--keep-archive]`.
+//!
+//! The mechanism (download, verification, safe extraction) lives in `breakeven_data::fetch`,
+//! where it is tested; this is the command-line face.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use breakeven_data::fetch::{fetch, FetchOptions, FetchOutcome};
+use breakeven_data::{data_root, DatasetName};
+
+/// Download, verify and unpack one data set.
+#[derive(Debug, clap::Args)]
+pub struct DataFetchArgs {
+    /// Data set: cifar10, cifar100, mnist, fashion-mnist or tiny-imagenet.
+    pub name: String,
+    /// Data root to fetch into (default: $BREAKEVEN_DATA, else ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Download every file from BASE_URL/FILE_NAME instead of the publisher's address (a mirror).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Keep the verified archive after unpacking it.
+    #[arg(long)]
+    pub keep_archive: bool,
+}
+
+/// Runs `data fetch`.
+pub fn data_fetch(args: &DataFetchArgs) -> anyhow::Result<()> {
+    let name: DatasetName = args.name.parse()?;
+    let root = data_root(args.data_dir.as_deref());
+    let options = FetchOptions {
+        base_url: args.base_url.clone(),
+        keep_archive: args.keep_archive,
+    };
+    let outcome = fetch(name, &root, &options)
+        .with_context(|| format!("fetching {name} into {}", root.display()))?;
+    match outcome {
+        FetchOutcome::AlreadyPresent(dir) => {
+            println!("{name}: already present in {}", dir.display())
+        }
+        FetchOutcome::Fetched(dir) => {
+            println!("{name}: fetched and verified into {}", dir.display())
+        }
+    }
+    Ok(())
+}
