@@ -1,1 +1,27 @@
-//! breakeven-runner.
+//! breakeven-runner: run configs, run directories, checkpoints, the training loop with
+//! trajectory tracking, sweeps, and the `breakeven` CLI.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod measure;
+pub mod metrics;
+pub mod objective;
+pub mod penalty;
+pub mod rundir;
+pub mod setup;
+pub mod state;
+pub mod sweep;
+pub mod track;
+pub mod train;
+
+pub use config::RunConfig;
+pub use error::{Result, RunError};
+pub use rundir::{RunDir, RunStatus, Summary};
+pub use train::{train, Outcome, TrainOptions};
+
+#[cfg(test)]
+mod tests;

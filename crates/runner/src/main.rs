@@ -1,2 +1,135 @@
-//! The `breakeven` command line.
-fn main() {}
+//! The `breakeven` command line: train a run from a config, resume a run directory, or measure
+//! the curvature of a checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use breakeven_runner::{train, Outcome, RunConfig, RunDir, TrainOptions};
+use clap::{Parser, Subcommand};
+
+/// Study SGD's implicit regularization: train with curvature tracking, resume, measure.
+#[derive(Debug, Parser)]
+#[command(name = "breakeven", version)]
+struct Cli {
+    /// Only warnings and errors; no progress bars (for CI).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Where data sets are looked for (default: $BREAKEVEN_DATA, then ./data).
+    #[arg(long, global = true, env = "BREAKEVEN_DATA")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the run described by a TOML config.
+    Train {
+        /// The run config (TOML; see experiments/ for examples).
+        #[arg(long)]
+        config: PathBuf,
+        /// The run directory (default: runs/<name>-seed<seed>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Override the config's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Continue an interrupted run from its last checkpoint (a finished run is left as is).
+    Resume {
+        /// The run directory holding config.toml and checkpoints/.
+        run_dir: PathBuf,
+    },
+    /// Print the curvature of a checkpoint as JSON (λ_H^1..k, Tr H, Tr F, λ_K^1, Tr K, ratios).
+    Measure {
+        /// A checkpoint (`checkpoints/step-*.safetensors` inside a run directory).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data set to measure on (default: the run's).
+        #[arg(long)]
+        data: Option<String>,
+        /// Number of training examples in the measurement subset (default: the run's).
+        #[arg(long)]
+        subset: Option<usize>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.quiet);
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Train {
+            config,
+            run_dir,
+            seed,
+        } => {
+            let mut cfg = RunConfig::load(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
+            cfg.validate()
+                .with_context(|| format!("in {}", config.display()))?;
+            let dir = run_dir.unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!("{}-seed{}", cfg.name, cfg.seed))
+            });
+            let opts = TrainOptions {
+                data_dir: cli.data_dir,
+                progress,
+                ..Default::default()
+            };
+            report(
+                train(&cfg, &RunDir::new(&dir), &opts)
+                    .with_context(|| format!("run {}", dir.display()))?,
+            )
+        }
+        Command::Resume { run_dir } => {
+            let dir = RunDir::new(&run_dir);
+            let cfg = dir
+                .load_config()
+                .with_context(|| format!("resuming {}", run_dir.display()))?;
+            let opts = TrainOptions {
+                data_dir: cli.data_dir,
+                progress,
+                ..Default::default()
+            };
+            report(train(&cfg, &dir, &opts).with_context(|| format!("run {}", run_dir.display()))?)
+        }
+        Command::Measure {
+            checkpoint,
+            data,
+            subset,
+        } => {
+            let json = breakeven_runner::measure::measure_checkpoint(
+                &checkpoint,
+                data.as_deref(),
+                subset,
+                cli.data_dir.as_deref(),
+            )
+            .with_context(|| format!("measuring {}", checkpoint.display()))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }
+    }
+}
+
+fn report(outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Finished(summary) => {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Outcome::Interrupted { step } => bail!("interrupted after step {step}"),
+    }
+}
+
+fn init_tracing(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,436 @@
+//! The typed run configuration (TOML) and its validation into a runnable plan.
+//!
+//! Every section rejects unknown keys, and `validate` rejects impossible values naming the key,
+//! so a typo or a negative learning rate is ONE clear error before any training starts.
+
+use breakeven_models::ModelSpec;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::RunError;
+
+/// One training run: data, model, optimizer, schedule, penalty, stopping rule and tracking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Human-readable name (also the default run directory name in sweeps).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Seed of every random draw of the run (init, shuffling, augmentation, penalty labels).
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` or `cuda[:N]`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Floating-point type of parameters and activations: `f32` or `f64`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    pub data: DataConfig,
+    /// The architecture, passed to `breakeven_models::build` (e.g. `{ arch = "simple_cnn" }`).
+    pub model: ModelSpec,
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub penalty: PenaltyConfig,
+    pub stop: StopConfig,
+    #[serde(default)]
+    pub tracking: TrackingConfig,
+    /// Written by the runner into the run directory's resolved config; absent in user configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Where a run came from: the code revision and the data it read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the working tree (with `-dirty` if it has changes), or `unknown`.
+    pub git_revision: String,
+    /// The data directory the data set was read from.
+    pub data_dir: String,
+    /// `breakeven-runner` version.
+    pub version: String,
+}
+
+/// Which data set, how much of it, and how it is presented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `cifar10`, `cifar100`, `fashion-mnist`, `mnist`, `tiny-imagenet` or `synthetic`
+    /// (seeded Gaussian blobs, for tests and smoke runs without data).
+    pub name: String,
+    /// Use only the first N training examples (after the validation split); absent = all.
+    #[serde(default)]
+    pub subset: Option<usize>,
+    /// Examples held out of the training set (seeded draw) for choosing η* and α.
+    #[serde(default)]
+    pub val_size: usize,
+    /// Use only the first N test examples; absent = all.
+    #[serde(default)]
+    pub test_subset: Option<usize>,
+    /// `none` or `flip-crop` (random horizontal flip + 4-pixel-padded random crop).
+    #[serde(default = "default_augment")]
+    pub augment: String,
+    /// Fraction of training labels replaced by a uniformly drawn different class.
+    #[serde(default)]
+    pub label_noise: f64,
+    /// Mini-batch size S.
+    pub batch_size: usize,
+}
+
+/// SGD with `torch.optim.SGD` semantics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate η (> 0).
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Clip the global gradient norm to this value; absent = no clipping.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+}
+
+/// Learning-rate schedule, stepped per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `constant`, `step` (×gamma at each milestone epoch) or `cosine` (to 0 at `stop.max_epochs`).
+    #[serde(default = "default_schedule")]
+    pub kind: String,
+    #[serde(default)]
+    pub milestones: Vec<usize>,
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// Linear warm-up from 0 over this many epochs.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+}
+
+/// Training objective L_B + α·P (SCIENCE.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PenaltyConfig {
+    /// `none`, `fp`, `gp`, `gpr` or `gpx`.
+    #[serde(default = "default_penalty")]
+    pub kind: String,
+    /// Penalty weight α (≥ 0).
+    #[serde(default)]
+    pub alpha: f64,
+    /// Apply the penalty every k steps [unverified: reportedly 10].
+    #[serde(default = "default_every")]
+    pub every: usize,
+    /// Penalty evaluated on the first N examples of the batch [unverified: reportedly 128].
+    #[serde(default)]
+    pub sub_batch: Option<usize>,
+    /// Squared gradient norm (the papers' form) or the plain norm (the seed's).
+    #[serde(default = "default_true")]
+    pub squared: bool,
+}
+
+/// When a run ends. SCIENCE.md §4: compare at convergence, so stop at a training-accuracy
+/// threshold, with an epoch cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopConfig {
+    /// Hard cap on epochs.
+    pub max_epochs: usize,
+    /// Stop once the epoch's running training accuracy reaches this (in [0, 1]).
+    #[serde(default)]
+    pub train_acc: Option<f64>,
+    /// Hard cap on optimizer steps (tests, smoke runs).
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+}
+
+/// What is measured along the trajectory and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// In the first `dense_epochs` epochs, log every `dense_every` steps ...
+    #[serde(default = "default_one")]
+    pub dense_epochs: usize,
+    #[serde(default = "default_dense_every")]
+    pub dense_every: u64,
+    /// ... then at the end of every `every_epochs`-th epoch.
+    #[serde(default = "default_one")]
+    pub every_epochs: usize,
+    /// Measure curvature (Tr F, λ_H, λ_K, Tr K) at logged steps; losses and norms are always logged.
+    #[serde(default)]
+    pub curvature: bool,
+    /// Size of the fixed seeded measurement subset of the training set.
+    #[serde(default = "default_measure_subset")]
+    pub measure_subset: usize,
+    /// Number of Hessian eigenvalues from Lanczos (λ_H^1..k; λ_H^k is the conditioning λ^*).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Lanczos iterations (matvec budget of the Hessian spectrum).
+    #[serde(default = "default_lanczos_iters")]
+    pub lanczos_iters: usize,
+    /// Per-example gradients used for λ_K^1 and Tr(K) (Gram trick, SCIENCE.md §2).
+    #[serde(default = "default_k_examples")]
+    pub k_examples: usize,
+    /// Evaluate test loss/accuracy at logged steps (always at the end).
+    #[serde(default = "default_true")]
+    pub eval_test: bool,
+    /// Write a checkpoint every N epochs (and always at the end).
+    #[serde(default = "default_one")]
+    pub checkpoint_every_epochs: usize,
+    /// Also write a checkpoint every N steps (0 = only per epoch).
+    #[serde(default)]
+    pub checkpoint_every_steps: u64,
+}
+
+fn default_name() -> String {
+    "run".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_augment() -> String {
+    "none".into()
+}
+fn default_schedule() -> String {
+    "constant".into()
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+fn default_penalty() -> String {
+    "none".into()
+}
+fn default_every() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> usize {
+    1
+}
+fn default_dense_every() -> u64 {
+    10
+}
+fn default_measure_subset() -> usize {
+    256
+}
+fn default_top_k() -> usize {
+    3
+}
+fn default_lanczos_iters() -> usize {
+    20
+}
+fn default_k_examples() -> usize {
+    64
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_schedule(),
+            milestones: vec![],
+            gamma: default_gamma(),
+            warmup_epochs: 0,
+        }
+    }
+}
+
+impl Default for PenaltyConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_penalty(),
+            alpha: 0.0,
+            every: 1,
+            sub_batch: None,
+            squared: true,
+        }
+    }
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            dense_epochs: 1,
+            dense_every: default_dense_every(),
+            every_epochs: 1,
+            curvature: false,
+            measure_subset: default_measure_subset(),
+            top_k: default_top_k(),
+            lanczos_iters: default_lanczos_iters(),
+            k_examples: default_k_examples(),
+            eval_test: true,
+            checkpoint_every_epochs: 1,
+            checkpoint_every_steps: 0,
+        }
+    }
+}
+
+/// Data sets the runner knows how to load.
+pub const DATASETS: &[&str] = &[
+    "cifar10",
+    "cifar100",
+    "fashion-mnist",
+    "mnist",
+    "tiny-imagenet",
+    "synthetic",
+];
+/// Penalty kinds (SCIENCE.md §3).
+pub const PENALTIES: &[&str] = &["none", "fp", "gp", "gpr", "gpx"];
+/// Schedule kinds.
+pub const SCHEDULES: &[&str] = &["constant", "step", "cosine"];
+/// Augmentations.
+pub const AUGMENTATIONS: &[&str] = &["none", "flip-crop"];
+
+impl RunConfig {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, RunError> {
+        toml::from_str(text).map_err(|e| RunError::Config {
+            origin: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The config as TOML (the resolved config written into every run directory).
+    pub fn to_toml(&self) -> Result<String, RunError> {
+        toml::to_string_pretty(self).map_err(|e| RunError::Config {
+            origin: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Rejects impossible values, naming the key (unknown architectures and keys are already
+    /// rejected by parsing).
+    pub fn validate(&self) -> Result<(), RunError> {
+        let bad = |key: &str, why: String| {
+            Err(RunError::Invalid {
+                key: key.into(),
+                message: why,
+            })
+        };
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                bad(
+                    key,
+                    format!("unknown value {value:?}, expected one of {allowed:?}"),
+                )
+            }
+        };
+        one_of("data.name", &self.data.name, DATASETS)?;
+        one_of("data.augment", &self.data.augment, AUGMENTATIONS)?;
+        one_of("penalty.kind", &self.penalty.kind, PENALTIES)?;
+        one_of("schedule.kind", &self.schedule.kind, SCHEDULES)?;
+        one_of("dtype", &self.dtype, &["f32", "f64"])?;
+        crate::device::parse_device_name(&self.device)?;
+        if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
+            return bad(
+                "optim.lr",
+                format!("must be a positive number, got {}", self.optim.lr),
+            );
+        }
+        if !(0.0..1.0).contains(&self.optim.momentum) {
+            return bad(
+                "optim.momentum",
+                format!("must be in [0, 1), got {}", self.optim.momentum),
+            );
+        }
+        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
+            return bad(
+                "optim.weight_decay",
+                format!("must be ≥ 0, got {}", self.optim.weight_decay),
+            );
+        }
+        if self.optim.nesterov && self.optim.momentum == 0.0 {
+            return bad(
+                "optim.nesterov",
+                "Nesterov needs momentum > 0 (as in torch.optim.SGD)".into(),
+            );
+        }
+        if let Some(c) = self.optim.clip_grad_norm {
+            if !(c > 0.0 && c.is_finite()) {
+                return bad("optim.clip_grad_norm", format!("must be positive, got {c}"));
+            }
+        }
+        if !(self.schedule.gamma > 0.0 && self.schedule.gamma.is_finite()) {
+            return bad(
+                "schedule.gamma",
+                format!("must be positive, got {}", self.schedule.gamma),
+            );
+        }
+        if self.data.batch_size == 0 {
+            return bad("data.batch_size", "must be at least 1".into());
+        }
+        if self.data.subset == Some(0) {
+            return bad(
+                "data.subset",
+                "must be at least 1 (omit it to use all examples)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.data.label_noise) {
+            return bad(
+                "data.label_noise",
+                format!("must be in [0, 1], got {}", self.data.label_noise),
+            );
+        }
+        if !(self.penalty.alpha >= 0.0 && self.penalty.alpha.is_finite()) {
+            return bad(
+                "penalty.alpha",
+                format!("must be ≥ 0, got {}", self.penalty.alpha),
+            );
+        }
+        if self.penalty.kind != "none" && self.penalty.alpha == 0.0 {
+            return bad(
+                "penalty.alpha",
+                format!("penalty {:?} needs alpha > 0", self.penalty.kind),
+            );
+        }
+        if self.penalty.every == 0 {
+            return bad("penalty.every", "must be at least 1".into());
+        }
+        if self.penalty.sub_batch == Some(0) {
+            return bad("penalty.sub_batch", "must be at least 1".into());
+        }
+        if self.stop.max_epochs == 0 {
+            return bad("stop.max_epochs", "must be at least 1".into());
+        }
+        if let Some(a) = self.stop.train_acc {
+            if !(0.0..=1.0).contains(&a) {
+                return bad("stop.train_acc", format!("must be in [0, 1], got {a}"));
+            }
+        }
+        let t = &self.tracking;
+        if t.dense_every == 0 || t.every_epochs == 0 || t.checkpoint_every_epochs == 0 {
+            return bad(
+                "tracking",
+                "dense_every, every_epochs and checkpoint_every_epochs must be ≥ 1".into(),
+            );
+        }
+        if t.curvature
+            && (t.measure_subset == 0
+                || t.top_k == 0
+                || t.lanczos_iters < t.top_k
+                || t.k_examples < 2)
+        {
+            return bad(
+                "tracking",
+                "curvature needs measure_subset ≥ 1, top_k ≥ 1, lanczos_iters ≥ top_k, k_examples ≥ 2".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+//! Device names (`cpu`, `cuda`, `cuda:N`) parsed once, so a typo is a config error, not a panic.
+
+use candle_core::Device;
+
+use crate::error::RunError;
+
+/// A parsed device name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceName {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device_name(name: &str) -> Result<DeviceName, RunError> {
+    let bad = || RunError::Invalid {
+        key: "device".into(),
+        message: format!("expected cpu, cuda or cuda:N, got {name:?}"),
+    };
+    match name {
+        "cpu" => Ok(DeviceName::Cpu),
+        "cuda" => Ok(DeviceName::Cuda(0)),
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(DeviceName::Cuda)
+            .ok_or_else(bad),
+    }
+}
+
+/// Opens the device (CUDA only when built with the `cuda` feature).
+pub fn open_device(name: &str) -> Result<Device, RunError> {
+    match parse_device_name(name)? {
+        DeviceName::Cpu => Ok(Device::Cpu),
+        DeviceName::Cuda(n) => Device::new_cuda(n).map_err(|e| RunError::Invalid {
+            key: "device".into(),
+            message: format!("cannot open {name}: {e} (is the binary built with --features cuda?)"),
+        }),
+    }
+}

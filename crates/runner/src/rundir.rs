@@ -1,0 +1,163 @@
+//! The run directory: resolved config, `metrics.jsonl`, `checkpoints/`, and `summary.json`.
+//!
+//! A run is finished (never repeated by a sweep) iff `summary.json` exists; a directory with a
+//! config but no summary is an interrupted run that `resume` continues from its last checkpoint.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::atomic::write_atomic;
+use crate::config::RunConfig;
+use crate::error::RunError;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Reached the training-accuracy threshold.
+    Converged,
+    /// Hit the epoch or step cap first.
+    Capped,
+    /// The loss became NaN or ±∞ (SCIENCE.md: large learning rates can blow up); stopped cleanly.
+    Diverged,
+}
+
+/// Final losses and accuracies (eval mode).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    pub train_loss: Option<f64>,
+    pub train_acc: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub status: RunStatus,
+    /// The step whose loss was not finite (diverged runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged_at_step: Option<u64>,
+    pub steps: u64,
+    pub epochs: f64,
+    pub final_metrics: FinalMetrics,
+    /// Sum of the wall time of all sessions of the run (seconds).
+    pub wall_s: f64,
+    pub git_revision: String,
+}
+
+/// Paths of one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn summary_path(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+
+    /// Creates the directory tree and writes the resolved config. Refuses a directory holding a
+    /// different config (a sweep's cell must never silently change meaning).
+    pub fn create(&self, config: &RunConfig) -> Result<(), RunError> {
+        std::fs::create_dir_all(self.checkpoint_dir()).map_err(|e| RunError::io(&self.root, e))?;
+        if self.config_path().exists() {
+            let old = RunConfig::load(&self.config_path())?;
+            if !same_run(&old, config) {
+                return Err(RunError::RunDir {
+                    path: self.root.clone(),
+                    message: "holds a run with a different config; choose another --run-dir".into(),
+                });
+            }
+            return Ok(());
+        }
+        write_atomic(&self.config_path(), config.to_toml()?.as_bytes())
+    }
+
+    /// The resolved config of an existing run.
+    pub fn load_config(&self) -> Result<RunConfig, RunError> {
+        let p = self.config_path();
+        if !p.exists() {
+            return Err(RunError::RunDir {
+                path: self.root.clone(),
+                message: "no config.toml: not a run directory".into(),
+            });
+        }
+        RunConfig::load(&p)
+    }
+
+    /// The summary of a finished run, `None` if the run has not finished.
+    pub fn summary(&self) -> Result<Option<Summary>, RunError> {
+        let p = self.summary_path();
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| RunError::io(&p, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RunError::RunDir {
+                path: p,
+                message: e.to_string(),
+            })
+    }
+
+    /// Writes `summary.json` atomically: the run is finished from now on.
+    pub fn write_summary(&self, summary: &Summary) -> Result<(), RunError> {
+        let text =
+            serde_json::to_string_pretty(summary).map_err(|e| RunError::Other(e.to_string()))?;
+        write_atomic(&self.summary_path(), text.as_bytes())
+    }
+}
+
+/// Configs equal up to provenance (a resumed run may be on a later commit or another data path).
+fn same_run(a: &RunConfig, b: &RunConfig) -> bool {
+    let strip = |c: &RunConfig| RunConfig {
+        provenance: None,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// `git rev-parse HEAD` (+ `-dirty` when the tree has changes), or `unknown` outside a checkout.
+pub fn git_revision() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match run(&["rev-parse", "HEAD"]) {
+        Some(rev) if !rev.is_empty() => {
+            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev}-dirty")
+            } else {
+                rev
+            }
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// Whether `dir` looks like a run directory.
+pub fn is_run_dir(dir: &Path) -> bool {
+    dir.join("config.toml").is_file()
+}

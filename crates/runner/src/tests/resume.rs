@@ -1,0 +1,129 @@
+//! A run interrupted at arbitrary steps and resumed ends bit-identical to an uninterrupted run:
+//! same parameters, optimizer state, metrics (except wall times) and summary.
+
+use super::{temp_dir, tiny_config};
+use crate::checkpoint::{list_checkpoints, Checkpoint};
+use crate::metrics::read_metrics;
+use crate::rundir::{RunDir, RunStatus};
+use crate::train::{train, Outcome, TrainOptions};
+use candle_core::Device;
+
+/// Bits of every tensor of the newest checkpoint of `run`.
+fn final_bits(run: &RunDir) -> Vec<(String, Vec<u64>)> {
+    let (_, path) = list_checkpoints(&run.checkpoint_dir())
+        .unwrap()
+        .pop()
+        .unwrap();
+    let ckpt = Checkpoint::load(&path, &Device::Cpu).unwrap();
+    ckpt.tensors
+        .iter()
+        .map(|(n, t)| {
+            let v = t
+                .flatten_all()
+                .unwrap()
+                .to_dtype(candle_core::DType::F64)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            (n.clone(), v.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect()
+}
+
+fn metrics_without_time(run: &RunDir) -> Vec<crate::metrics::MetricsRecord> {
+    read_metrics(&run.metrics_path())
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            r.step_time_s = 0.0;
+            if let Some(c) = r.curvature.as_mut() {
+                c.wall_s = 0.0;
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_runs_resume_bit_identically() {
+    let dir = temp_dir("resume");
+    let config = tiny_config();
+    let whole = RunDir::new(dir.join("whole"));
+    let Outcome::Finished(a) = train(&config, &whole, &TrainOptions::default()).unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(a.status, RunStatus::Capped);
+    assert_eq!(a.steps, 3 * 16);
+
+    // Stops right after a checkpoint (step 10), between checkpoints (13, 22: replayed from 10
+    // and 20), and at an epoch end (32); each call resumes from the newest checkpoint.
+    let pieces = RunDir::new(dir.join("pieces"));
+    for stop in [10, 13, 22, 32] {
+        let opts = TrainOptions {
+            stop_after_step: Some(stop),
+            ..Default::default()
+        };
+        assert_eq!(
+            train(&config, &pieces, &opts).unwrap(),
+            Outcome::Interrupted { step: stop }
+        );
+    }
+    let Outcome::Finished(b) = train(&config, &pieces, &TrainOptions::default()).unwrap() else {
+        panic!("not finished")
+    };
+
+    assert_eq!(final_bits(&whole), final_bits(&pieces));
+    let (ma, mb) = (metrics_without_time(&whole), metrics_without_time(&pieces));
+    assert_eq!(ma.len(), mb.len());
+    assert_eq!(ma, mb);
+    assert_eq!(a.final_metrics, b.final_metrics);
+    assert_eq!((a.status, a.steps), (b.status, b.steps));
+    // A finished run is not repeated: its summary comes back from disk.
+    let on_disk = pieces.summary().unwrap().unwrap();
+    assert_eq!(
+        train(&config, &pieces, &TrainOptions::default()).unwrap(),
+        Outcome::Finished(on_disk)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn divergence_stops_cleanly_with_its_step() {
+    let dir = temp_dir("diverge");
+    let mut config = tiny_config();
+    config.optim.lr = 1e6;
+    config.optim.momentum = 0.0;
+    config.schedule.kind = "constant".into();
+    let run = RunDir::new(dir.join("run"));
+    let Outcome::Finished(s) = train(&config, &run, &TrainOptions::default()).unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(s.status, RunStatus::Diverged);
+    let at = s.diverged_at_step.expect("diverged step");
+    assert!(at < 48, "diverged at {at}");
+    assert!(s.final_metrics.test_acc.is_none());
+    assert_eq!(run.summary().unwrap().unwrap(), s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn training_accuracy_threshold_stops_the_run() {
+    let dir = temp_dir("converge");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 50;
+    config.stop.train_acc = Some(0.9);
+    // Label noise and random crops keep the running accuracy of this tiny net near 0.7.
+    config.data.label_noise = 0.0;
+    config.data.augment = "none".into();
+    let run = RunDir::new(dir.join("run"));
+    let Outcome::Finished(s) = train(&config, &run, &TrainOptions::default()).unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(s.status, RunStatus::Converged, "{s:?}");
+    assert!(
+        s.steps < 50 * 16 && s.steps % 16 == 0,
+        "stopped at step {}",
+        s.steps
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,292 @@
+//! The training loop: steps, trajectory logging, periodic checkpoints, divergence handling, the
+//! stopping rule, and resumption from the last checkpoint bit-identically on CPU.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use breakeven_optim::{clip_grad_norm, global_grad_norm};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::{list_checkpoints, prune_checkpoints};
+use crate::config::{Provenance, RunConfig};
+use crate::device::open_device;
+use crate::error::RunError;
+use crate::evaluate::{evaluate, weight_norm};
+use crate::metrics::{MetricsLog, MetricsRecord};
+use crate::objective::step_objective;
+use crate::rundir::{git_revision, FinalMetrics, RunDir, RunStatus, Summary};
+use crate::setup::{load_data, prepare, Prepared, STEP_SEED_OFFSET};
+use crate::state::{restore, save, Accum, TrainState};
+use crate::track::{measure_curvature, should_log};
+
+/// Checkpoints kept on disk (the newest ones); older ones are deleted.
+const KEEP_CHECKPOINTS: usize = 2;
+
+/// How to run (not part of the run's identity).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Where data sets are looked for (see `breakeven_data::locate`).
+    pub data_dir: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Test hook: return `Interrupted` right after this step, as if the process were killed.
+    pub stop_after_step: Option<u64>,
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished(Summary),
+    /// Stopped by `stop_after_step` (the run directory is left as a kill would leave it).
+    Interrupted {
+        step: u64,
+    },
+}
+
+/// Starts the run of `config` in `run_dir`, or continues it from its last checkpoint; a
+/// finished run is returned as is. The config must equal the one already in `run_dir`.
+pub fn train(
+    config: &RunConfig,
+    run_dir: &RunDir,
+    opts: &TrainOptions,
+) -> Result<Outcome, RunError> {
+    config.validate()?;
+    if let Some(summary) = run_dir.summary()? {
+        tracing::info!(run = %run_dir.root.display(), "already finished");
+        return Ok(Outcome::Finished(summary));
+    }
+    // Data before anything is written: a missing data set is one clear error.
+    let data = load_data(config, opts.data_dir.as_deref())?;
+    let mut resolved = config.clone();
+    resolved.provenance = Some(Provenance {
+        git_revision: git_revision(),
+        data_dir: opts.data_dir.as_ref().map_or_else(
+            || "(default search path)".into(),
+            |d| d.display().to_string(),
+        ),
+        version: env!("CARGO_PKG_VERSION").into(),
+    });
+    run_dir.create(&resolved)?;
+    let device = open_device(&config.device)?;
+    let mut p = prepare(config, data, device)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
+
+    let ckpt_dir = run_dir.checkpoint_dir();
+    let mut state = match list_checkpoints(&ckpt_dir)?.pop() {
+        Some((step, path)) => {
+            tracing::info!(step, path = %path.display(), "resuming");
+            restore(&path, &mut p, &mut rng)?
+        }
+        None => TrainState::fresh(&p),
+    };
+    let mut metrics = MetricsLog::open(
+        &run_dir.metrics_path(),
+        Some(state.step).filter(|_| state.step > 0 || state.logged_initial),
+    )?;
+    if !state.logged_initial {
+        // A fresh run: drop whatever a killed first session logged, then log the initial point.
+        metrics = MetricsLog::create(&run_dir.metrics_path())?;
+        let record = log_record(config, &mut p, &mut state, &mut rng, true)?;
+        metrics.append(&record)?;
+        state.logged_initial = true;
+        save(
+            &crate::checkpoint::checkpoint_path(&ckpt_dir, 0),
+            &p,
+            &state,
+            &rng,
+        )?;
+    }
+
+    let session = Instant::now();
+    let wall_before = state.wall_s;
+    let max_steps = config
+        .stop
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(config.stop.max_epochs as u64 * p.steps_per_epoch);
+    let bar = progress_bar(opts.progress, max_steps, state.step, &config.name);
+    while state.stop.is_none() {
+        if state.step >= max_steps {
+            state.stop = Some(RunStatus::Capped);
+            break;
+        }
+        let t0 = Instant::now();
+        let batch = p.loader.next_batch(&p.device)?;
+        let x = batch.images.to_dtype(p.dtype)?;
+        let out = step_objective(
+            p.model.as_ref(),
+            &x,
+            &batch.labels,
+            &config.penalty,
+            state.step,
+            &mut rng,
+        )?;
+        let mut grads = out.grads;
+        let grad_norm = global_grad_norm(&grads)?;
+        if !out.loss.is_finite()
+            || !grad_norm.is_finite()
+            || out.penalty.is_some_and(|v| !v.is_finite())
+        {
+            tracing::warn!(step = state.step, loss = out.loss, grad_norm, "diverged");
+            state.stop = Some(RunStatus::Diverged);
+            state.diverged_at_step = Some(state.step);
+            break;
+        }
+        if let Some(max) = config.optim.clip_grad_norm {
+            clip_grad_norm(&mut grads, max)?;
+        }
+        state.lr = p.sgd.current_lr();
+        let vars: Vec<_> = p.model.params().iter().map(|q| q.var.clone()).collect();
+        p.sgd.step(&vars, &grads)?;
+        state.step += 1;
+        state.grad_norm = grad_norm;
+        let dt = t0.elapsed().as_secs_f64();
+        for acc in [&mut state.window, &mut state.epoch] {
+            acc.add(out.loss, out.correct, out.n, out.penalty, dt);
+        }
+        let epoch_end = state.step % p.steps_per_epoch == 0;
+        if epoch_end {
+            let epoch_acc = state.epoch.acc();
+            if config.stop.train_acc.is_some_and(|t| epoch_acc >= t) {
+                tracing::info!(
+                    step = state.step,
+                    epoch_acc,
+                    "training-accuracy threshold reached"
+                );
+                state.stop = Some(RunStatus::Converged);
+            }
+            state.epoch = Accum::default();
+        }
+        let last = state.stop.is_some() || state.step >= max_steps;
+        if last || should_log(&config.tracking, state.step, p.steps_per_epoch) {
+            let record = log_record(config, &mut p, &mut state, &mut rng, epoch_end || last)?;
+            tracing::debug!(
+                step = record.step,
+                loss = record.train_loss,
+                acc = record.train_acc,
+                "logged"
+            );
+            metrics.append(&record)?;
+        }
+        let epoch = state.step / p.steps_per_epoch;
+        let ckpt_due = (epoch_end && epoch % config.tracking.checkpoint_every_epochs as u64 == 0)
+            || (config.tracking.checkpoint_every_steps > 0
+                && state.step % config.tracking.checkpoint_every_steps == 0);
+        if ckpt_due || last {
+            state.wall_s = wall_before + session.elapsed().as_secs_f64();
+            save(
+                &crate::checkpoint::checkpoint_path(&ckpt_dir, state.step),
+                &p,
+                &state,
+                &rng,
+            )?;
+            prune_checkpoints(&ckpt_dir, KEEP_CHECKPOINTS)?;
+        }
+        if let Some(b) = &bar {
+            b.set_position(state.step);
+        }
+        if opts.stop_after_step == Some(state.step) {
+            return Ok(Outcome::Interrupted { step: state.step });
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let summary = finish(
+        config,
+        &mut p,
+        &state,
+        wall_before + session.elapsed().as_secs_f64(),
+    )?;
+    run_dir.write_summary(&summary)?;
+    tracing::info!(run = %run_dir.root.display(), status = ?summary.status, test_acc = ?summary.final_metrics.test_acc, "finished");
+    Ok(Outcome::Finished(summary))
+}
+
+/// A metrics record for the current step; resets the window accumulator. `full` adds the
+/// validation and test sets (expensive on real data, so only at epoch ends).
+fn log_record(
+    config: &RunConfig,
+    p: &mut Prepared,
+    state: &mut TrainState,
+    rng: &mut ChaCha8Rng,
+    full: bool,
+) -> Result<MetricsRecord, RunError> {
+    let model = p.model.as_ref();
+    let (measure_loss, measure_acc) = evaluate(model, &p.measure)?;
+    let mut r = MetricsRecord {
+        step: state.step,
+        epoch: state.step as f64 / p.steps_per_epoch as f64,
+        lr: state.lr,
+        train_loss: state.window.loss(),
+        train_acc: state.window.acc(),
+        penalty: state.window.penalty(),
+        measure_loss: Some(measure_loss),
+        measure_acc: Some(measure_acc),
+        grad_norm: state.grad_norm,
+        weight_norm: weight_norm(model)?,
+        step_time_s: state.window.time_per_step(),
+        ..Default::default()
+    };
+    if full && config.tracking.eval_test {
+        if let Some(val) = &p.val {
+            let (l, a) = evaluate(model, val)?;
+            (r.val_loss, r.val_acc) = (Some(l), Some(a));
+        }
+        let (l, a) = evaluate(model, &p.test)?;
+        (r.test_loss, r.test_acc) = (Some(l), Some(a));
+    }
+    if config.tracking.curvature {
+        r.curvature = Some(measure_curvature(config, p, state.step, rng)?);
+    }
+    state.window = Accum::default();
+    Ok(r)
+}
+
+/// Final evaluation on train (no augmentation), validation and test, and the summary.
+fn finish(
+    config: &RunConfig,
+    p: &mut Prepared,
+    state: &TrainState,
+    wall_s: f64,
+) -> Result<Summary, RunError> {
+    let model = p.model.as_ref();
+    let mut f = FinalMetrics::default();
+    if state.stop != Some(RunStatus::Diverged) {
+        let (l, a) = evaluate(model, &p.train_eval)?;
+        (f.train_loss, f.train_acc) = (Some(l), Some(a));
+        if let Some(val) = &p.val {
+            let (l, a) = evaluate(model, val)?;
+            (f.val_loss, f.val_acc) = (Some(l), Some(a));
+        }
+        let (l, a) = evaluate(model, &p.test)?;
+        (f.test_loss, f.test_acc) = (Some(l), Some(a));
+    }
+    Ok(Summary {
+        name: config.name.clone(),
+        status: state.stop.unwrap_or(RunStatus::Capped),
+        diverged_at_step: state.diverged_at_step,
+        steps: state.step,
+        epochs: state.step as f64 / p.steps_per_epoch as f64,
+        final_metrics: f,
+        wall_s,
+        git_revision: git_revision(),
+    })
+}
+
+fn progress_bar(show: bool, total: u64, at: u64, name: &str) -> Option<indicatif::ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(name.to_string());
+    bar.set_position(at);
+    Some(bar)
+}
