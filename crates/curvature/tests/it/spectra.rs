@@ -214,3 +214,26 @@ fn power_iteration_finds_the_dominant_eigenpair_and_costs_more_than_lanczos() {
         p.matvecs
     );
 }
+
+#[test]
+fn hessian_summary_reports_top_k_trace_and_conditioning() {
+    use breakeven_curvature::{hessian_summary, HessianSummaryConfig, TraceMethod};
+    let mut spectrum: Vec<f64> = (0..90).map(|i| 0.01 * i as f64).collect();
+    spectrum.extend([30.0, 20.0, 10.0]);
+    let truth: f64 = spectrum.iter().sum();
+    let mut a = Counted::new(DenseMatrix::with_spectrum(&spectrum, 17));
+    let mut cfg = HessianSummaryConfig::default();
+    cfg.lanczos.k = 3;
+    cfg.lanczos.tol = 1e-8;
+    cfg.trace = TraceMethod::HutchPlusPlus { matvecs: 30 };
+    let s = hessian_summary(&mut a, &cfg, 4).unwrap();
+    assert!(rel(s.eigenvalues[0], 30.0) < 1e-6 && rel(s.eigenvalues[2], 10.0) < 1e-6);
+    assert!(rel(s.conditioning, 10.0 / 30.0) < 1e-6);
+    assert!(
+        (s.trace.trace - truth).abs() < 3.0 * s.trace.std_error,
+        "{:?} vs {truth}",
+        s.trace
+    );
+    assert_eq!(s.matvecs, a.matvecs);
+    assert_eq!(s.matvecs, s.lanczos.matvecs + s.trace.matvecs);
+}
