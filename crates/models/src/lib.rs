@@ -8,6 +8,7 @@ pub mod io;
 pub mod layers;
 mod loss;
 pub mod ops;
+pub mod reference;
 mod spec;
 pub mod store;
 
