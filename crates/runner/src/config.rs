@@ -160,7 +160,9 @@ pub struct TrackingConfig {
     /// ... then at the end of every `every_epochs`-th epoch.
     #[serde(default = "default_one")]
     pub every_epochs: usize,
-    /// Measure curvature (Tr F, λ_H, λ_K, Tr K) at logged steps; losses and norms are always logged.
+    /// Measure curvature at logged steps: Tr(F), λ_K^1, Tr(K) (per-example loops over
+    /// `k_examples`), and λ_H^1..k / Tr(H) unless their budgets are 0. Losses and norms are
+    /// always logged.
     #[serde(default)]
     pub curvature: bool,
     /// Size of the fixed seeded measurement subset of the training set.
@@ -169,9 +171,12 @@ pub struct TrackingConfig {
     /// Number of Hessian eigenvalues from Lanczos (λ_H^1..k; λ_H^k is the conditioning λ^*).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
-    /// Lanczos iterations (matvec budget of the Hessian spectrum).
+    /// Lanczos iterations (Hessian-vector products for λ_H; 0 = skip the Hessian spectrum).
     #[serde(default = "default_lanczos_iters")]
     pub lanczos_iters: usize,
+    /// Rademacher probes for Tr(H) by Hutchinson (0 = skip).
+    #[serde(default = "default_hutchinson")]
+    pub hutchinson_samples: usize,
     /// Per-example gradients used for λ_K^1 and Tr(K) (Gram trick, SCIENCE.md §2).
     #[serde(default = "default_k_examples")]
     pub k_examples: usize,
@@ -228,6 +233,9 @@ fn default_top_k() -> usize {
 fn default_lanczos_iters() -> usize {
     20
 }
+fn default_hutchinson() -> usize {
+    10
+}
 fn default_k_examples() -> usize {
     64
 }
@@ -265,6 +273,7 @@ impl Default for TrackingConfig {
             measure_subset: default_measure_subset(),
             top_k: default_top_k(),
             lanczos_iters: default_lanczos_iters(),
+            hutchinson_samples: default_hutchinson(),
             k_examples: default_k_examples(),
             eval_test: true,
             checkpoint_every_epochs: 1,
@@ -420,15 +429,16 @@ impl RunConfig {
                 "dense_every, every_epochs and checkpoint_every_epochs must be ≥ 1".into(),
             );
         }
-        if t.curvature
-            && (t.measure_subset == 0
-                || t.top_k == 0
-                || t.lanczos_iters < t.top_k
-                || t.k_examples < 2)
-        {
+        if t.curvature && (t.measure_subset < 2 || t.top_k == 0 || t.k_examples < 2) {
             return bad(
                 "tracking",
-                "curvature needs measure_subset ≥ 1, top_k ≥ 1, lanczos_iters ≥ top_k, k_examples ≥ 2".into(),
+                "curvature needs measure_subset ≥ 2, top_k ≥ 1, k_examples ≥ 2".into(),
+            );
+        }
+        if t.curvature && t.lanczos_iters > 0 && t.lanczos_iters < t.top_k {
+            return bad(
+                "tracking.lanczos_iters",
+                format!("must be 0 or ≥ top_k = {}", t.top_k),
             );
         }
         Ok(())

@@ -21,7 +21,7 @@ pub mod train;
 pub use config::RunConfig;
 pub use error::{Result, RunError};
 pub use rundir::{RunDir, RunStatus, Summary};
-pub use train::{train, Outcome, TrainOptions};
+pub use train::{enable_second_order, train, Outcome, TrainOptions};
 
 #[cfg(test)]
 mod tests;

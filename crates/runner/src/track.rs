@@ -1,12 +1,26 @@
 //! The tracking schedule (dense early, then per epoch) and curvature measurement on the fixed
 //! measurement subset.
+//!
+//! Curvature is measured with BatchNorm in `BatchStats` mode (the statistics the training step
+//! sees, running statistics untouched), so repeated products are deterministic (TESTING.md §4)
+//! and a measurement never changes the run.
 
+use std::time::Instant;
+
+use breakeven_curvature::{
+    covariance_summary, fisher_trace, hutchinson, lanczos, per_example_gradients, BatchedLogits,
+    BatchedLoss, Counted, CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig,
+    LanczosConfig, Reduction,
+};
+use breakeven_models::{cross_entropy, Mode, Model};
+use candle_core::{Tensor, Var};
+use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{RunConfig, TrackingConfig};
 use crate::error::RunError;
 use crate::metrics::CurvatureRecord;
-use crate::setup::Prepared;
+use crate::setup::{EvalSet, Prepared};
 
 /// Whether `step` (steps taken so far) is a log point: every `dense_every` steps during the
 /// first `dense_epochs` epochs, then at the end of every `every_epochs`-th epoch.
@@ -17,16 +31,115 @@ pub fn should_log(t: &TrackingConfig, step: u64, steps_per_epoch: u64) -> bool {
     dense || epoch_end
 }
 
-/// Curvature at the current parameters (see `CurvatureRecord`).
+fn curvature_error(e: breakeven_curvature::CurvatureError) -> RunError {
+    RunError::Other(format!("curvature: {e}"))
+}
+
+/// The `i`-th example of an evaluation set as a batch of one.
+fn example(set: &EvalSet, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let mut i = i;
+    for (x, y) in &set.batches {
+        let b = y.dim(0)?;
+        if i < b {
+            return Ok((x.narrow(0, i, 1)?, y.narrow(0, i, 1)?));
+        }
+        i -= b;
+    }
+    candle_core::bail!("example {i} beyond the measurement set")
+}
+
+/// Curvature at the current parameters (see `CurvatureRecord`); every random draw (Lanczos
+/// start, Hutchinson probes, sampled Fisher labels) is seeded from `rng`.
 pub fn measure_curvature(
-    _config: &RunConfig,
-    _p: &mut Prepared,
+    config: &RunConfig,
+    p: &mut Prepared,
     _step: u64,
-    _rng: &mut ChaCha8Rng,
+    rng: &mut ChaCha8Rng,
 ) -> Result<CurvatureRecord, RunError> {
-    Err(RunError::Other(
-        "curvature tracking is not wired yet (breakeven-curvature)".into(),
-    ))
+    let t = &config.tracking;
+    let t0 = Instant::now();
+    let model: &dyn Model = p.model.as_ref();
+    let vars: Vec<Var> = model.params().iter().map(|q| q.var.clone()).collect();
+    let set = &p.measure;
+    let mut record = CurvatureRecord::default();
+    let mut matvecs = 0u64;
+    let (lanczos_seed, hutch_seed, fisher_seed) = (rng.next_u64(), rng.next_u64(), rng.next_u64());
+
+    if t.lanczos_iters > 0 || t.hutchinson_samples > 0 {
+        let loss = BatchedLoss::new(set.batches.len(), Reduction::Mean, |b| {
+            let (x, y) = &set.batches[b];
+            Ok((
+                cross_entropy(&model.forward(x, Mode::BatchStats)?, y)?,
+                y.dim(0)?,
+            ))
+        });
+        let op = HessianOperator::new(vars.clone(), loss).map_err(curvature_error)?;
+        let mut op = Counted::new(op);
+        if t.lanczos_iters > 0 {
+            let cfg = LanczosConfig {
+                k: t.top_k,
+                max_iter: t.lanczos_iters,
+                tol: 1e-3,
+                compute_residuals: false,
+                ..Default::default()
+            };
+            let eig = lanczos(&mut op, &cfg, lanczos_seed).map_err(curvature_error)?;
+            let first = eig.eigenvalues[0];
+            record.h_ratio = eig
+                .eigenvalues
+                .last()
+                .filter(|_| first != 0.0)
+                .map(|l| l / first);
+            record.lambda_h = eig.eigenvalues;
+        }
+        if t.hutchinson_samples > 0 {
+            let cfg = HutchinsonConfig {
+                samples: t.hutchinson_samples,
+            };
+            record.hessian_trace = Some(
+                hutchinson(&mut op, &cfg, hutch_seed)
+                    .map_err(curvature_error)?
+                    .trace,
+            );
+        }
+        matvecs += op.matvecs as u64;
+    }
+
+    // Fisher and covariance from per-example gradients on the first `k_examples` examples.
+    let n = t.k_examples.min(set.len);
+    let mut logits = BatchedLogits::new(n, |i| {
+        let (x, _) = example(set, i)?;
+        model.forward(&x, Mode::BatchStats)
+    });
+    let kind = FisherKind::MonteCarlo {
+        samples: 1,
+        seed: fisher_seed,
+    };
+    let fisher = fisher_trace(&mut logits, &vars, kind).map_err(curvature_error)?;
+    record.fisher_trace = Some(fisher.trace);
+    matvecs += fisher.backward_passes as u64;
+
+    let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
+        let (x, y) = example(set, i)?;
+        Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
+    });
+    let grads = per_example_gradients(&mut loss, &vars).map_err(curvature_error)?;
+    let cov = covariance_summary(
+        &grads,
+        &CovarianceConfig {
+            k: 1,
+            ..Default::default()
+        },
+    )
+    .map_err(curvature_error)?;
+    record.lambda_k1 = cov.eigenvalues.first().copied();
+    record.k_trace = Some(cov.trace);
+    record.k_ratio = Some(cov.conditioning);
+    matvecs += n as u64;
+
+    record.matvecs = matvecs;
+    record.wall_s = t0.elapsed().as_secs_f64();
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub fn train(
         tracing::info!(run = %run_dir.root.display(), "already finished");
         return Ok(Outcome::Finished(summary));
     }
+    if config.tracking.curvature || config.penalty.kind != "none" {
+        enable_second_order()?;
+    }
     // Data before anything is written: a missing data set is one clear error.
     let data = load_data(config, opts.data_dir.as_deref())?;
     let mut resolved = config.clone();
@@ -202,6 +205,16 @@ pub fn train(
     run_dir.write_summary(&summary)?;
     tracing::info!(run = %run_dir.root.display(), status = ?summary.status, test_acc = ?summary.final_metrics.test_acc, "finished");
     Ok(Outcome::Finished(summary))
+}
+
+/// Turns on Candle's double backprop for this process (HVPs, penalties) and checks it works on
+/// this thread; must run before the thread's first backward pass (SCIENCE.md §7). Idempotent.
+pub fn enable_second_order() -> Result<(), RunError> {
+    breakeven_curvature::enable_double_backprop().map_err(|e| {
+        RunError::Other(format!(
+            "{e}: second-order gradients need CANDLE_GRAD_DO_NOT_DETACH=1 before the first backward pass of the thread"
+        ))
+    })
 }
 
 /// A metrics record for the current step; resets the window accumulator. `full` adds the

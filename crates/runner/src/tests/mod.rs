@@ -2,6 +2,7 @@
 //! divergence stops cleanly, and bad configs fail before training.
 
 mod config_errors;
+mod curvature;
 mod resume;
 
 use std::path::PathBuf;

@@ -1,0 +1,55 @@
+//! Curvature tracking: logged values are reproduced from the checkpoint by `measure`.
+
+use super::{temp_dir, tiny_config};
+use crate::checkpoint::list_checkpoints;
+use crate::measure::measure_checkpoint;
+use crate::metrics::read_metrics;
+use crate::rundir::RunDir;
+use crate::train::{train, TrainOptions};
+
+#[test]
+fn logged_curvature_matches_remeasured_checkpoint() {
+    let dir = temp_dir("curvature");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    config.tracking.curvature = true;
+    config.tracking.dense_every = 8;
+    config.tracking.k_examples = 16;
+    config.tracking.lanczos_iters = 30;
+    config.tracking.hutchinson_samples = 4;
+    let run = RunDir::new(dir.join("run"));
+    train(&config, &run, &TrainOptions::default()).unwrap();
+    let last = read_metrics(&run.metrics_path()).unwrap().pop().unwrap();
+    let logged = last.curvature.expect("curvature logged");
+    assert_eq!(logged.lambda_h.len(), config.tracking.top_k);
+    assert!(
+        logged.lambda_h.windows(2).all(|w| w[0] >= w[1]),
+        "{:?}",
+        logged.lambda_h
+    );
+    assert!(logged.fisher_trace.unwrap() > 0.0 && logged.k_trace.unwrap() > 0.0);
+    assert!(logged.lambda_k1.unwrap() <= logged.k_trace.unwrap() * (1.0 + 1e-12));
+
+    let (step, ckpt) = list_checkpoints(&run.checkpoint_dir())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(step, last.step);
+    let json = measure_checkpoint(&ckpt, None, None, None).unwrap();
+    let again = &json["curvature"];
+    // Tr(K) has no randomness: identical. λ_H^1 from another Lanczos start: same to 1e-3.
+    let k = again["k_trace"].as_f64().unwrap();
+    assert!(
+        (k - logged.k_trace.unwrap()).abs() <= 1e-9 * k,
+        "{k} vs {:?}",
+        logged.k_trace
+    );
+    let l1 = again["lambda_h"][0].as_f64().unwrap();
+    assert!(
+        (l1 - logged.lambda_h[0]).abs() <= 1e-3 * l1.abs(),
+        "{l1} vs {}",
+        logged.lambda_h[0]
+    );
+    assert_eq!(json["step"].as_u64().unwrap(), step);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
