@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum DataError {
     /// The data set's folder was not found in any of the places searched.
     #[error(
-        "data set {dataset} not found; looked in: {}; run `{fetch}` (or pass --data-dir / set BREAKEVEN_DATA)",
+        "data set {dataset} not found at {}; run `{fetch}` (or pass --data-dir / set BREAKEVEN_DATA)",
         .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     NotFound {

@@ -7,7 +7,19 @@ mod readers;
 mod real_data;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The data root for tests: `$BREAKEVEN_DATA`, resolved against the workspace root when relative
+/// (cargo runs a package's tests in the package's folder, while CI gives `../shared/data` from the
+/// root), else `<workspace>/data`.
+pub(crate) fn test_data_root() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match std::env::var_os(crate::DATA_ENV).filter(|v| !v.is_empty()) {
+        Some(v) if Path::new(&v).is_absolute() => PathBuf::from(v),
+        Some(v) => workspace.join(v),
+        None => workspace.join("data"),
+    }
+}
 
 /// A deterministic pseudo-image: pixel bytes depend on the example, channel and position.
 pub(crate) fn pattern(example: usize, len: usize) -> Vec<u8> {

@@ -4,15 +4,13 @@ use crate::{load_cifar10, load_fashion_mnist, locate, DatasetName, Normalization
 
 #[test]
 fn real_cifar10_counts_labels_and_channel_statistics() {
-    let Some(root) = std::env::var_os(crate::DATA_ENV) else {
-        eprintln!("SKIPPED: cifar10 not found: {} is not set", crate::DATA_ENV);
-        return;
+    let dir = match locate(DatasetName::Cifar10, Some(&super::test_data_root())) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
     };
-    let dir = std::path::Path::new(&root).join("cifar-10-batches-bin");
-    if !dir.join("data_batch_1.bin").is_file() {
-        eprintln!("SKIPPED: cifar10 not found at {}", dir.display());
-        return;
-    }
     let tt = load_cifar10(&dir).unwrap();
     assert_eq!((tt.train.len(), tt.test.len()), (50_000, 10_000));
     assert_eq!(tt.train.class_counts(), vec![5_000; 10]);
@@ -30,10 +28,10 @@ fn real_cifar10_counts_labels_and_channel_statistics() {
 
 #[test]
 fn real_fashion_mnist_counts_and_first_labels() {
-    let dir = match locate(DatasetName::FashionMnist, None) {
+    let dir = match locate(DatasetName::FashionMnist, Some(&super::test_data_root())) {
         Ok(dir) => dir,
         Err(e) => {
-            eprintln!("SKIPPED: fashion-mnist not found ({e})");
+            eprintln!("SKIPPED: {e}");
             return;
         }
     };
