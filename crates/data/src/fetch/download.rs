@@ -48,7 +48,13 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
         .truncate(!append)
         .open(part)
         .map_err(|e| FetchError::io(part, e))?;
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let mut body = response.into_body().into_reader();
+    let mut next_report = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     let mut received = 0u64;
     loop {
@@ -59,6 +65,12 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
         out.write_all(&buf[..n])
             .map_err(|e| FetchError::io(part, e))?;
         received += n as u64;
+        if received >= next_report {
+            // A line every 10% (or 16 MiB when the size is unknown): big archives take minutes.
+            let step = total.map_or(16 << 20, |t| (t / 10).max(1));
+            tracing::info!(url = %remote.url, received, total, "downloading");
+            next_report = received + step;
+        }
     }
     out.flush().map_err(|e| FetchError::io(part, e))?;
     Ok(received)
