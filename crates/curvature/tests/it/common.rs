@@ -53,7 +53,10 @@ pub fn one_hot(labels: &[u32], c: usize) -> Tensor {
 pub fn cross_entropy(z: &Tensor, labels: &[u32]) -> candle_core::Result<Tensor> {
     let c = z.dim(1)?;
     let n = labels.len() as f64;
-    (log_softmax(z)? * one_hot(labels, c))?.sum_all()?.neg()? / n
+    (log_softmax(z)? * one_hot(labels, c).to_dtype(z.dtype())?)?
+        .sum_all()?
+        .neg()?
+        / n
 }
 
 /// Seeded labels in `0..c`.

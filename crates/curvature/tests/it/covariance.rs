@@ -125,3 +125,37 @@ fn gram_trick_matches_the_dense_covariance_and_the_identities_hold() {
             < 1e-12 * s.eigenvalues[0]
     );
 }
+
+#[test]
+fn mini_batch_gradient_noise_follows_tr_k_over_b() {
+    // E‖ḡ_B‖² = ‖ḡ‖² + Tr(K)/B for batches drawn with replacement (TESTING.md #10), linking
+    // covariance_summary to plain averaging of sampled batches.
+    use rand::Rng;
+    let (mut l, vars, _, _) = loss((0..N).map(|i| (i, i + 1)).collect());
+    let g = per_example_gradients(&mut l, &vars).unwrap();
+    let s = covariance_summary(&g, &CovarianceConfig::default()).unwrap();
+    let mut r = breakeven_curvature::random::rng(11);
+    for b in [1usize, 4] {
+        let draws: Vec<f64> = (0..4000)
+            .map(|_| {
+                let mut m = vec![0.0; g.dim()];
+                for _ in 0..b {
+                    let i = r.random_range(0..N);
+                    m.iter_mut()
+                        .zip(g.row(i))
+                        .for_each(|(a, x)| *a += x / b as f64);
+                }
+                m.iter().map(|a| a * a).sum::<f64>()
+            })
+            .collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let sd = (draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (draws.len() - 1) as f64)
+            .sqrt();
+        let se = sd / (draws.len() as f64).sqrt();
+        let want = s.mean_grad_sq_norm + s.trace / b as f64;
+        assert!(
+            (mean - want).abs() < 3.0 * se,
+            "B = {b}: {mean} ± {se} vs {want}"
+        );
+    }
+}

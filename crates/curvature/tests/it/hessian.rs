@@ -269,3 +269,56 @@ fn wrong_shapes_and_lengths_are_typed_errors() {
         Err(CurvatureError::DimensionMismatch { got: 3, .. })
     ));
 }
+
+/// The documented accuracy limits of finite differences: fine in f32 on a smooth net, and
+/// spurious curvature ≈ jump / 2ε next to a kink, where double backprop is exact.
+#[test]
+fn finite_difference_accuracy_limits_f32_smooth_and_kinks() {
+    init();
+    // Smooth tanh MLP in f32 against the f64 double-backprop Hessian.
+    let mlp = Mlp::new(10);
+    let exact = materialize(
+        &mut HessianOperator::new(mlp.vars.clone(), mlp_loss(&mlp, &[N])).unwrap(),
+        false,
+    )
+    .unwrap();
+    let vars32: Vec<Var> = mlp
+        .vars
+        .iter()
+        .map(|v| {
+            Var::from_tensor(&v.as_tensor().to_dtype(candle_core::DType::F32).unwrap()).unwrap()
+        })
+        .collect();
+    let (x, y) = (randn(200, N, 3, 1.0), labels(201, N, 3));
+    let v32 = vars32.clone();
+    let loss32 = BatchedLoss::new(1, Reduction::Mean, move |_| {
+        let z = Mlp { vars: v32.clone() }.forward(&x.to_dtype(candle_core::DType::F32)?)?;
+        Ok((cross_entropy(&z, &y)?, N))
+    });
+    let mut fd32 = FdHessianOperator::new(vars32, loss32, &FdConfig::default()).unwrap();
+    assert!((fd32.rel_step() - (f32::EPSILON as f64).cbrt()).abs() < 1e-12);
+    let approx = materialize(&mut fd32, false).unwrap();
+    let err = rel_diff(&approx, &exact);
+    assert!(err < 2e-2, "f32 smooth FD error {err}");
+
+    // L(w) = 3·relu(w) at w = 1e-4: H = 0 exactly, but the central difference straddles the
+    // kink at 0 and reports ≈ 3 (w + ε) / 2ε² instead.
+    let w = Var::new(&[1e-4f32], &candle_core::Device::Cpu).unwrap();
+    let w2 = w.clone();
+    let kink = move || {
+        let w2 = w2.clone();
+        BatchedLoss::new(1, Reduction::Mean, move |_| {
+            Ok(((w2.as_tensor().relu()? * 3.0)?.sum_all()?, 1))
+        })
+    };
+    let hv = HessianOperator::new(vec![w.clone()], kink())
+        .unwrap()
+        .apply(&[1.0])
+        .unwrap();
+    assert_eq!(hv, vec![0.0]);
+    let fdv = FdHessianOperator::new(vec![w], kink(), &FdConfig::default())
+        .unwrap()
+        .apply(&[1.0])
+        .unwrap();
+    assert!(fdv[0] > 10.0, "FD across the kink: {}", fdv[0]);
+}
