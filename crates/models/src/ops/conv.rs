@@ -1,24 +1,20 @@
-//! 2-D convolution as three Candle custom ops that differentiate into each other, so that
-//! first- and second-order gradients (double backprop) run on the fast CPU kernels of
-//! `conv_cpu.rs`. Other devices and dtypes keep Candle's own `conv2d`.
+//! 2-D convolution: the public entry points. On CPU (f32, f64) they run the im2col + gemm
+//! kernels of `conv_cpu.rs` through the custom ops of `conv_ops.rs`, differentiable to any
+//! order; on other devices and dtypes they fall back to Candle's own `conv2d`.
 //!
 //! Why: Candle 0.11.1 computes the input gradient of `conv2d` with its CPU `conv_transpose2d`, a
 //! direct loop, which made a SimpleCNN training step 7.3× slower than PyTorch (SCIENCE.md §7).
-//!
-//! The ops, for y = conv(x, w) with fixed stride and padding:
-//! - `Conv`        (x, w)  → y,  bwd: dx = `InputGrad`(dy, w), dw = `WeightGrad`(x, dy);
-//! - `InputGrad`   (dy, w) → dx, bwd: d(dy) = `Conv`(g, w), dw = `WeightGrad`(g, dy);
-//! - `WeightGrad`  (x, dy) → dw, bwd: dx = `InputGrad`(dy, g), d(dy) = `Conv`(x, g).
-//!
-//! Each is bilinear, so its adjoints are the other two; the closure makes every order differentiable.
+//! Candle's own backward also fails with a shape error on stride > 1 when height and width
+//! round differently (it derives `output_padding` from the height only); ours does not.
 
-use super::conv_cpu::{self, Geom};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
+
+use super::conv_ops::{Conv, ConvBias, InputGrad, WeightGrad};
 
 /// `x`: N × C_in × H × W, `w`: C_out × C_in × kH × kW (PyTorch layout), optional bias C_out.
 /// Same semantics as `torch.nn.functional.conv2d(x, w, b, stride, padding)` with dilation 1, groups 1.
-/// Differentiable to any order on CPU (f32, f64); elsewhere Candle's `conv2d`.
+/// Differentiable to any order on CPU (f32, f64), the bias fused into the kernel; elsewhere
+/// Candle's `conv2d` plus a broadcast add.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -33,12 +29,15 @@ pub fn conv2d(
             w.shape()
         )
     }
-    let y = if uses_cpu_kernels(x, w) {
-        x.contiguous()?
-            .apply_op2(&w.contiguous()?, Conv { stride, padding })?
-    } else {
-        x.conv2d(w, padding, stride, 1, 1)?
-    };
+    if uses_cpu_kernels(x, w) && b.is_none_or(|b| b.dtype() == x.dtype()) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let (stride, pad) = (stride, padding);
+        return match b {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, ConvBias { stride, pad }),
+            None => x.apply_op2(&w, Conv { stride, pad }),
+        };
+    }
+    let y = x.conv2d(w, padding, stride, 1, 1)?;
     match b {
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
@@ -58,11 +57,12 @@ pub fn conv2d_input_grad(
         bail!("conv2d_input_grad: stride must be at least 1, got 0")
     }
     if uses_cpu_kernels(dy, w) {
+        let (h, w_in) = input_hw;
         let op = InputGrad {
             stride,
-            padding,
-            h: input_hw.0,
-            w: input_hw.1,
+            pad: padding,
+            h,
+            w: w_in,
         };
         return dy.contiguous()?.apply_op2(&w.contiguous()?, op);
     }
@@ -72,13 +72,16 @@ pub fn conv2d_input_grad(
     let out_pad_h = (input_hw.0 + 2 * padding).saturating_sub((ho - 1) * stride + kh);
     let out_pad_w = (input_hw.1 + 2 * padding).saturating_sub((wo - 1) * stride + kw);
     if out_pad_h != out_pad_w {
-        bail!("conv2d_input_grad: non-CPU path needs equal output padding, got {out_pad_h} and {out_pad_w}")
+        bail!(
+            "conv2d_input_grad: Candle's transposed convolution needs equal output padding, \
+             got {out_pad_h} (height) and {out_pad_w} (width)"
+        )
     }
     dy.conv_transpose2d(w, padding, out_pad_h, stride, 1)
 }
 
 /// Gradient of `conv2d` with respect to its weight, for input `x` and output gradient `dy`,
-/// with a `kernel_hw` kernel.
+/// with a `kernel_hw` kernel. CPU only (f32, f64).
 pub fn conv2d_weight_grad(
     x: &Tensor,
     dy: &Tensor,
@@ -96,328 +99,16 @@ pub fn conv2d_weight_grad(
             x.device()
         )
     }
+    let (kh, kw) = kernel_hw;
     let op = WeightGrad {
         stride,
-        padding,
-        kh: kernel_hw.0,
-        kw: kernel_hw.1,
+        pad: padding,
+        kh,
+        kw,
     };
     x.contiguous()?.apply_op2(&dy.contiguous()?, op)
 }
 
 fn uses_cpu_kernels(a: &Tensor, b: &Tensor) -> bool {
     a.device().is_cpu() && a.dtype() == b.dtype() && matches!(a.dtype(), DType::F32 | DType::F64)
-}
-
-thread_local! {
-    /// Mirrors Candle's own reading of `CANDLE_GRAD_DO_NOT_DETACH` in `backprop.rs` (once per
-    /// thread). Without it Candle detaches every gradient, so our backward ops need not record
-    /// a graph either: that keeps each layer's output gradient from living on in the GradStore.
-    static DO_NOT_DETACH: bool = std::env::var("CANDLE_GRAD_DO_NOT_DETACH").is_ok_and(|s| !s.is_empty() && s != "0");
-}
-
-/// Applies a backward op, recording it for double backprop only when Candle keeps graphs.
-fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
-    a: &Tensor,
-    b: &Tensor,
-    op: C,
-) -> Result<Tensor> {
-    let (a, b) = (a.contiguous()?, b.contiguous()?);
-    if DO_NOT_DETACH.with(|d| *d) {
-        a.apply_op2(&b, op)
-    } else {
-        a.apply_op2_no_bwd(&b, &op)
-    }
-}
-
-/// Contiguous slice of a storage, or an error naming the op and the layout.
-fn slice<'a, T>(v: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&v[start..end]),
-        None => bail!("{op}: expected a contiguous operand, got layout {l:?}"),
-    }
-}
-
-/// Runs a kernel on two CPU storages of the same float dtype.
-fn run2(
-    op: &str,
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    f32k: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64k: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    Ok(match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            CpuStorage::F32(f32k(slice(a, l1, op)?, slice(b, l2, op)?))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            CpuStorage::F64(f64k(slice(a, l1, op)?, slice(b, l2, op)?))
-        }
-        _ => bail!(
-            "{op}: expected two f32 or two f64 operands, got {:?} and {:?}",
-            s1.dtype(),
-            s2.dtype()
-        ),
-    })
-}
-
-/// Output size of a convolution along one axis, or an error if the kernel does not fit.
-fn out_len(op: &str, len: usize, k: usize, stride: usize, pad: usize) -> Result<usize> {
-    if len + 2 * pad < k {
-        bail!("{op}: kernel {k} larger than padded input {len} + 2·{pad}")
-    }
-    Ok((len + 2 * pad - k) / stride + 1)
-}
-
-fn geom(
-    op: &str,
-    x: (usize, usize, usize, usize),
-    w: (usize, usize, usize, usize),
-    stride: usize,
-    pad: usize,
-) -> Result<Geom> {
-    let ((n, c, h, wd), (o, wc, kh, kw)) = (x, w);
-    if c != wc {
-        bail!("{op}: input has {c} channels (N×C×H×W = {x:?}) but the weight expects {wc} (O×C×KH×KW = {w:?})")
-    }
-    let (ho, wo) = (
-        out_len(op, h, kh, stride, pad)?,
-        out_len(op, wd, kw, stride, pad)?,
-    );
-    Ok(Geom {
-        n,
-        c,
-        h,
-        w: wd,
-        o,
-        kh,
-        kw,
-        stride,
-        pad,
-        ho,
-        wo,
-    })
-}
-
-/// y = conv(x, w).
-#[derive(Debug, Clone, Copy)]
-struct Conv {
-    stride: usize,
-    padding: usize,
-}
-
-impl CustomOp2 for Conv {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = geom(
-            self.name(),
-            l1.shape().dims4()?,
-            l2.shape().dims4()?,
-            self.stride,
-            self.padding,
-        )?;
-        let out = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, w| conv_cpu::conv_fwd::<f32>(x, w, &g),
-            |x, w| conv_cpu::conv_fwd::<f64>(x, w, &g),
-        )?;
-        Ok((out, Shape::from((g.n, g.o, g.ho, g.wo))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let dx = apply_bwd(
-            dy,
-            w,
-            InputGrad {
-                stride: self.stride,
-                padding: self.padding,
-                h,
-                w: wd,
-            },
-        )?;
-        let dw = apply_bwd(
-            x,
-            dy,
-            WeightGrad {
-                stride: self.stride,
-                padding: self.padding,
-                kh,
-                kw,
-            },
-        )?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-/// dx = conv_input_grad(dy, w): the transposed convolution back to an H × W input.
-#[derive(Debug, Clone, Copy)]
-struct InputGrad {
-    stride: usize,
-    padding: usize,
-    h: usize,
-    w: usize,
-}
-
-impl CustomOp2 for InputGrad {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, o, ho, wo) = l1.shape().dims4()?;
-        let (wo_ch, c, kh, kw) = l2.shape().dims4()?;
-        let g = geom(
-            self.name(),
-            (n, c, self.h, self.w),
-            (wo_ch, c, kh, kw),
-            self.stride,
-            self.padding,
-        )?;
-        if (o, ho, wo) != (g.o, g.ho, g.wo) {
-            bail!("{}: output gradient {:?} does not match a conv of input {}×{} by weight {:?}: expected N×{}×{}×{}", self.name(), l1.shape(), self.h, self.w, l2.shape(), g.o, g.ho, g.wo)
-        }
-        let out = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |dy, w| conv_cpu::conv_input_grad::<f32>(dy, w, &g),
-            |dy, w| conv_cpu::conv_input_grad::<f64>(dy, w, &g),
-        )?;
-        Ok((out, Shape::from((g.n, g.c, g.h, g.w))))
-    }
-
-    fn bwd(
-        &self,
-        dy: &Tensor,
-        w: &Tensor,
-        _dx: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, kh, kw) = w.dims4()?;
-        let d_dy = apply_bwd(
-            g,
-            w,
-            Conv {
-                stride: self.stride,
-                padding: self.padding,
-            },
-        )?;
-        let d_w = apply_bwd(
-            g,
-            dy,
-            WeightGrad {
-                stride: self.stride,
-                padding: self.padding,
-                kh,
-                kw,
-            },
-        )?;
-        Ok((Some(d_dy), Some(d_w)))
-    }
-}
-
-/// dw = conv_weight_grad(x, dy) for a KH × KW kernel.
-#[derive(Debug, Clone, Copy)]
-struct WeightGrad {
-    stride: usize,
-    padding: usize,
-    kh: usize,
-    kw: usize,
-}
-
-impl CustomOp2 for WeightGrad {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let (dn, o, ho, wo) = l2.shape().dims4()?;
-        let g = geom(
-            self.name(),
-            (n, c, h, w),
-            (o, c, self.kh, self.kw),
-            self.stride,
-            self.padding,
-        )?;
-        if (dn, ho, wo) != (g.n, g.ho, g.wo) {
-            bail!("{}: output gradient {:?} does not match a conv of input {:?} by a {}×{} kernel: expected {}×{o}×{}×{}", self.name(), l2.shape(), l1.shape(), self.kh, self.kw, g.n, g.ho, g.wo)
-        }
-        let out = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, dy| conv_cpu::conv_weight_grad::<f32>(x, dy, &g),
-            |x, dy| conv_cpu::conv_weight_grad::<f64>(x, dy, &g),
-        )?;
-        Ok((out, Shape::from((g.o, g.c, g.kh, g.kw))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        dy: &Tensor,
-        _dw: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, w) = x.dims4()?;
-        let d_x = apply_bwd(
-            dy,
-            g,
-            InputGrad {
-                stride: self.stride,
-                padding: self.padding,
-                h,
-                w,
-            },
-        )?;
-        let d_dy = apply_bwd(
-            x,
-            g,
-            Conv {
-                stride: self.stride,
-                padding: self.padding,
-            },
-        )?;
-        Ok((Some(d_x), Some(d_dy)))
-    }
 }

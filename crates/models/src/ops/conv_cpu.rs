@@ -198,8 +198,9 @@ fn split(n: usize) -> (bool, Parallelism) {
     }
 }
 
-/// Forward: `y[n] = W (O×CK) · im2col(x[n])`, returned as N×O×HO×WO.
-pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+/// Forward: `y[n] = W (O×CK) · im2col(x[n]) [+ b]`, returned as N×O×HO×WO. The bias is written
+/// into the output first and the gemm accumulates onto it, so it costs no extra pass.
+pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     let (ck, hw_out) = (g.ck(), g.hw_out());
     let mut y = vec![T::ZERO; g.n * g.o * hw_out];
     let (batch_par, par) = split(g.n);
@@ -211,7 +212,19 @@ pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
             im2col(xn, g, cols);
             Mat::rows(cols, hw_out)
         };
-        matmul(yn, (g.o, hw_out, ck), Mat::rows(w, ck), rhs, false, par);
+        if let Some(b) = bias {
+            for (row, &bo) in yn.chunks_exact_mut(hw_out).zip(b) {
+                row.fill(bo);
+            }
+        }
+        matmul(
+            yn,
+            (g.o, hw_out, ck),
+            Mat::rows(w, ck),
+            rhs,
+            bias.is_some(),
+            par,
+        );
     };
     let cols_len = if g.is_pointwise() { 0 } else { ck * hw_out };
     if batch_par {
@@ -312,4 +325,21 @@ pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     dw
+}
+
+/// Sum of a slice in eight independent lanes (vectorizes; fixed order, so reproducible).
+pub(crate) fn sum<T: Elem>(v: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    let mut total = T::ZERO;
+    for x in lanes.into_iter().chain(rest.iter().copied()) {
+        total += x;
+    }
+    total
 }

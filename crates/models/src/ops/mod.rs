@@ -2,6 +2,7 @@
 
 pub mod conv;
 mod conv_cpu;
+mod conv_ops;
 #[cfg(test)]
 mod conv_tests;
 mod pool;

@@ -1,0 +1,77 @@
+//! Per-layer timing of the three convolution kernels (forward, input gradient, weight gradient)
+//! against Candle's own `conv2d` / `conv_transpose2d`, on SimpleCNN and ResNet-18 layer shapes.
+//!
+//! `RAYON_NUM_THREADS=2 cargo run -p breakeven-models --example bench_conv -- [reps]`
+//! (PyTorch's numbers for the same shapes: `python3 bench/torch_conv.py`).
+
+use std::time::Instant;
+
+use breakeven_models::ops::conv::{conv2d, conv2d_input_grad, conv2d_weight_grad};
+use candle_core::{Device, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// (N, C, H, W, O, K, stride, padding).
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// SimpleCNN's four convs, then ResNet-18 stages.
+const SHAPES: [Case; 8] = [
+    (128, 3, 32, 32, 32, 3, 1, 1),
+    (128, 32, 32, 32, 32, 3, 1, 0),
+    (128, 32, 15, 15, 64, 3, 1, 1),
+    (128, 64, 15, 15, 64, 3, 1, 0),
+    (128, 64, 32, 32, 64, 3, 1, 1),
+    (128, 128, 16, 16, 128, 3, 1, 1),
+    (128, 128, 16, 16, 256, 3, 2, 1),
+    (128, 64, 32, 32, 128, 1, 2, 0),
+];
+
+fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+fn median_ms(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    f()?;
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn main() -> Result<()> {
+    let reps = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    println!("shape (N,C,H,W,O,K,s,p) | fwd ours/candle ms | input-grad ours/candle | weight-grad ours/candle");
+    for (n, c, h, w, o, k, s, p) in SHAPES {
+        let x = uniform(&mut rng, &[n, c, h, w])?;
+        let wt = uniform(&mut rng, &[o, c, k, k])?;
+        let y = conv2d(&x, &wt, None, s, p)?;
+        let dy = uniform(&mut rng, y.dims())?;
+        let fwd = median_ms(reps, || conv2d(&x, &wt, None, s, p))?;
+        let fwd_c = median_ms(reps, || x.conv2d(&wt, p, s, 1, 1))?;
+        let ig = median_ms(reps, || conv2d_input_grad(&dy, &wt, (h, w), s, p))?;
+        let out_pad = (h + 2 * p - k) % s;
+        let ig_c = median_ms(reps, || dy.conv_transpose2d(&wt, p, out_pad, s, 1))?;
+        let wg = median_ms(reps, || conv2d_weight_grad(&x, &dy, (k, k), s, p))?;
+        // Candle's own weight gradient, as its backprop.rs computes it.
+        let wg_c = median_ms(reps, || {
+            x.transpose(0, 1)?
+                .conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?
+                .transpose(0, 1)
+        })?;
+        println!(
+            "{:?} | {fwd:.1} / {fwd_c:.1} | {ig:.1} / {ig_c:.1} | {wg:.1} / {wg_c:.1}",
+            (n, c, h, w, o, k, s, p)
+        );
+    }
+    Ok(())
+}

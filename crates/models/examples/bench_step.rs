@@ -1,0 +1,343 @@
+//! CPU speed and peak memory of breakeven's models against PyTorch, side by side.
+//!
+//! One command (the dev profile is optimized):
+//!
+//! ```text
+//! cargo run -p breakeven-models --example bench_step -- [--write docs/results/cpu-speed.md]
+//!     [--reps 5] [--batch 128] [--threads 2] [--only simple_cnn,resnet18,wrn16_4]
+//! ```
+//!
+//! Every measurement runs in a fresh child process (this binary with `--child`, or
+//! `bench/torch_step.py`), so that its VmHWM from /proc/self/status is that measurement's peak.
+//! Times are medians over `--reps` repetitions after one warm-up. Rows for architectures that
+//! `breakeven_models::build` does not know yet are skipped with a note.
+
+use std::process::Command;
+use std::time::Instant;
+
+use breakeven_models::{build, cross_entropy, Mode, ModelSpec};
+use candle_core::{DType, Device, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// (key shared with torch_step.py, label, spec as JSON, measurements).
+const MODELS: [(&str, &str, &str, &[&str]); 3] = [
+    (
+        "simple_cnn",
+        "SimpleCNN",
+        r#"{"arch":"simple_cnn"}"#,
+        &["fwd", "fwdbwd", "hvp"],
+    ),
+    ("resnet18", "ResNet-18", r#"{"arch":"resnet18"}"#, &["step"]),
+    (
+        "wrn16_4",
+        "WRN-16-4",
+        r#"{"arch":"wrn","depth":16,"widen":4}"#,
+        &["step"],
+    ),
+];
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "fwd" => "forward",
+        "fwdbwd" => "forward+backward",
+        "hvp" => "HVP (double backprop)",
+        _ => "training step (fwd+bwd+SGD)",
+    }
+}
+
+/// One child's answer (both implementations print the same JSON).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct Measured {
+    median_ms: f64,
+    times_ms: Vec<f64>,
+    rss_before_mb: f64,
+    peak_mb: f64,
+}
+
+fn status_mb(key: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// The child: build the model, time `kind`, print `RESULT {json}`.
+fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Result<()> {
+    let spec: ModelSpec = serde_json::from_str(spec_json)?;
+    let model = build(&spec, (3, 32, 32), 10, DType::F32, &Device::Cpu, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = uniform(&mut rng, &[batch, 3, 32, 32])?;
+    let labels: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+    let v: Vec<Tensor> = model
+        .params()
+        .iter()
+        .map(|p| uniform(&mut rng, p.var.dims()))
+        .collect::<Result<_>>()?;
+
+    let run = || -> Result<f32> {
+        let loss = cross_entropy(&model.forward(&x, Mode::Train)?, &y)?;
+        match kind {
+            "fwd" => loss.to_scalar::<f32>(),
+            "hvp" => {
+                let g = loss.backward()?;
+                let mut gv = Tensor::zeros((), DType::F32, &Device::Cpu)?;
+                for (p, v) in model.params().iter().zip(&v) {
+                    gv = (gv + (g.get(&p.var).expect("parameter in graph") * v)?.sum_all()?)?;
+                }
+                let h = gv.backward()?;
+                h.get(&model.params()[0].var)
+                    .expect("parameter in graph")
+                    .sum_all()?
+                    .to_scalar::<f32>()
+            }
+            _ => {
+                let g = loss.backward()?;
+                if kind == "step" {
+                    for p in model.params() {
+                        let gi = g.get(&p.var).expect("parameter in graph");
+                        p.var.set(&(p.var.as_tensor() - (gi * 0.01)?)?)?;
+                    }
+                }
+                g.get(&model.params()[0].var)
+                    .expect("parameter in graph")
+                    .sum_all()?
+                    .to_scalar::<f32>()
+            }
+        }
+    };
+
+    let rss_before_mb = status_mb("VmRSS");
+    run()?;
+    let mut times_ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        run()?;
+        times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let out = Measured {
+        median_ms: median(&times_ms),
+        times_ms,
+        rss_before_mb,
+        peak_mb: status_mb("VmHWM"),
+    };
+    println!("RESULT {}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+/// Runs one child command and parses its `RESULT` line.
+fn measure(cmd: &mut Command) -> std::result::Result<Measured, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| format!("bad RESULT line {json}: {e}"))
+        }
+        None => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output");
+            Err(last.trim().to_string())
+        }
+    }
+}
+
+struct Args {
+    write: Option<String>,
+    reps: usize,
+    batch: usize,
+    threads: usize,
+    only: Option<Vec<String>>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let mut a = Args {
+        write: None,
+        reps: 5,
+        batch: 128,
+        threads: 2,
+        only: None,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--write" => a.write = Some(value()?),
+            "--reps" => a.reps = value()?.parse()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--threads" => a.threads = value()?.parse()?,
+            "--only" => a.only = Some(value()?.split(',').map(str::to_string).collect()),
+            other => anyhow::bail!(
+                "unknown flag {other}; expected --write, --reps, --batch, --threads, --only"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--child") {
+        let [spec, kind, reps, batch] = &argv[2..] else {
+            anyhow::bail!("--child SPEC KIND REPS BATCH")
+        };
+        return child(spec, kind, reps.parse()?, batch.parse()?);
+    }
+    let args = parse_args(argv.into_iter().skip(1))?;
+    let exe = std::env::current_exe()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_step.py");
+    let torch = Command::new("python3")
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output();
+    let torch_version = match torch {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        _ => None,
+    };
+    if torch_version.is_none() {
+        println!("PyTorch is absent (python3 -c 'import torch' failed): breakeven columns only.");
+    }
+
+    let mut rows = Vec::new();
+    for (key, label, spec, kinds) in MODELS {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|k| k == key))
+        {
+            continue;
+        }
+        if let Err(e) = serde_json::from_str::<ModelSpec>(spec) {
+            rows.push(format!(
+                "| {label} | — | not built yet by breakeven_models::build ({e}) | | | | | |"
+            ));
+            continue;
+        }
+        for kind in kinds.iter().copied() {
+            let reps = args.reps.to_string();
+            let batch = args.batch.to_string();
+            let threads = args.threads.to_string();
+            eprintln!("measuring {label} {kind} ...");
+            let mut ours_cmd = Command::new(&exe);
+            ours_cmd
+                .args(["--child", spec, kind, &reps, &batch])
+                .env("RAYON_NUM_THREADS", &threads);
+            // Double backprop needs Candle's graphs kept (SCIENCE.md §7); only the HVP child sets it.
+            if kind == "hvp" {
+                ours_cmd.env("CANDLE_GRAD_DO_NOT_DETACH", "1");
+            }
+            let ours = measure(&mut ours_cmd);
+            let theirs = torch_version.as_ref().map(|_| {
+                measure(Command::new("python3").args([
+                    script,
+                    "--model",
+                    key,
+                    "--kind",
+                    kind,
+                    "--reps",
+                    &reps,
+                    "--batch",
+                    &batch,
+                    "--threads",
+                    &threads,
+                ]))
+            });
+            rows.push(row(label, kind, &ours, theirs.as_ref()));
+            println!("{}", rows.last().expect("just pushed"));
+        }
+    }
+    let table = render(&args, torch_version.as_deref(), &rows);
+    println!("\n{table}");
+    if let Some(path) = &args.write {
+        std::fs::write(path, &table).map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+type Outcome = std::result::Result<Measured, String>;
+
+fn row(label: &str, kind: &str, ours: &Outcome, theirs: Option<&Outcome>) -> String {
+    let fmt_mem = |m: &Measured| format!("{:.0} (+{:.0})", m.peak_mb, m.peak_mb - m.rss_before_mb);
+    match (ours, theirs) {
+        (Err(e), _) => format!("| {label} | {} | failed: {e} | | | | | |", kind_label(kind)),
+        (Ok(o), Some(Ok(t))) => format!(
+            "| {label} | {} | {:.0} | {:.0} | {:.2}× | {} | {} | {:.2}× |",
+            kind_label(kind),
+            o.median_ms,
+            t.median_ms,
+            o.median_ms / t.median_ms,
+            fmt_mem(o),
+            fmt_mem(t),
+            (o.peak_mb - o.rss_before_mb) / (t.peak_mb - t.rss_before_mb),
+        ),
+        (Ok(o), other) => {
+            let why = match other {
+                Some(Err(e)) => format!("PyTorch failed: {e}"),
+                _ => "PyTorch absent".to_string(),
+            };
+            format!(
+                "| {label} | {} | {:.0} | {why} | | {} | | |",
+                kind_label(kind),
+                o.median_ms,
+                fmt_mem(o)
+            )
+        }
+    }
+}
+
+fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let mut s = String::new();
+    s.push_str("# CPU speed: breakeven (Candle 0.11.1 + fast conv) against PyTorch\n\n");
+    s.push_str("Generated by `cargo run -p breakeven-models --example bench_step -- --write docs/results/cpu-speed.md`");
+    s.push_str(&format!(" at git {rev}; batch {}, f32, {} threads (RAYON_NUM_THREADS / torch.set_num_threads), median of {} repetitions after one warm-up; CPU: {cpu}; PyTorch {}.\n\n", args.batch, args.threads, args.reps, torch.unwrap_or("absent")));
+    s.push_str("Memory: peak resident set (VmHWM, MB) of a fresh process per measurement, and in parentheses its rise over the resident set just before the first pass (model and batch built; PyTorch's import alone is ~500 MB). The memory ratio compares the rises. The machine is shared with other engineers' builds: times are noisy, compare ratios within a run.\n\n");
+    s.push_str("| model | measurement | breakeven ms | PyTorch ms | time ratio | breakeven peak MB (rise) | PyTorch peak MB (rise) | memory ratio |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
