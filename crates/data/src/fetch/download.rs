@@ -19,6 +19,11 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(root_certs())
+                    .build(),
+            )
             .build(),
     );
     let mut request = agent.get(&remote.url);
@@ -74,6 +79,30 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
     }
     out.flush().map_err(|e| FetchError::io(part, e))?;
     Ok(received)
+}
+
+/// The system's trust store (`$SSL_CERT_FILE`, else Debian's bundle), as curl and cargo use, so
+/// fetch works where a local CA is installed (e.g. behind a TLS-inspecting proxy); Mozilla's
+/// roots (webpki-roots) where there is no readable bundle.
+fn root_certs() -> ureq::tls::RootCerts {
+    let file = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let Ok(pem) = std::fs::read(&file) else {
+        return ureq::tls::RootCerts::WebPki;
+    };
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        ureq::tls::RootCerts::WebPki
+    } else {
+        tracing::debug!(bundle = %file.display(), n = certs.len(), "using the system's root certificates");
+        ureq::tls::RootCerts::new_with_certs(&certs)
+    }
 }
 
 /// Checks MD5 (and SHA-256 when given) of `path` against `remote`.
