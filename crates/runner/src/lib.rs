@@ -11,10 +11,13 @@ pub mod measure;
 pub mod metrics;
 pub mod objective;
 pub mod penalty;
+pub mod plot;
+pub mod report;
 pub mod rundir;
 pub mod setup;
 pub mod state;
 pub mod sweep;
+pub mod table;
 pub mod track;
 pub mod train;
 

@@ -28,8 +28,10 @@ const KEEP_CHECKPOINTS: usize = 2;
 pub struct TrainOptions {
     /// Where data sets are looked for (see `breakeven_data::locate`).
     pub data_dir: Option<PathBuf>,
-    /// Show a progress bar.
+    /// Show a progress bar of this run's steps (with ETA).
     pub progress: bool,
+    /// Drive this bar instead of creating one (e.g. a line of a sweep's `MultiProgress`).
+    pub bar: Option<indicatif::ProgressBar>,
     /// Test hook: return `Interrupted` right after this step, as if the process were killed.
     pub stop_after_step: Option<u64>,
 }
@@ -108,7 +110,7 @@ pub fn train(
         .max_steps
         .unwrap_or(u64::MAX)
         .min(config.stop.max_epochs as u64 * p.steps_per_epoch);
-    let bar = progress_bar(opts.progress, max_steps, state.step, &config.name);
+    let bar = progress_bar(opts, max_steps, state.step, &config.name);
     while state.stop.is_none() {
         if state.step >= max_steps {
             state.stop = Some(RunStatus::Capped);
@@ -193,7 +195,7 @@ pub fn train(
             return Ok(Outcome::Interrupted { step: state.step });
         }
     }
-    if let Some(b) = bar {
+    if let Some(b) = bar.filter(|_| opts.bar.is_none()) {
         b.finish_and_clear();
     }
     let summary = finish(
@@ -288,11 +290,18 @@ fn finish(
     })
 }
 
-fn progress_bar(show: bool, total: u64, at: u64, name: &str) -> Option<indicatif::ProgressBar> {
-    if !show {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
+fn progress_bar(
+    opts: &TrainOptions,
+    total: u64,
+    at: u64,
+    name: &str,
+) -> Option<indicatif::ProgressBar> {
+    let bar = match (&opts.bar, opts.progress) {
+        (Some(bar), _) => bar.clone(),
+        (None, true) => indicatif::ProgressBar::new(total),
+        (None, false) => return None,
+    };
+    bar.set_length(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",

@@ -4,6 +4,7 @@
 mod config_errors;
 mod curvature;
 mod resume;
+mod sweep;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,137 @@
+//! Running a table: for each row of a profile, check its data set, run every run spec
+//! (finished ones are skipped, interrupted ones resume, a failing run does not stop the others)
+//! and reduce the row to its cells.
+
+use std::path::{Path, PathBuf};
+
+use breakeven_data::{locate, DatasetName};
+
+use crate::error::RunError;
+use crate::rundir::Summary;
+use crate::sweep::{collect, reduce, CellResult, Experiment, RowDef, RunSpec};
+use crate::train::{train, TrainOptions};
+
+/// What happened to one row.
+#[derive(Debug, Clone)]
+pub enum RowState {
+    /// The data set is not available: the message names where it was looked for and the fetch command.
+    Missing { dataset: String, message: String },
+    /// The row ran (possibly partly): its cells, runs, and the runs that failed with an error.
+    Ran {
+        cells: Vec<CellResult>,
+        runs: Vec<(RunSpec, Option<Summary>)>,
+        errors: Vec<(PathBuf, String)>,
+    },
+}
+
+/// One row's outcome.
+#[derive(Debug, Clone)]
+pub struct RowOutcome {
+    pub row: RowDef,
+    pub state: RowState,
+    /// The data directory the row's data set was found in (`None`: default search or synthetic).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where `name` is: the first of `roots` that holds it, else the default search path. Errors
+/// with the data crate's message (search path and fetch command).
+pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunError> {
+    if name == "synthetic" {
+        return Ok(None);
+    }
+    let ds: DatasetName = name.parse()?;
+    for root in roots {
+        if locate(ds, Some(root)).is_ok() {
+            return Ok(Some(root.clone()));
+        }
+    }
+    locate(ds, None)?;
+    Ok(None)
+}
+
+/// Callbacks of a table run (progress display).
+pub trait TableProgress {
+    /// Called before run `index` of `total` starts (or is found finished).
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec);
+    /// The bar the run should drive, if any.
+    fn run_bar(&mut self) -> Option<indicatif::ProgressBar> {
+        None
+    }
+}
+
+/// No progress display.
+#[derive(Debug)]
+pub struct Silent;
+impl TableProgress for Silent {
+    fn run_started(&mut self, _: usize, _: usize, _: &RunSpec) {}
+}
+
+/// Runs every row of `profile` under `root/<row>/…`. `data_roots` are searched in order for
+/// each data set before the default search path.
+pub fn run_table(
+    exp: &Experiment,
+    profile: &str,
+    root: &Path,
+    data_roots: &[PathBuf],
+    progress: &mut dyn TableProgress,
+) -> Result<Vec<RowOutcome>, RunError> {
+    exp.profile(profile)?;
+    let rows = exp.rows_in(profile);
+    // Expand (and so validate) every row first: a bad definition fails before any training.
+    let mut plans = Vec::new();
+    for row in &rows {
+        let specs = exp.expand_row(profile, row, &root.join(&row.key))?;
+        let data_name = specs
+            .first()
+            .map(|s| s.config.data.name.clone())
+            .unwrap_or_default();
+        plans.push((row, specs, data_name));
+    }
+    let total: usize = plans.iter().map(|(_, s, _)| s.len()).sum();
+    let mut index = 0;
+    let mut out = Vec::new();
+    for (row, specs, data_name) in plans {
+        let data_dir = match find_data(&data_name, data_roots) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(row = %row.key, "skipped: {e}");
+                index += specs.len();
+                out.push(RowOutcome {
+                    row: (*row).clone(),
+                    state: RowState::Missing {
+                        dataset: data_name,
+                        message: e.to_string(),
+                    },
+                    data_dir: None,
+                });
+                continue;
+            }
+        };
+        let mut errors = Vec::new();
+        for spec in &specs {
+            progress.run_started(index, total, spec);
+            index += 1;
+            let opts = TrainOptions {
+                data_dir: data_dir.clone(),
+                bar: progress.run_bar(),
+                ..Default::default()
+            };
+            if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
+                tracing::error!(run = %spec.dir.display(), "failed: {e}");
+                errors.push((spec.dir.clone(), e.to_string()));
+            }
+        }
+        let runs = collect(&specs)?;
+        let cells = reduce(&exp.columns, &runs);
+        out.push(RowOutcome {
+            row: (*row).clone(),
+            state: RowState::Ran {
+                cells,
+                runs,
+                errors,
+            },
+            data_dir,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! Sweeps: the experiment definitions expand and validate, selection happens on validation
+//! accuracy, and a small table runs end to end (missing data reported, finished runs reused).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::temp_dir;
+use crate::report::{render_markdown, ReportContext};
+use crate::rundir::{FinalMetrics, RunStatus, Summary};
+use crate::sweep::{mean_std, reduce, Experiment, RunSpec};
+use crate::table::{run_table, RowState, Silent};
+
+fn table1() -> Experiment {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
+    Experiment::load(&path).unwrap()
+}
+
+#[test]
+fn table1_profiles_expand_into_valid_runs() {
+    let exp = table1();
+    assert_eq!(
+        exp.rows.iter().filter(|r| !r.paper.is_empty()).count(),
+        5,
+        "the paper's five rows"
+    );
+    for profile in ["smoke", "cpu", "paper"] {
+        for row in exp.rows_in(profile) {
+            let specs = exp.expand_row(profile, row, Path::new("/tmp/x")).unwrap();
+            let p = exp.profile(profile).unwrap();
+            let per_seed = p.lr_grid.len() + 1 + p.alpha_grid.values().map(Vec::len).sum::<usize>();
+            assert_eq!(
+                specs.len(),
+                per_seed * p.seeds.len(),
+                "{profile}/{}",
+                row.key
+            );
+            let dirs: std::collections::BTreeSet<&PathBuf> = specs.iter().map(|s| &s.dir).collect();
+            assert_eq!(dirs.len(), specs.len(), "run directories must be distinct");
+        }
+    }
+    assert_eq!(exp.rows_in("paper").len(), 5);
+    let smoke = exp
+        .expand_row("smoke", exp.rows_in("smoke")[0], Path::new("/r"))
+        .unwrap();
+    let fp = smoke.iter().find(|s| s.column == "fp").unwrap();
+    assert_eq!(
+        (fp.config.penalty.kind.as_str(), fp.config.penalty.alpha),
+        ("fp", 0.1)
+    );
+    assert_eq!(fp.config.optim.lr, exp.profile("smoke").unwrap().small_lr);
+}
+
+fn fake(
+    column: &str,
+    hyper: f64,
+    seed: u64,
+    val: f64,
+    test: f64,
+    status: RunStatus,
+) -> (RunSpec, Option<Summary>) {
+    let exp = table1();
+    let mut spec = exp
+        .expand_row("smoke", exp.rows_in("smoke")[0], Path::new("/r"))
+        .unwrap()
+        .remove(0);
+    (spec.column, spec.hyper, spec.seed) = (column.into(), hyper, seed);
+    let summary = Summary {
+        name: "x".into(),
+        status,
+        diverged_at_step: None,
+        steps: 1,
+        epochs: 1.0,
+        final_metrics: FinalMetrics {
+            val_acc: Some(val),
+            test_acc: Some(test),
+            train_acc: Some(1.0),
+            ..Default::default()
+        },
+        wall_s: 0.0,
+        git_revision: String::new(),
+    };
+    (spec, Some(summary))
+}
+
+#[test]
+fn selection_uses_validation_and_skips_settings_that_diverged() {
+    let exp = table1();
+    let results = vec![
+        fake("eta_star", 0.1, 0, 0.80, 0.50, RunStatus::Converged),
+        fake("eta_star", 0.1, 1, 0.90, 0.60, RunStatus::Converged),
+        fake("eta_star", 0.3, 0, 0.99, 0.99, RunStatus::Converged),
+        fake("eta_star", 0.3, 1, 0.0, 0.0, RunStatus::Diverged),
+        fake("eta_star", 0.03, 0, 0.70, 0.95, RunStatus::Capped),
+        fake("eta_star", 0.03, 1, 0.70, 0.95, RunStatus::Capped),
+    ];
+    let cells = reduce(&exp.columns, &results);
+    let eta = &cells[0];
+    assert_eq!(
+        eta.chosen,
+        Some(0.1),
+        "best mean validation among settings with no divergence"
+    );
+    let (m, s) = mean_std(&[50.0, 60.0]);
+    assert!((eta.test_mean.unwrap() - m).abs() < 1e-9 && (eta.test_std.unwrap() - s).abs() < 1e-9);
+    assert_eq!((eta.seeds, eta.diverged, eta.pending), (2, 1, 0));
+    assert!(cells[1].chosen.is_none() && cells[1].test_mean.is_none());
+}
+
+#[test]
+fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
+    let dir = temp_dir("table");
+    let mut exp = table1();
+    exp.columns
+        .retain(|c| c.key == "eta_star" || c.key == "baseline");
+    let profile = exp.profiles.get_mut("smoke").unwrap();
+    profile.seeds = vec![0, 1];
+    profile
+        .base
+        .insert("stop".into(), toml::toml! { max_epochs = 1 }.into());
+    // The CIFAR-10 row looks for its data only in an empty folder.
+    let empty = dir.join("no-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    for row in &mut exp.rows {
+        if row.key == "cifar10-simplecnn" {
+            row.overrides
+                .get_mut("smoke")
+                .unwrap()
+                .insert("data".into(), toml::toml! { name = "cifar100" }.into());
+        }
+    }
+    let root = dir.join("runs");
+    let outcomes = run_table(&exp, "smoke", &root, &[empty.clone()], &mut Silent).unwrap();
+    assert_eq!(outcomes.len(), 2);
+    let RowState::Missing { message, .. } = &outcomes[0].state else {
+        panic!("cifar100 should be missing")
+    };
+    assert!(
+        message.contains("cargo xtask data fetch cifar100"),
+        "{message}"
+    );
+    let RowState::Ran {
+        cells,
+        runs,
+        errors,
+    } = &outcomes[1].state
+    else {
+        panic!("synthetic row should run")
+    };
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(runs.len(), (2 + 1) * 2);
+    assert!(
+        cells.iter().all(|c| c.seeds == 2 && c.test_mean.is_some()),
+        "{cells:?}"
+    );
+
+    // A second invocation finds every run finished and changes nothing.
+    let before: BTreeMap<_, _> = runs
+        .iter()
+        .map(|(s, r)| (s.dir.clone(), r.clone()))
+        .collect();
+    let again = run_table(&exp, "smoke", &root, &[empty], &mut Silent).unwrap();
+    let RowState::Ran { runs, .. } = &again[1].state else {
+        panic!()
+    };
+    for (s, r) in runs {
+        assert_eq!(&before[&s.dir], r);
+    }
+
+    let ctx = ReportContext {
+        profile: "smoke".into(),
+        command: "cargo xtask reproduce table1 --profile smoke".into(),
+        generated_utc: "now".into(),
+        git_revision: "rev".into(),
+        hardware: "test".into(),
+        plots: vec![("synthetic-fc".into(), "x.svg".into())],
+    };
+    let md = render_markdown(&exp, &again, &ctx);
+    assert!(
+        md.contains("| CIFAR-100 (DenseNet) |") || md.contains("missing `cifar100`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("76.94")
+            && md.contains("JPEG")
+            && md.contains("cargo xtask data fetch cifar100")
+    );
+    assert!(md.contains("![Synthetic blobs"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
