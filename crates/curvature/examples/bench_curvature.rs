@@ -52,17 +52,11 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Median wall time of `reps` runs of `f`, in seconds.
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
+/// Wall time of one run of `f`, in seconds.
+fn secs(f: impl FnOnce()) -> f64 {
+    let s = Instant::now();
+    f();
+    s.elapsed().as_secs_f64()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -109,10 +103,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let mut l = batch_loss(0, args.batch);
-    loss_and_gradient(&mut l, &vars)?; // warm-up: allocator and kernels
-    let t_grad = median_secs(3, || {
-        loss_and_gradient(&mut l, &vars).unwrap();
-    });
     let mut h = HessianOperator::new(vars.clone(), batch_loss(0, args.batch))?;
     let mut fd = FdHessianOperator::new(
         vars.clone(),
@@ -120,12 +110,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &FdConfig::default(),
     )?;
     let v = breakeven_curvature::random::gaussian_vector(&mut rng, dim);
-    let t_hvp = median_secs(3, || {
-        h.apply(&v).unwrap();
-    });
-    let t_fd = median_secs(3, || {
-        fd.apply(&v).unwrap();
-    });
+    loss_and_gradient(&mut l, &vars)?; // warm-up: allocator and kernels
+                                       // Interleaved repetitions, so that load from other processes hits all three alike.
+    let (mut tg, mut th, mut tf) = (vec![], vec![], vec![]);
+    for _ in 0..3 {
+        tg.push(secs(|| {
+            loss_and_gradient(&mut l, &vars).unwrap();
+        }));
+        th.push(secs(|| {
+            h.apply(&v).unwrap();
+        }));
+        tf.push(secs(|| {
+            fd.apply(&v).unwrap();
+        }));
+    }
+    let med = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let (t_grad, t_hvp, t_fd) = (med(tg), med(th), med(tf));
     println!("gradient            {:8.1} ms", 1e3 * t_grad);
     println!(
         "HVP double backprop {:8.1} ms = {:.2} gradients",

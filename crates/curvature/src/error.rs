@@ -49,6 +49,9 @@ pub enum CurvatureError {
     /// The data set is empty (no batches, or batches of size zero).
     #[error("the data set is empty: {0}")]
     EmptyData(&'static str),
+    /// An iterative kernel did not converge (a symptom of non-finite or wildly scaled input).
+    #[error("{0} did not converge")]
+    NoConvergence(&'static str),
     /// A quantity that must be finite is not.
     #[error("{0} is not finite")]
     NonFinite(&'static str),

@@ -93,7 +93,9 @@ pub fn tridiagonal_eigen(diag: &[f64], off: &[f64]) -> Result<SymEigen> {
             }
             iter += 1;
             if iter > 100 {
-                return Err(CurvatureError::NonFinite("QL iteration (no convergence)"));
+                return Err(CurvatureError::NoConvergence(
+                    "implicit QL on the Lanczos tridiagonal",
+                ));
             }
             let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
             let mut r = g.hypot(1.0);

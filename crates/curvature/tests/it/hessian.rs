@@ -322,3 +322,27 @@ fn finite_difference_accuracy_limits_f32_smooth_and_kinks() {
         .unwrap();
     assert!(fdv[0] > 10.0, "FD across the kink: {}", fdv[0]);
 }
+
+#[test]
+fn hessian_of_a_parameter_subset_is_the_principal_block() {
+    init();
+    let mlp = Mlp::new(70);
+    let full = materialize(
+        &mut HessianOperator::new(mlp.vars.clone(), mlp_loss(&mlp, &[3, 4])).unwrap(),
+        false,
+    )
+    .unwrap();
+    // The output layer only: W2 (4 × 3) and b2 (3), the last 15 of 31 coordinates.
+    let block = materialize(
+        &mut HessianOperator::new(mlp.vars[2..].to_vec(), mlp_loss(&mlp, &[3, 4])).unwrap(),
+        false,
+    )
+    .unwrap();
+    let (n, off) = (block.n(), full.n() - block.n());
+    assert_eq!((full.n(), n), (31, 15));
+    for i in 0..n {
+        for j in 0..n {
+            assert!((block.get(i, j) - full.get(off + i, off + j)).abs() < 1e-12);
+        }
+    }
+}

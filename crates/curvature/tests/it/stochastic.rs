@@ -87,3 +87,21 @@ fn slq_density_integrates_to_one_and_finds_two_planted_clusters() {
         at(5.5)
     );
 }
+
+#[test]
+fn hutch_plus_plus_reaches_1e_minus_3_within_60_products_on_a_decaying_spectrum() {
+    // Ten dominant directions and a small tail: the sketch captures the top, Hutchinson only
+    // has to estimate the tail.
+    let mut spectrum: Vec<f64> = (0..10).map(|i| 100.0 / (1.0 + i as f64)).collect();
+    spectrum.extend((0..190).map(|i| 1e-3 * (1.0 + (i as f64).cos())));
+    let truth: f64 = spectrum.iter().sum();
+    let mut a = DenseMatrix::with_spectrum(&spectrum, 12);
+    for seed in 0..3 {
+        let t = hutch_plus_plus(&mut a, 60, seed).unwrap();
+        assert!(
+            (t.trace - truth).abs() < 1e-3 * truth,
+            "seed {seed}: {} vs {truth}",
+            t.trace
+        );
+    }
+}
