@@ -31,6 +31,34 @@ pub struct LoaderConfig {
     pub seed: u64,
 }
 
+impl LoaderConfig {
+    /// Training on CIFAR-style images: reshuffled every epoch, crop + flip, no Mixup.
+    pub fn train(batch_size: usize, normalization: Normalization, seed: u64) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last: false,
+            augment: Some(Augment::CIFAR),
+            normalization,
+            mixup: None,
+            seed,
+        }
+    }
+
+    /// Evaluation: index order, no augmentation, every example once per epoch.
+    pub fn eval(batch_size: usize, normalization: Normalization) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            augment: None,
+            normalization,
+            mixup: None,
+            seed: 0,
+        }
+    }
+}
+
 /// Where the loader is: everything needed to resume it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderState {

@@ -6,8 +6,8 @@ use candle_core::{DType, Device};
 
 use super::pattern;
 use crate::{
-    symmetric_label_noise, Augment, Dataset, Loader, LoaderConfig, LoaderState, Mixup,
-    Normalization,
+    symmetric_label_noise, write_image, Augment, Dataset, Loader, LoaderConfig, LoaderState, Mixup,
+    Normalization, Placement,
 };
 
 fn toy(n: usize) -> Arc<Dataset> {
@@ -196,4 +196,45 @@ fn bad_loader_arguments_are_errors() {
     assert!(Loader::new(data.clone(), vec![0], cfg).is_err());
     let l = Loader::new(data, vec![0, 1], config(0)).unwrap();
     assert!(l.with_labels(vec![0; 4]).is_err());
+}
+
+#[test]
+fn every_augmented_image_is_one_valid_crop_and_flip_of_its_source() {
+    let data = toy(24);
+    let norm = Normalization::new(vec![0.5, 0.4, 0.3], vec![0.2, 0.25, 0.3]).unwrap();
+    let tables = norm.lookup_tables();
+    let mut loader = Loader::new(
+        data.clone(),
+        (0..24).collect(),
+        LoaderConfig::train(8, norm, 11),
+    )
+    .unwrap();
+    let mut placements = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let b = loader.next_host().unwrap();
+        for (k, &i) in b.indices.iter().enumerate() {
+            let got = &b.images[k * 192..(k + 1) * 192];
+            // Exactly the placements that reproduce the output (several may, for flat regions).
+            let mut matches = Vec::new();
+            let mut out = vec![0f32; 192];
+            for dy in 0..=8 {
+                for dx in 0..=8 {
+                    for flip in [false, true] {
+                        let p = Placement { dy, dx, flip };
+                        write_image(data.image(i), (3, 8, 8), &tables, Some((p, 4)), &mut out);
+                        if out == got {
+                            matches.push((dy, dx, flip));
+                        }
+                    }
+                }
+            }
+            assert!(
+                !matches.is_empty(),
+                "example {i} is no crop/flip of its source"
+            );
+            placements.insert(matches[0]);
+        }
+    }
+    // 48 draws from 162 placements: not all the same.
+    assert!(placements.len() > 20, "{placements:?}");
 }
