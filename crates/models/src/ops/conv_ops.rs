@@ -39,6 +39,16 @@ fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
     }
 }
 
+/// [`apply_bwd`] for a unary op.
+fn apply_bwd1<C: CustomOp1 + Send + Sync + 'static>(a: &Tensor, op: C) -> Result<Tensor> {
+    let a = a.contiguous()?;
+    if DO_NOT_DETACH.with(|d| *d) {
+        a.apply_op1(op)
+    } else {
+        a.apply_op1_no_bwd(&op)
+    }
+}
+
 /// The gradient for `arg` only if Candle will use it: untracked inputs (data) need none, which
 /// saves the first layer's whole input-gradient pass.
 fn wanted(arg: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
@@ -269,14 +279,7 @@ impl CustomOp3 for ConvBias {
             pad: self.pad,
         }
         .grads(x, w, dy)?;
-        let db = wanted(b, || {
-            let dy = dy.contiguous()?;
-            if DO_NOT_DETACH.with(|d| *d) {
-                dy.apply_op1(BiasGrad)
-            } else {
-                dy.apply_op1_no_bwd(&BiasGrad)
-            }
-        })?;
+        let db = wanted(b, || apply_bwd1(dy, BiasGrad))?;
         Ok((dx, dw, db))
     }
 }
@@ -309,8 +312,46 @@ impl CustomOp1 for BiasGrad {
     }
 
     fn bwd(&self, dy: &Tensor, _db: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (n, o, h, w) = dy.dims4()?;
-        Ok(Some(g.reshape((1, o, 1, 1))?.broadcast_as((n, o, h, w))?))
+        let (n, _, h, w) = dy.dims4()?;
+        wanted(dy, || apply_bwd1(g, BiasBroadcast { n, h, w }))
+    }
+}
+
+/// g (O) → N×O×H×W with every plane constant: the adjoint of [`BiasGrad`]. Candle's own
+/// `broadcast_as` would do, but its backward (a reduction over dims 0, 2, 3) is slow.
+#[derive(Debug, Clone, Copy)]
+struct BiasBroadcast {
+    n: usize,
+    h: usize,
+    w: usize,
+}
+
+impl BiasBroadcast {
+    fn fwd<T: Storage>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let o = l.shape().dims1()?;
+        let g = T::slice(s, l, self.name())?;
+        let plane = self.h * self.w;
+        let mut out = Vec::with_capacity(self.n * o * plane);
+        for _ in 0..self.n {
+            for &go in g {
+                out.extend(std::iter::repeat_n(go, plane));
+            }
+        }
+        Ok((T::wrap(out), Shape::from((self.n, o, self.h, self.w))))
+    }
+}
+
+impl CustomOp1 for BiasBroadcast {
+    fn name(&self) -> &'static str {
+        "breakeven-conv2d-bias-broadcast"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(self.name(), s.dtype(), T => self.fwd::<T>(s, l))
+    }
+
+    fn bwd(&self, g: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<Option<Tensor>> {
+        wanted(g, || apply_bwd1(dout, BiasGrad))
     }
 }
 
