@@ -139,11 +139,29 @@ impl Penalizer {
                 value: loss,
             });
         }
-        let plain_store = loss_t.backward()?;
-        let plain = grads_of(&params, &plain_store)?;
+        // With double backprop and α ≠ 0, L is differentiated together with α·P in the second
+        // backward pass (of T = L + α·P), which saves FP and GPr a separate plain backward. The
+        // plain gradient is computed alone only where it is used: plain steps, α = 0 (handed
+        // back untouched), finite differences, and GP/GPx on the whole batch (where it is g).
+        let fuse = applied && double && cfg.alpha != 0.0;
+        let plain_needed =
+            !fuse || (whole && matches!(cfg.kind, PenaltyKind::Gp | PenaltyKind::Gpx));
+        let plain_store = if plain_needed {
+            Some(loss_t.backward()?)
+        } else {
+            None
+        };
+        let plain = match &plain_store {
+            Some(store) => Some(grads_of(&params, store)?),
+            None => None,
+        };
         if !applied {
             return Ok(PenalizedStep {
-                grads: plain.iter().map(Tensor::detach).collect(),
+                grads: plain
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Tensor::detach)
+                    .collect(),
                 loss,
                 penalty: None,
                 applied,
@@ -177,16 +195,15 @@ impl Penalizer {
                 (_, Labels::Draw(rng)) => uniform_labels(m, pen_logits.dim(1)?, x.device(), rng)?,
             };
             // With the true labels on the whole batch, g is the plain gradient.
-            let g = if cfg.kind == PenaltyKind::Gp && whole {
-                plain.clone()
-            } else {
-                grads_of(
+            let g = match (&plain, cfg.kind == PenaltyKind::Gp && whole) {
+                (Some(plain), true) => plain.clone(),
+                _ => grads_of(
                     &params,
                     &cross_entropy(&pen_logits, &pen_labels)?.backward()?,
-                )?
+                )?,
             };
             if double {
-                ctx.by_double_backprop(&g, cfg.norm)?
+                ctx.by_double_backprop(&g, cfg.norm, fuse.then_some((&loss_t, cfg.alpha)))?
             } else {
                 let eval = |shift: f64, dir: &[Tensor]| {
                     with_perturbed(&params, dir, shift, || {
@@ -204,8 +221,8 @@ impl Penalizer {
             }
         } else {
             // GPx: g = ∇_X L on the sub-batch, taken with the input as a Var.
-            let (xv, store) = match (&x_var, whole) {
-                (Some(xv), true) => (xv.clone(), plain_store),
+            let (xv, store) = match (&x_var, plain_store) {
+                (Some(xv), Some(store)) if whole => (xv.clone(), store),
                 _ => {
                     let xv = Var::from_tensor(&x_m)?;
                     let z = model.forward(xv.as_tensor(), Mode::BatchStats)?;
@@ -218,7 +235,7 @@ impl Penalizer {
                 .cloned()
                 .unwrap_or(xv.as_tensor().zeros_like()?)];
             if double {
-                ctx.by_double_backprop(&gx, cfg.norm)?
+                ctx.by_double_backprop(&gx, cfg.norm, fuse.then_some((&loss_t, cfg.alpha)))?
             } else {
                 let g_theta = grads_of(&params, &store)?;
                 let x_m = x_m.detach();
@@ -246,15 +263,20 @@ impl Penalizer {
                 value: dp_norm,
             });
         }
-        // α = 0 hands back the plain gradient untouched (bit for bit), the penalty still logged.
-        let grads = if cfg.alpha == 0.0 {
-            plain.iter().map(Tensor::detach).collect()
-        } else {
-            plain
+        // Fused: `dp` already is ∇(L + α·P). α = 0 hands back the plain gradient untouched
+        // (bit for bit), the penalty still computed and reported.
+        let grads = match plain {
+            _ if fuse => dp,
+            Some(plain) if cfg.alpha == 0.0 => plain.iter().map(Tensor::detach).collect(),
+            Some(plain) => plain
                 .iter()
                 .zip(&dp)
-                .map(|(g, d)| Ok(g.detach().add(&d.detach().affine(cfg.alpha, 0.0)?)?))
-                .collect::<Result<Vec<_>, PenaltyError>>()?
+                .map(|(g, d)| g.detach().add(&d.detach().affine(cfg.alpha, 0.0)?))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            None => {
+                let msg = "internal: no plain gradient for an unfused step";
+                return Err(candle_core::Error::Msg(msg.into()).into());
+            }
         };
         tracing::trace!(step, loss, penalty, "penalized step");
         Ok(PenalizedStep {
@@ -272,11 +294,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// P from `g` (which carries its graph) and ∇_θ P by a second backward pass.
+    /// P from `g` (which carries its graph) and ∇_θ P by a second backward pass. With
+    /// `fuse_with = Some((L, α))` that pass differentiates L + α·P instead, and the returned
+    /// gradient is the step's total.
     fn by_double_backprop(
         &self,
         g: &[Tensor],
         which: PenaltyNorm,
+        fuse_with: Option<(&Tensor, f64)>,
     ) -> Result<(f64, Vec<Tensor>), PenaltyError> {
         let mut sq = g[0].sqr()?.sum_all()?;
         for gi in &g[1..] {
@@ -294,7 +319,14 @@ impl Ctx<'_> {
                 value,
             });
         }
-        let dp = grads_of(self.params, &p.backward()?)?;
+        let target = match fuse_with {
+            Some((loss, alpha)) => (loss + p.affine(alpha, 0.0)?)?,
+            None => p,
+        };
+        let dp = grads_of(self.params, &target.backward()?)?
+            .iter()
+            .map(Tensor::detach)
+            .collect();
         Ok((value, dp))
     }
 
