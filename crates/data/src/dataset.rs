@@ -50,11 +50,14 @@ impl Dataset {
         &self.images[i * n..(i + 1) * n]
     }
 
-    /// Number of examples of each class.
+    /// Number of examples of each class (labels out of range, which [`Dataset::validate`]
+    /// reports, are not counted).
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.num_classes];
         for &l in &self.labels {
-            counts[l as usize] += 1;
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
         }
         counts
     }

@@ -184,6 +184,15 @@ impl Loader {
                 self.data.len()
             )));
         }
+        if let Some(i) = labels
+            .iter()
+            .position(|&l| l as usize >= self.data.num_classes)
+        {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: replacement label {} of example {i} is not < {} classes",
+                self.data.name, labels[i], self.data.num_classes
+            )));
+        }
         self.labels = Some(Arc::new(labels));
         Ok(self)
     }

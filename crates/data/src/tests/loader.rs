@@ -195,7 +195,11 @@ fn bad_loader_arguments_are_errors() {
     cfg.batch_size = 0;
     assert!(Loader::new(data.clone(), vec![0], cfg).is_err());
     let l = Loader::new(data, vec![0, 1], config(0)).unwrap();
-    assert!(l.with_labels(vec![0; 4]).is_err());
+    assert!(l.clone().with_labels(vec![0; 4]).is_err());
+    assert!(
+        l.with_labels(vec![0, 1, 2, 3, 4]).is_err(),
+        "label 4 of 4 classes"
+    );
 }
 
 #[test]
