@@ -63,51 +63,45 @@ impl BatchNorm {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
-        let (reduce, stat_shape): (Vec<usize>, Vec<usize>) = match x.rank() {
-            2 => (vec![0], vec![1, c]),
-            4 => (vec![0, 2, 3], vec![1, c, 1, 1]),
-            r => candle_core::bail!(
-                "BatchNorm: expected an N×C or N×C×H×W input, got rank {r} ({:?})",
-                x.dims()
-            ),
-        };
-        if x.dim(1)? != c {
+        if !matches!(x.rank(), 2 | 4) || x.dim(1)? != c {
             candle_core::bail!(
-                "BatchNorm: input {:?} has {} channels, expected {c}",
-                x.dims(),
-                x.dim(1)?
+                "BatchNorm: expected an N×{c} or N×{c}×H×W input, got {:?}",
+                x.dims()
             );
         }
-        let (mean, var) = match mode {
-            Mode::Eval => (
-                self.running_mean
-                    .as_tensor()
-                    .reshape(stat_shape.as_slice())?,
-                self.running_var
-                    .as_tensor()
-                    .reshape(stat_shape.as_slice())?,
-            ),
+        // Work on an N × C × (H·W) view, so that every reduction is over the contiguous last
+        // axis first (see `channel_mean` and `per_channel`).
+        let (n, shape) = (x.dim(0)?, x.shape().clone());
+        let x = x.reshape((n, c, x.elem_count() / (n * c)))?;
+        let y = match mode {
+            Mode::Eval => {
+                // y = x·s + (b − μ·s) with s = w/√(σ²+ε): two passes over x.
+                let scale =
+                    (self.weight.as_tensor() / (self.running_var.as_tensor() + EPS)?.sqrt()?)?;
+                let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+                x.mul(&per_channel(&scale, &x)?)?
+                    .add(&per_channel(&shift, &x)?)?
+            }
             Mode::Train | Mode::BatchStats => {
                 let count = x.elem_count() / c;
                 if count < 2 {
-                    candle_core::bail!("BatchNorm: batch statistics need more than 1 value per channel, input {:?}", x.dims());
+                    candle_core::bail!(
+                        "BatchNorm: batch statistics need more than 1 value per channel, input {shape:?}"
+                    );
                 }
-                let mean = x.mean_keepdim(reduce.as_slice())?;
-                let var = x
-                    .broadcast_sub(&mean)?
-                    .sqr()?
-                    .mean_keepdim(reduce.as_slice())?;
+                let mean = channel_mean(&x)?;
+                let centered = x.sub(&per_channel(&mean, &x)?)?;
+                let var = channel_mean(&centered.sqr()?)?;
                 if mode == Mode::Train {
                     self.update_running(&mean, &var, count)?;
                 }
-                (mean, var)
+                let scale = (self.weight.as_tensor() / (var + EPS)?.sqrt()?)?;
+                centered
+                    .mul(&per_channel(&scale, &x)?)?
+                    .add(&per_channel(self.bias.as_tensor(), &x)?)?
             }
         };
-        let xhat = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + EPS)?.sqrt()?)?;
-        xhat.broadcast_mul(&self.weight.as_tensor().reshape(stat_shape.as_slice())?)?
-            .broadcast_add(&self.bias.as_tensor().reshape(stat_shape.as_slice())?)
+        y.reshape(shape)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
@@ -115,10 +109,7 @@ impl BatchNorm {
             .update
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mean = mean
-            .detach()
-            .flatten_all()?
-            .to_dtype(self.running_mean.dtype())?;
+        let mean = mean.detach().to_dtype(self.running_mean.dtype())?;
         let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?
             .to_dtype(self.running_var.dtype())?;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
@@ -136,6 +127,25 @@ impl BatchNorm {
             self.num_batches_tracked.device(),
         )?)
     }
+}
+
+/// Per-channel mean of an N × C × M tensor, as a C vector. Reducing the contiguous last axis
+/// first and then N is ~100× faster on CPU than Candle's reduction over dims (0, 2) at once
+/// (35 ms vs 0.3 ms on 128×16×1024), and equally differentiable.
+fn channel_mean(x: &Tensor) -> Result<Tensor> {
+    let (n, _, m) = x.dims3()?;
+    x.sum(2)?.sum(0)? / (n * m) as f64
+}
+
+/// A C vector broadcast to the N × C × M shape of `like`, in two steps: C → N×C×1 → N×C×M.
+/// Candle's backward of a broadcast sums over the broadcast axes with one multi-axis
+/// reduction, which is slow for axes (0, 2); chained, the big reduction is over the last axis
+/// and only the N × C × 1 one is over the first.
+fn per_channel(v: &Tensor, like: &Tensor) -> Result<Tensor> {
+    let (n, c, m) = like.dims3()?;
+    v.reshape((1, c, 1))?
+        .broadcast_as((n, c, 1))?
+        .broadcast_as((n, c, m))
 }
 
 #[cfg(test)]

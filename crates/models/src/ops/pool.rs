@@ -40,9 +40,10 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     windows(x, k)?.mean(5)?.mean(3)
 }
 
-/// Global average pool: N×C×H×W → N×C.
+/// Global average pool: N×C×H×W → N×C (one reduction over the contiguous H·W axis).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean((2, 3))
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h * w))?.mean(2)
 }
 
 /// `x[:, :, ::2, ::2]` (the subsampling of ResNet option-A shortcuts): N×C×⌈H/2⌉×⌈W/2⌉.
