@@ -1,6 +1,7 @@
 //! `cargo xtask`: the orchestrator.
 
 mod fetch;
+mod reproduce;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ enum Command {
     /// Data sets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Reproduce a table or figure: run its sweep, write docs/results/<name>-<profile>.md and plots.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,14 +28,18 @@ enum DataCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Reproduce(a) if a.quiet);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .with_writer(std::io::stderr)
         .try_init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Data(DataCommand::Fetch(args)) => fetch::data_fetch(&args),
+        Command::Reproduce(args) => reproduce::reproduce(&args),
     }
 }

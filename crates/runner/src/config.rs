@@ -131,6 +131,9 @@ pub struct PenaltyConfig {
     /// Squared gradient norm (the papers' form) or the plain norm (the seed's).
     #[serde(default = "default_true")]
     pub squared: bool,
+    /// How ∇P is computed: `double_backprop` (exact) or `finite_difference` (cheaper).
+    #[serde(default = "default_method")]
+    pub method: String,
 }
 
 /// When a run ends. SCIENCE.md §4: compare at convergence, so stop at a training-accuracy
@@ -215,6 +218,9 @@ fn default_penalty() -> String {
 fn default_every() -> usize {
     1
 }
+fn default_method() -> String {
+    "double_backprop".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -259,6 +265,7 @@ impl Default for PenaltyConfig {
             every: 1,
             sub_batch: None,
             squared: true,
+            method: default_method(),
         }
     }
 }
@@ -343,6 +350,11 @@ impl RunConfig {
         one_of("data.name", &self.data.name, DATASETS)?;
         one_of("data.augment", &self.data.augment, AUGMENTATIONS)?;
         one_of("penalty.kind", &self.penalty.kind, PENALTIES)?;
+        one_of(
+            "penalty.method",
+            &self.penalty.method,
+            &["double_backprop", "finite_difference"],
+        )?;
         one_of("schedule.kind", &self.schedule.kind, SCHEDULES)?;
         one_of("dtype", &self.dtype, &["f32", "f64"])?;
         crate::device::parse_device_name(&self.device)?;

@@ -10,7 +10,6 @@ pub mod evaluate;
 pub mod measure;
 pub mod metrics;
 pub mod objective;
-pub mod penalty;
 pub mod plot;
 pub mod report;
 pub mod rundir;

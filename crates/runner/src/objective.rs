@@ -1,24 +1,64 @@
-//! One step's objective: the mini-batch loss L_B (+ α·P when the penalty is due), its gradients
-//! aligned with the model's parameters, and the numbers the tracker logs.
+//! One step's objective: the mini-batch loss L_B, plus α·P on the steps that carry the penalty
+//! (through `breakeven-penalties`), its gradients aligned with the model's parameters, and the
+//! numbers the tracker logs.
 
 use breakeven_models::{correct_count, cross_entropy, Mode, Model};
-use candle_core::{Result, Tensor};
+use breakeven_penalties::{GradMethod, Penalizer, PenaltyError, PenaltyKind, PenaltyNorm};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::PenaltyConfig;
+use crate::error::RunError;
 use crate::evaluate::scalar;
 
 /// What one step's forward/backward produced.
 #[derive(Debug)]
 pub struct StepOutput {
-    /// L_B (without the penalty term).
+    /// L_B (without the penalty term); NaN or ±∞ when the step diverged.
     pub loss: f64,
     pub correct: usize,
     pub n: usize,
     /// P when the penalty was applied this step.
     pub penalty: Option<f64>,
-    /// ∇(L_B + α·P), one per parameter.
+    /// ∇(L_B + α·P), one per parameter (empty when the step diverged).
     pub grads: Vec<Tensor>,
+}
+
+/// The penalties crate's config for a batch of `n` examples (a short last batch of an epoch
+/// takes the penalty on all its examples), or `None` without a penalty.
+fn penalizer(cfg: &PenaltyConfig, n: usize) -> Result<Option<Penalizer>, RunError> {
+    let kind = match cfg.kind.as_str() {
+        "fp" => PenaltyKind::Fp,
+        "gp" => PenaltyKind::Gp,
+        "gpr" => PenaltyKind::Gpr,
+        "gpx" => PenaltyKind::Gpx,
+        _ => return Ok(None),
+    };
+    let config = breakeven_penalties::PenaltyConfig {
+        kind,
+        alpha: cfg.alpha,
+        norm: if cfg.squared {
+            PenaltyNorm::Squared
+        } else {
+            PenaltyNorm::Plain
+        },
+        every: cfg.every as u64,
+        sub_batch: cfg.sub_batch.map(|m| m.min(n)),
+        method: if cfg.method == "finite_difference" {
+            GradMethod::FiniteDifference {
+                epsilon: None,
+                one_sided: false,
+            }
+        } else {
+            GradMethod::DoubleBackprop
+        },
+    };
+    Penalizer::new(config, n)
+        .map(Some)
+        .map_err(|e| RunError::Invalid {
+            key: "penalty".into(),
+            message: e.to_string(),
+        })
 }
 
 /// Computes the step's objective and gradients. `step` is the 0-based index of this step.
@@ -29,19 +69,40 @@ pub fn step_objective(
     penalty: &PenaltyConfig,
     step: u64,
     rng: &mut ChaCha8Rng,
-) -> Result<StepOutput> {
+) -> Result<StepOutput, RunError> {
+    let n = y.dim(0)?;
+    if let Some(p) = penalizer(penalty, n)?.filter(|p| p.applies_at(step)) {
+        let out = match p.step(model, x, y, step, rng) {
+            Ok(out) => out,
+            Err(PenaltyError::Diverged { value, .. }) => {
+                let loss = if value.is_finite() { f64::NAN } else { value };
+                return Ok(StepOutput {
+                    loss,
+                    correct: 0,
+                    n,
+                    penalty: None,
+                    grads: vec![],
+                });
+            }
+            Err(e) => return Err(RunError::Other(format!("penalized step {step}: {e}"))),
+        };
+        // The penalized step does not return its logits; one extra forward with batch
+        // statistics (running statistics untouched) gives the step's accuracy.
+        let logits = model.forward(x, Mode::BatchStats)?.detach();
+        let correct = correct_count(&logits, y)?;
+        return Ok(StepOutput {
+            loss: out.loss,
+            correct,
+            n,
+            penalty: out.penalty,
+            grads: out.grads,
+        });
+    }
     let logits = model.forward(x, Mode::Train)?;
     let loss = cross_entropy(&logits, y)?;
     let correct = correct_count(&logits.detach(), y)?;
     let loss_value = scalar(&loss)?;
-    let due = penalty.kind != "none" && step % penalty.every as u64 == 0;
-    let (objective, penalty_value) = if due {
-        let (p, value) = crate::penalty::penalty_term(model, x, y, &logits, penalty, rng)?;
-        ((loss + (p * penalty.alpha)?)?, Some(value))
-    } else {
-        (loss, None)
-    };
-    let store = objective.backward()?;
+    let store = loss.backward()?;
     let grads = model
         .params()
         .iter()
@@ -49,12 +110,12 @@ pub fn step_objective(
             Some(g) => Ok(g.detach()),
             None => p.var.as_tensor().zeros_like(),
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<candle_core::Result<Vec<_>>>()?;
     Ok(StepOutput {
         loss: loss_value,
         correct,
-        n: y.dim(0)?,
-        penalty: penalty_value,
+        n,
+        penalty: None,
         grads,
     })
 }

@@ -42,7 +42,7 @@ pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunEr
     let ds: DatasetName = name.parse()?;
     for root in roots {
         if locate(ds, Some(root)).is_ok() {
-            return Ok(Some(root.clone()));
+            return Ok(Some(root.canonicalize().unwrap_or_else(|_| root.clone())));
         }
     }
     locate(ds, None)?;
@@ -80,7 +80,7 @@ pub fn run_table(
     // Expand (and so validate) every row first: a bad definition fails before any training.
     let mut plans = Vec::new();
     for row in &rows {
-        let specs = exp.expand_row(profile, row, &root.join(&row.key))?;
+        let specs = exp.expand_row(profile, row, root)?;
         let data_name = specs
             .first()
             .map(|s| s.config.data.name.clone())
@@ -118,7 +118,9 @@ pub fn run_table(
             };
             if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
                 tracing::error!(run = %spec.dir.display(), "failed: {e}");
-                errors.push((spec.dir.clone(), e.to_string()));
+                // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
+                let message = e.to_string().lines().next().unwrap_or_default().to_string();
+                errors.push((spec.dir.clone(), message));
             }
         }
         let runs = collect(&specs)?;

@@ -127,12 +127,14 @@ pub fn train(
             state.step,
             &mut rng,
         )?;
+        let diverged = !out.loss.is_finite() || out.penalty.is_some_and(|v| !v.is_finite());
         let mut grads = out.grads;
-        let grad_norm = global_grad_norm(&grads)?;
-        if !out.loss.is_finite()
-            || !grad_norm.is_finite()
-            || out.penalty.is_some_and(|v| !v.is_finite())
-        {
+        let grad_norm = if diverged {
+            f64::NAN
+        } else {
+            global_grad_norm(&grads)?
+        };
+        if diverged || !grad_norm.is_finite() {
             tracing::warn!(step = state.step, loss = out.loss, grad_norm, "diverged");
             state.stop = Some(RunStatus::Diverged);
             state.diverged_at_step = Some(state.step);

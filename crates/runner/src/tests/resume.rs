@@ -44,31 +44,29 @@ fn metrics_without_time(run: &RunDir) -> Vec<crate::metrics::MetricsRecord> {
         .collect()
 }
 
-#[test]
-fn interrupted_runs_resume_bit_identically() {
-    let dir = temp_dir("resume");
-    let config = tiny_config();
+/// Runs `config` whole and in pieces (interrupted after each of `stops`) and requires equal
+/// parameters, optimizer state, metrics (except wall times) and summaries.
+fn assert_resume_identical(name: &str, config: &crate::config::RunConfig, stops: &[u64]) {
+    let dir = temp_dir(name);
     let whole = RunDir::new(dir.join("whole"));
-    let Outcome::Finished(a) = train(&config, &whole, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(a) = train(config, &whole, &TrainOptions::default()).unwrap() else {
         panic!("not finished")
     };
     assert_eq!(a.status, RunStatus::Capped);
     assert_eq!(a.steps, 3 * 16);
 
-    // Stops right after a checkpoint (step 10), between checkpoints (13, 22: replayed from 10
-    // and 20), and at an epoch end (32); each call resumes from the newest checkpoint.
     let pieces = RunDir::new(dir.join("pieces"));
-    for stop in [10, 13, 22, 32] {
+    for &stop in stops {
         let opts = TrainOptions {
             stop_after_step: Some(stop),
             ..Default::default()
         };
         assert_eq!(
-            train(&config, &pieces, &opts).unwrap(),
+            train(config, &pieces, &opts).unwrap(),
             Outcome::Interrupted { step: stop }
         );
     }
-    let Outcome::Finished(b) = train(&config, &pieces, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(b) = train(config, &pieces, &TrainOptions::default()).unwrap() else {
         panic!("not finished")
     };
 
@@ -81,8 +79,38 @@ fn interrupted_runs_resume_bit_identically() {
     // A finished run is not repeated: its summary comes back from disk.
     let on_disk = pieces.summary().unwrap().unwrap();
     assert_eq!(
-        train(&config, &pieces, &TrainOptions::default()).unwrap(),
+        train(config, &pieces, &TrainOptions::default()).unwrap(),
         Outcome::Finished(on_disk)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn interrupted_runs_resume_bit_identically() {
+    // Stops right after a checkpoint (step 10), between checkpoints (13, 22: replayed from 10
+    // and 20), and at an epoch end (32); each call resumes from the newest checkpoint.
+    assert_resume_identical("resume", &tiny_config(), &[10, 13, 22, 32]);
+}
+
+#[test]
+fn penalized_runs_resume_bit_identically() {
+    // The Fisher penalty draws labels from the step generator: its position must be restored.
+    let mut config = tiny_config();
+    config.penalty.kind = "fp".into();
+    config.penalty.alpha = 0.1;
+    config.penalty.every = 3;
+    config.penalty.sub_batch = Some(16);
+    assert_resume_identical("resume-fp", &config, &[7, 26]);
+    let dir = temp_dir("fp-logged");
+    let run = RunDir::new(dir.join("run"));
+    train(&config, &run, &TrainOptions::default()).unwrap();
+    let logged = read_metrics(&run.metrics_path()).unwrap();
+    assert!(
+        logged
+            .iter()
+            .skip(1)
+            .all(|r| r.penalty.is_some_and(|p| p > 0.0)),
+        "penalty values logged"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -129,7 +129,14 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         }
     }
     let root = dir.join("runs");
-    let outcomes = run_table(&exp, "smoke", &root, &[empty.clone()], &mut Silent).unwrap();
+    let outcomes = run_table(
+        &exp,
+        "smoke",
+        &root,
+        std::slice::from_ref(&empty),
+        &mut Silent,
+    )
+    .unwrap();
     assert_eq!(outcomes.len(), 2);
     let RowState::Missing { message, .. } = &outcomes[0].state else {
         panic!("cifar100 should be missing")

@@ -1,0 +1,255 @@
+//! `cargo xtask reproduce EXPERIMENT --profile P`: run a table's sweep through the runner,
+//! then write `docs/results/<experiment>-<profile>.md` and a plot per row.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use breakeven_runner::metrics::read_metrics;
+use breakeven_runner::plot::{bar_chart, line_chart};
+use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
+use breakeven_runner::rundir::git_revision;
+use breakeven_runner::sweep::{Experiment, RunSpec};
+use breakeven_runner::table::{run_table, RowOutcome, RowState, TableProgress};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+#[derive(Debug, clap::Args)]
+pub struct ReproduceArgs {
+    /// The experiment: a file name in experiments/ without `.toml` (e.g. `table1`).
+    pub experiment: String,
+    /// Scale: `smoke` (CI, minutes), `cpu` (about an hour on 2 cores), `paper` (published scale, GPU).
+    #[arg(long, default_value = "smoke")]
+    pub profile: String,
+    /// Data directory searched first (then ./data and ../shared/data, then the default search path).
+    #[arg(long, env = "BREAKEVEN_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Where run directories go (default: runs/<experiment>-<profile>).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Where the Markdown table and plots go.
+    #[arg(long, default_value = "docs/results")]
+    pub out_dir: PathBuf,
+    /// Run every run on this device instead of the profile's (`cpu`, `cuda`, `cuda:N`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// No progress bars; warnings and errors only.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The project root (xtask lives in `<root>/xtask`).
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Two progress bars: runs of the table, and steps of the current run (both with ETA).
+struct Bars {
+    total: ProgressBar,
+    run: ProgressBar,
+}
+
+impl TableProgress for Bars {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        self.total.set_length(total as u64);
+        self.total.set_position(index as u64);
+        self.total
+            .set_message(format!("{}/{}", spec.row, spec.column));
+    }
+    fn run_bar(&mut self) -> Option<ProgressBar> {
+        Some(self.run.clone())
+    }
+}
+
+struct NoBars;
+impl TableProgress for NoBars {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
+    }
+}
+
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    // Penalties and curvature need double backprop, enabled before this thread's first backward.
+    breakeven_runner::enable_second_order()?;
+    let root = project_root();
+    let def = root
+        .join("experiments")
+        .join(format!("{}.toml", args.experiment));
+    let mut exp = Experiment::load(&def)
+        .with_context(|| format!("experiment definition {}", def.display()))?;
+    let profile = exp.profile(&args.profile)?.clone();
+    if let Some(device) = &args.device {
+        let p = exp
+            .profiles
+            .get_mut(&args.profile)
+            .expect("profile checked above");
+        p.base.insert("device".into(), device.clone().into());
+    }
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
+        root.join("runs")
+            .join(format!("{}-{}", args.experiment, args.profile))
+    });
+    let mut data_roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
+    data_roots.extend([root.join("data"), root.join("../shared/data")]);
+
+    let outcomes = if args.quiet {
+        run_table(&exp, &args.profile, &runs_dir, &data_roots, &mut NoBars)?
+    } else {
+        let multi = MultiProgress::new();
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(ProgressStyle::with_template(
+            "runs {pos}/{len} [{bar:30}] {elapsed} elapsed, ETA {eta} — {msg}",
+        )?);
+        let run = multi.add(ProgressBar::new(0));
+        let mut bars = Bars {
+            total: total.clone(),
+            run: run.clone(),
+        };
+        let out = run_table(&exp, &args.profile, &runs_dir, &data_roots, &mut bars)?;
+        total.finish_and_clear();
+        run.finish_and_clear();
+        out
+    };
+
+    let out_dir = if args.out_dir.is_absolute() {
+        args.out_dir.clone()
+    } else {
+        root.join(&args.out_dir)
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let stem = format!("{}-{}", args.experiment, args.profile);
+    let mut plots = Vec::new();
+    for o in &outcomes {
+        if let RowState::Ran { .. } = &o.state {
+            for (suffix, svg) in row_plots(&exp, o)? {
+                let file = format!("{stem}-{}{suffix}.svg", o.row.key);
+                write(&out_dir.join(&file), &svg)?;
+                plots.push((o.row.key.clone(), file));
+            }
+        }
+    }
+    let device = args.device.clone().or_else(|| {
+        profile
+            .base
+            .get("device")
+            .and_then(|d| d.as_str())
+            .map(String::from)
+    });
+    let mut command = format!(
+        "cargo xtask reproduce {} --profile {}",
+        args.experiment, args.profile
+    );
+    if let Some(d) = &args.device {
+        command.push_str(&format!(" --device {d}"));
+    }
+    let data_note: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.data_dir
+                .as_ref()
+                .map(|d| format!("{}: {}", o.row.key, d.display()))
+        })
+        .collect();
+    let ctx = ReportContext {
+        profile: args.profile.clone(),
+        command,
+        generated_utc: utc_now(),
+        git_revision: git_revision(),
+        hardware: format!(
+            "{}{}",
+            hardware_description(device.as_deref().unwrap_or("cpu")),
+            if data_note.is_empty() {
+                String::new()
+            } else {
+                format!("; data read from {}", data_note.join(", "))
+            }
+        ),
+        plots,
+    };
+    let md_path = out_dir.join(format!("{stem}.md"));
+    write(&md_path, &render_markdown(&exp, &outcomes, &ctx))?;
+    println!("wrote {}", md_path.display());
+    Ok(())
+}
+
+/// The bar chart of a row, and the test-accuracy curves of each column's chosen setting (first seed).
+fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, String)>> {
+    let RowState::Ran { cells, runs, .. } = &o.state else {
+        return Ok(vec![]);
+    };
+    let labels: Vec<String> = exp.columns.iter().map(|c| c.label.clone()).collect();
+    let measured: Vec<Option<(f64, f64)>> =
+        cells.iter().map(|c| c.test_mean.zip(c.test_std)).collect();
+    let paper: Vec<Option<f64>> = exp
+        .columns
+        .iter()
+        .map(|c| o.row.paper.get(&c.key).copied())
+        .collect();
+    let mut out = vec![(
+        "",
+        bar_chart(
+            &format!("{}: test accuracy", o.row.setting),
+            &labels,
+            &measured,
+            &paper,
+        ),
+    )];
+    let mut series = Vec::new();
+    for (col, cell) in exp.columns.iter().zip(cells) {
+        let Some(h) = cell.chosen else { continue };
+        let Some((spec, _)) = runs
+            .iter()
+            .find(|(s, r)| s.column == col.key && s.hyper == h && r.is_some())
+        else {
+            continue;
+        };
+        let path = spec.dir.join("metrics.jsonl");
+        let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+        let points = records
+            .iter()
+            .filter_map(|r| r.test_acc.map(|a| (r.epoch, 100.0 * a)))
+            .collect();
+        series.push((format!("{} ({h})", col.label), points));
+    }
+    if !series.is_empty() {
+        out.push((
+            "-curves",
+            line_chart(
+                &format!("{}: test accuracy during training", o.row.setting),
+                "epoch",
+                "test accuracy (%)",
+                &series,
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    breakeven_runner::atomic::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from the system clock (civil-from-days, no date crate needed).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
