@@ -72,7 +72,7 @@ impl Model for FcNet {
             if i < last {
                 x = match self.activation {
                     Activation::Tanh => x.tanh()?,
-                    Activation::Relu => x.relu()?,
+                    Activation::Relu => crate::ops::relu(&x)?,
                 };
             }
         }

@@ -93,11 +93,11 @@ impl SimpleCnn {
 
 impl Model for SimpleCnn {
     fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
-        let x = self.convs[0].forward(x)?.relu()?;
-        let x = ops::max_pool2d(&self.convs[1].forward(&x)?.relu()?, 2)?;
-        let x = self.convs[2].forward(&x)?.relu()?;
-        let x = ops::max_pool2d(&self.convs[3].forward(&x)?.relu()?, 2)?;
-        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        let x = ops::relu(&self.convs[0].forward(x)?)?;
+        let x = ops::max_pool2d(&ops::relu(&self.convs[1].forward(&x)?)?, 2)?;
+        let x = ops::relu(&self.convs[2].forward(&x)?)?;
+        let x = ops::max_pool2d(&ops::relu(&self.convs[3].forward(&x)?)?, 2)?;
+        let x = ops::relu(&self.fc1.forward(&x.flatten_from(1)?)?)?;
         self.fc2.forward(&x)
     }
 

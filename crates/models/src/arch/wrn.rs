@@ -72,9 +72,11 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let act = self.bn1.forward(x, mode)?.relu()?;
+        let act = ops::relu(&self.bn1.forward(x, mode)?)?;
         let out = self.conv1.forward(&act)?;
-        let out = self.conv2.forward(&self.bn2.forward(&out, mode)?.relu()?)?;
+        let out = self
+            .conv2
+            .forward(&ops::relu(&self.bn2.forward(&out, mode)?)?)?;
         match &self.conv_shortcut {
             // As the reference: the projection sees the activated input, identity the raw one.
             Some(conv) => conv.forward(&act)? + out,
@@ -159,7 +161,7 @@ impl Model for WideResNet {
         for block in &self.blocks {
             x = block.forward(&x, mode)?;
         }
-        let x = self.bn1.forward(&x, mode)?.relu()?;
+        let x = ops::relu(&self.bn1.forward(&x, mode)?)?;
         self.fc.forward(&ops::global_avg_pool(&x)?)
     }
 
