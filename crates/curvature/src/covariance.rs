@@ -186,6 +186,45 @@ pub struct CovarianceSummary {
     pub n: usize,
 }
 
+/// `(G Gᵀ)/div` of the centred gradients, accumulated over column blocks that stay in cache
+/// and centred on the fly: one pass over the n × D gradients and no centred copy of them
+/// (a naive pairwise dot product re-reads all of it n/2 times).
+fn centred_gram(g: &PerExampleGradients, div: f64) -> Vec<f64> {
+    const BLOCK: usize = 512;
+    let (n, d) = (g.n, g.dim);
+    let mut gram = vec![0.0; n * n];
+    let mut buf = vec![0.0; n * BLOCK];
+    for start in (0..d).step_by(BLOCK) {
+        let w = BLOCK.min(d - start);
+        let mut mean = vec![0.0; w];
+        for i in 0..n {
+            axpy(
+                1.0 / n as f64,
+                &g.data[i * d + start..i * d + start + w],
+                &mut mean,
+            );
+        }
+        for i in 0..n {
+            let row = &mut buf[i * w..(i + 1) * w];
+            row.copy_from_slice(&g.data[i * d + start..i * d + start + w]);
+            axpy(-1.0, &mean, row);
+        }
+        for i in 0..n {
+            for j in 0..=i {
+                gram[i * n + j] += dot(&buf[i * w..(i + 1) * w], &buf[j * w..(j + 1) * w]);
+            }
+        }
+    }
+    for i in 0..n {
+        for j in 0..=i {
+            let x = gram[i * n + j] / div;
+            gram[i * n + j] = x;
+            gram[j * n + i] = x;
+        }
+    }
+    gram
+}
+
 /// λ_K^1..k, Tr(K) and λ_K^*/λ_K^1 from the n × n Gram matrix (`O(n² D)` to build, `O(n³)` to
 /// diagonalize; fine for the paper's n = 128 or a few hundred).
 pub fn covariance_summary(
@@ -198,17 +237,9 @@ pub fn covariance_summary(
             reason: "must be at least 1".into(),
         });
     }
-    let (n, d) = (g.n, g.dim);
+    let n = g.n;
     let div = cfg.normalization.divisor(n)?;
-    let c = g.centred();
-    let mut gram = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let x = dot(&c[i * d..(i + 1) * d], &c[j * d..(j + 1) * d]) / div;
-            gram[i * n + j] = x;
-            gram[j * n + i] = x;
-        }
-    }
+    let gram = centred_gram(g, div);
     let trace = (0..n).map(|i| gram[i * n + i]).sum();
     let eig = jacobi_eigen(n, &gram)?;
     let top = eig.values[0].max(0.0);

@@ -159,3 +159,38 @@ fn mini_batch_gradient_noise_follows_tr_k_over_b() {
         );
     }
 }
+
+#[test]
+fn blocked_gram_agrees_with_lanczos_on_the_covariance_operator_for_wide_gradients() {
+    // D = 1300 spans three column blocks of the Gram accumulation; the reference is Lanczos
+    // on K v = (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ v, a separate code path.
+    use breakeven_curvature::{lanczos, LanczosConfig, PerExampleGradients};
+    let (n, d) = (6, 1300);
+    let mut r = breakeven_curvature::random::rng(21);
+    let mut data = breakeven_curvature::random::gaussian_vector(&mut r, n * d);
+    // A shared offset: the mean must be removed before the Gram product.
+    data.iter_mut()
+        .enumerate()
+        .for_each(|(k, x)| *x += 3.0 + (k % d) as f64 * 1e-3);
+    let g = PerExampleGradients::from_rows(n, d, data).unwrap();
+    let s = covariance_summary(
+        &g,
+        &CovarianceConfig {
+            k: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.rank, n - 1);
+    let mut op = CovarianceOperator::new(&g, Normalization::Population).unwrap();
+    let cfg = LanczosConfig {
+        k: 5,
+        tol: 1e-10,
+        max_iter: 40,
+        ..Default::default()
+    };
+    let l = lanczos(&mut op, &cfg, 1).unwrap();
+    for (a, b) in s.eigenvalues.iter().zip(&l.eigenvalues) {
+        assert!((a - b).abs() < 1e-8 * b, "{a} vs {b}");
+    }
+}
