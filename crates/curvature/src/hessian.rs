@@ -1,13 +1,17 @@
 //! The Hessian of a loss as an operator, by double backprop (Pearlmutter's `R{∇L}` written as
-//! `∇(∇L · v)`): one HVP costs about two gradients plus the graph of the first backward.
+//! `∇(∇L · v)`): one HVP costs a forward, a graph-keeping backward and a second backward.
+//! With [`HessianOperator::cache_graphs`] the first two are done once and reused by every
+//! product while the parameters stay unchanged.
 
-use candle_core::Var;
+use std::hash::{Hash, Hasher};
+
+use candle_core::{Tensor, Var};
 
 use crate::error::{CurvatureError, Result};
 use crate::linalg::{axpy, scale};
 use crate::loss::{batch_loss, loss_and_gradient, LossFn};
 use crate::operator::{check_len, LinearOperator};
-use crate::params::{grads_to_vec, graph_dot, num_params, vec_to_tensors};
+use crate::params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
 use crate::probe::ProbedThread;
 
 /// `H = ∇²L` of the mean loss over all batches of a [`LossFn`], with respect to `vars` (all
@@ -21,14 +25,28 @@ pub struct HessianOperator<L> {
     loss: L,
     dim: usize,
     probe: ProbedThread,
+    cache_graphs: bool,
+    /// Fingerprint of the parameters the cached graphs were built at, and the graphs.
+    cached: Option<(u64, Vec<(Vec<Option<Tensor>>, usize)>)>,
 }
 
 impl<L> std::fmt::Debug for HessianOperator<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HessianOperator")
             .field("dim", &self.dim)
+            .field("cache_graphs", &self.cache_graphs)
             .finish()
     }
+}
+
+/// A hash of the exact parameter bits: any change (an optimizer step, a finite-difference
+/// perturbation) invalidates cached graphs.
+fn fingerprint(vars: &[Var]) -> Result<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for x in params_to_vec(vars)? {
+        x.to_bits().hash(&mut h);
+    }
+    Ok(h.finish())
 }
 
 impl<L: LossFn> HessianOperator<L> {
@@ -43,7 +61,24 @@ impl<L: LossFn> HessianOperator<L> {
             vars,
             loss,
             probe,
+            cache_graphs: false,
+            cached: None,
         })
+    }
+
+    /// Keep the forward and first-backward graphs of every batch between products, so that a
+    /// product costs one backward. Memory: the graphs of ALL batches stay alive (for a
+    /// SimpleCNN batch of 128, about 3 GB), so use it for one or a few batches. The cache is
+    /// rebuilt automatically when the parameters' bits change; the loss must be deterministic.
+    pub fn cache_graphs(mut self, yes: bool) -> Self {
+        self.cache_graphs = yes;
+        self.cached = None;
+        self
+    }
+
+    /// Drops cached graphs (they are rebuilt on the next product).
+    pub fn clear_cache(&mut self) {
+        self.cached = None;
     }
 
     /// The parameters the Hessian is taken with respect to.
@@ -60,6 +95,38 @@ impl<L: LossFn> HessianOperator<L> {
     pub fn loss_and_gradient(&mut self) -> Result<(f64, Vec<f64>)> {
         loss_and_gradient(&mut self.loss, &self.vars)
     }
+
+    /// The graph-keeping gradients of batch `b` (one per `Var`) and its size.
+    fn first_backward(&mut self, b: usize) -> Result<(Vec<Option<Tensor>>, usize)> {
+        let (l, n) = batch_loss(&mut self.loss, b)?;
+        let grads = l.backward()?;
+        Ok((
+            self.vars
+                .iter()
+                .map(|v| grads.get(v.as_tensor()).cloned())
+                .collect(),
+            n,
+        ))
+    }
+}
+
+/// `∇(∇L_b · v)` from the graph-keeping gradient tensors of one batch (`None` for a `Var` the
+/// loss does not depend on); `None` when the gradient carries no graph (a linear loss: Hv = 0).
+fn hvp_of_batch(grads: &[Option<Tensor>], vars: &[Var], vt: &[Tensor]) -> Result<Option<Vec<f64>>> {
+    let mut s: Option<Tensor> = None;
+    for (g, vp) in grads.iter().zip(vt) {
+        if let Some(g) = g {
+            let term = (g * vp)?.sum_all()?;
+            s = Some(match s {
+                None => term,
+                Some(s) => (s + term)?,
+            });
+        }
+    }
+    match s {
+        Some(s) => Ok(Some(grads_to_vec(&s.backward()?, vars)?)),
+        None => Ok(None),
+    }
 }
 
 impl<L: LossFn> LinearOperator for HessianOperator<L> {
@@ -71,17 +138,32 @@ impl<L: LossFn> LinearOperator for HessianOperator<L> {
         check_len("HessianOperator::apply input", v, self.dim)?;
         self.probe.ensure()?;
         let vt = vec_to_tensors(v, &self.vars)?;
+        let nb = self.loss.num_batches();
         let mut acc = vec![0.0; self.dim];
         let mut total = 0usize;
-        for b in 0..self.loss.num_batches() {
-            let (l, n) = batch_loss(&mut self.loss, b)?;
-            let grads = l.backward()?;
-            // A loss linear in the parameters has a constant gradient: no graph, Hv = 0.
-            if let Some(s) = graph_dot(&grads, &self.vars, &vt)? {
-                let hv = grads_to_vec(&s.backward()?, &self.vars)?;
+        let mut add = |hv: Option<Vec<f64>>, n: usize| {
+            if let Some(hv) = hv {
                 axpy(n as f64, &hv, &mut acc);
             }
             total += n;
+        };
+        if self.cache_graphs {
+            let fp = fingerprint(&self.vars)?;
+            if self.cached.as_ref().map(|(f, _)| *f) != Some(fp) {
+                self.cached = None;
+                let graphs = (0..nb)
+                    .map(|b| self.first_backward(b))
+                    .collect::<Result<Vec<_>>>()?;
+                self.cached = Some((fp, graphs));
+            }
+            for (g, n) in self.cached.iter().flat_map(|(_, g)| g) {
+                add(hvp_of_batch(g, &self.vars, &vt)?, *n);
+            }
+        } else {
+            for b in 0..nb {
+                let (g, n) = self.first_backward(b)?;
+                add(hvp_of_batch(&g, &self.vars, &vt)?, n);
+            }
         }
         scale(1.0 / total as f64, &mut acc);
         Ok(acc)

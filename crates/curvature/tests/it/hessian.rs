@@ -346,3 +346,33 @@ fn hessian_of_a_parameter_subset_is_the_principal_block() {
         }
     }
 }
+
+#[test]
+fn cached_graphs_give_the_same_products_and_follow_parameter_changes() {
+    init();
+    let mlp = Mlp::new(80);
+    let v: Vec<f64> = (0..31).map(|i| (i as f64 * 0.37).cos()).collect();
+    let mut plain = HessianOperator::new(mlp.vars.clone(), mlp_loss(&mlp, &[3, 4])).unwrap();
+    let mut cached = HessianOperator::new(mlp.vars.clone(), mlp_loss(&mlp, &[3, 4]))
+        .unwrap()
+        .cache_graphs(true);
+    let (a, b, c) = (
+        plain.apply(&v).unwrap(),
+        cached.apply(&v).unwrap(),
+        cached.apply(&v).unwrap(),
+    );
+    assert!(a
+        .iter()
+        .zip(&b)
+        .all(|(x, y)| (x - y).abs() <= 1e-15 * x.abs().max(1.0)));
+    assert_eq!(b, c);
+    // A training step changes the parameters: the cache must not serve the old Hessian.
+    let w = &mlp.vars[0];
+    w.set(&(w.as_tensor() * 1.1).unwrap()).unwrap();
+    let (a2, b2) = (plain.apply(&v).unwrap(), cached.apply(&v).unwrap());
+    assert!(a2.iter().zip(&a).any(|(x, y)| (x - y).abs() > 1e-6));
+    assert!(a2
+        .iter()
+        .zip(&b2)
+        .all(|(x, y)| (x - y).abs() <= 1e-15 * x.abs().max(1.0)));
+}
