@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-const W: f64 = 720.0;
+const W: f64 = 760.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 200.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 /// Colour-blind-safe palette (Okabe-Ito).

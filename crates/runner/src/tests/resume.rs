@@ -155,3 +155,63 @@ fn training_accuracy_threshold_stops_the_run() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Environment variable telling a re-executed test binary to act as the child to be killed.
+const KILL_CHILD_ENV: &str = "BREAKEVEN_TEST_KILL_CHILD";
+
+#[test]
+fn killed_process_resumes_bit_identically() {
+    let mut config = tiny_config();
+    config.stop.max_epochs = 12;
+    config.tracking.checkpoint_every_steps = 7;
+    if let Some(dir) = std::env::var_os(KILL_CHILD_ENV) {
+        // Child: train until killed.
+        let _ = train(&config, &RunDir::new(dir), &TrainOptions::default());
+        return;
+    }
+    let dir = temp_dir("kill");
+    let victim = RunDir::new(dir.join("victim"));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "tests::resume::killed_process_resumes_bit_identically",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_ENV, &victim.root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL as soon as a few checkpoints exist: wherever the child is (mid-step, mid-write).
+    let t0 = std::time::Instant::now();
+    while list_checkpoints(&victim.checkpoint_dir())
+        .map(|c| c.last().map_or(0, |l| l.0))
+        .unwrap_or(0)
+        < 40
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "child exited before it could be killed"
+        );
+        assert!(t0.elapsed().as_secs() < 60, "child made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        victim.summary().unwrap().is_none(),
+        "the child finished before the kill"
+    );
+
+    let Outcome::Finished(b) = train(&config, &victim, &TrainOptions::default()).unwrap() else {
+        panic!()
+    };
+    let whole = RunDir::new(dir.join("whole"));
+    let Outcome::Finished(a) = train(&config, &whole, &TrainOptions::default()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(final_bits(&whole), final_bits(&victim));
+    assert_eq!(metrics_without_time(&whole), metrics_without_time(&victim));
+    assert_eq!((a.final_metrics, a.steps), (b.final_metrics, b.steps));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
