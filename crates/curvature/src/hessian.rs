@@ -14,6 +14,10 @@ use crate::operator::{check_len, LinearOperator};
 use crate::params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
 use crate::probe::ProbedThread;
 
+/// The graph-keeping gradient tensors of one batch (one per `Var`, `None` where the loss does
+/// not depend on it) and the batch size.
+type BatchGraph = (Vec<Option<Tensor>>, usize);
+
 /// `H = ∇²L` of the mean loss over all batches of a [`LossFn`], with respect to `vars` (all
 /// parameters or any sub-block of them).
 ///
@@ -27,7 +31,7 @@ pub struct HessianOperator<L> {
     probe: ProbedThread,
     cache_graphs: bool,
     /// Fingerprint of the parameters the cached graphs were built at, and the graphs.
-    cached: Option<(u64, Vec<(Vec<Option<Tensor>>, usize)>)>,
+    cached: Option<(u64, Vec<BatchGraph>)>,
 }
 
 impl<L> std::fmt::Debug for HessianOperator<L> {
@@ -97,7 +101,7 @@ impl<L: LossFn> HessianOperator<L> {
     }
 
     /// The graph-keeping gradients of batch `b` (one per `Var`) and its size.
-    fn first_backward(&mut self, b: usize) -> Result<(Vec<Option<Tensor>>, usize)> {
+    fn first_backward(&mut self, b: usize) -> Result<BatchGraph> {
         let (l, n) = batch_loss(&mut self.loss, b)?;
         let grads = l.backward()?;
         Ok((
