@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Result, Tensor, Var};
 
 use crate::init::Init;
+use crate::ops::{self, per_channel};
 use crate::store::{key, ParamStore};
 use crate::Mode;
 
@@ -89,29 +90,29 @@ impl BatchNorm {
                         "BatchNorm: batch statistics need more than 1 value per channel, input {shape:?}"
                     );
                 }
-                let mean = channel_mean(&x)?;
-                let centered = x.sub(&per_channel(&mean, &x)?)?;
-                let var = channel_mean(&centered.sqr()?)?;
+                let (y, (mean, var)) =
+                    ops::batch_norm(&x, self.weight.as_tensor(), self.bias.as_tensor(), EPS)?;
                 if mode == Mode::Train {
                     self.update_running(&mean, &var, count)?;
                 }
-                let scale = (self.weight.as_tensor() / (var + EPS)?.sqrt()?)?;
-                centered
-                    .mul(&per_channel(&scale, &x)?)?
-                    .add(&per_channel(self.bias.as_tensor(), &x)?)?
+                y
             }
         };
         y.reshape(shape)
     }
 
-    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
+    fn update_running(&self, mean: &[f64], var: &[f64], count: usize) -> Result<()> {
         let _guard = self
             .update
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mean = mean.detach().to_dtype(self.running_mean.dtype())?;
-        let unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?
-            .to_dtype(self.running_var.dtype())?;
+        let (dtype, device) = (self.running_mean.dtype(), self.running_mean.device());
+        let unbiased: Vec<f64> = var
+            .iter()
+            .map(|v| v * count as f64 / (count - 1) as f64)
+            .collect();
+        let mean = Tensor::new(mean, device)?.to_dtype(dtype)?;
+        let unbiased = Tensor::new(unbiased.as_slice(), device)?.to_dtype(dtype)?;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?;
         let new_var =
             ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased * MOMENTUM)?)?;
@@ -127,25 +128,6 @@ impl BatchNorm {
             self.num_batches_tracked.device(),
         )?)
     }
-}
-
-/// Per-channel mean of an N × C × M tensor, as a C vector. Reducing the contiguous last axis
-/// first and then N is ~100× faster on CPU than Candle's reduction over dims (0, 2) at once
-/// (35 ms vs 0.3 ms on 128×16×1024), and equally differentiable.
-fn channel_mean(x: &Tensor) -> Result<Tensor> {
-    let (n, _, m) = x.dims3()?;
-    x.sum(2)?.sum(0)? / (n * m) as f64
-}
-
-/// A C vector broadcast to the N × C × M shape of `like`, in two steps: C → N×C×1 → N×C×M.
-/// Candle's backward of a broadcast sums over the broadcast axes with one multi-axis
-/// reduction, which is slow for axes (0, 2); chained, the big reduction is over the last axis
-/// and only the N × C × 1 one is over the first.
-fn per_channel(v: &Tensor, like: &Tensor) -> Result<Tensor> {
-    let (n, c, m) = like.dims3()?;
-    v.reshape((1, c, 1))?
-        .broadcast_as((n, c, 1))?
-        .broadcast_as((n, c, m))
 }
 
 #[cfg(test)]
