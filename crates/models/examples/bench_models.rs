@@ -58,11 +58,13 @@ fn main() -> anyhow::Result<()> {
             t.sort_by(f64::total_cmp);
             Ok(t[t.len() / 2])
         };
-        let fwd = median(&|| Ok(drop(model.forward(&x, Mode::Train)?)))?;
+        let fwd = median(&|| {
+            model.forward(&x, Mode::Train)?;
+            Ok(())
+        })?;
         let step = median(&|| {
-            Ok(drop(
-                cross_entropy(&model.forward(&x, Mode::Train)?, &y)?.backward()?,
-            ))
+            cross_entropy(&model.forward(&x, Mode::Train)?, &y)?.backward()?;
+            Ok(())
         })?;
         println!(
             "{:12} batch {batch}: forward {fwd:8.1} ms, forward+backward {step:8.1} ms",
