@@ -240,8 +240,31 @@ pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) 
     y
 }
 
-/// Input gradient (transposed convolution): `dx[n] = col2im(Wᵀ (CK×O) · dy[n])`, N×C×H×W.
+/// Input gradient (transposed convolution), N×C×H×W.
+///
+/// Stride 1 with a square kernel, `pad < k` and at least 16 input channels: the transposed convolution is a plain
+/// convolution of `dy` with the flipped, channel-transposed kernel and padding `k − 1 − pad`,
+/// which runs on the forward kernel with a deep gemm (k = O·K²). Otherwise
+/// `dx[n] = col2im(Wᵀ (CK×O) · dy[n])`, whose gemm is shallow (k = O) and whose column buffer
+/// makes a round trip through memory.
 pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    // Few input channels (the first layer, whose input gradient only GPx asks for) would make
+    // the flipped gemm only C rows tall; the column form is faster there.
+    if g.stride == 1 && g.kh == g.kw && g.pad < g.kh && !g.is_pointwise() && g.c >= 16 {
+        let flipped = flip_transpose(w, g);
+        let pad = g.kh - 1 - g.pad;
+        let gt = Geom {
+            c: g.o,
+            h: g.ho,
+            w: g.wo,
+            o: g.c,
+            pad,
+            ho: g.h,
+            wo: g.w,
+            ..*g
+        };
+        return conv_fwd(dy, &flipped, None, &gt);
+    }
     let (ck, hw_out) = (g.ck(), g.hw_out());
     let mut dx = vec![T::ZERO; g.n * g.c * g.hw_in()];
     let (batch_par, par) = split(g.n);
@@ -280,6 +303,22 @@ pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
             .for_each(|a| one(&mut dcols, a));
     }
     dx
+}
+
+/// `w` (O×C×KH×KW) → `w'` (C×O×KH×KW) with `w'[c][o][i][j] = w[o][c][KH−1−i][KW−1−j]`.
+fn flip_transpose<T: Elem>(w: &[T], g: &Geom) -> Vec<T> {
+    let k2 = g.kh * g.kw;
+    let mut out = vec![T::ZERO; w.len()];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            let src = &w[(o * g.c + c) * k2..(o * g.c + c + 1) * k2];
+            let dst = &mut out[(c * g.o + o) * k2..(c * g.o + o + 1) * k2];
+            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    out
 }
 
 /// Weight gradient: `dW = Σ_n dy[n] (O×HW) · im2col(x[n])ᵀ`, O×C×KH×KW.

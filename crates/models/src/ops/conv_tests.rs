@@ -44,7 +44,9 @@ type Case = (
     usize,
 );
 
-const SHAPES: [Case; 8] = [
+/// The last three have ≥ 16 input channels at stride 1, where the input gradient runs as a
+/// convolution with the flipped kernel.
+const SHAPES: [Case; 11] = [
     (2, 3, 8, 8, 4, 3, 3, 1, 1),
     (3, 2, 7, 9, 5, 3, 3, 1, 0),
     (2, 4, 9, 6, 3, 3, 3, 2, 1),
@@ -53,6 +55,9 @@ const SHAPES: [Case; 8] = [
     (2, 6, 7, 8, 4, 1, 1, 2, 0),
     (2, 3, 6, 7, 3, 2, 3, 1, 2),
     (4, 2, 9, 5, 3, 5, 3, 3, 1),
+    (2, 16, 6, 7, 3, 3, 3, 1, 1),
+    (1, 17, 5, 6, 4, 3, 3, 1, 0),
+    (2, 16, 5, 5, 2, 3, 3, 1, 2),
 ];
 
 #[test]
