@@ -29,6 +29,9 @@ pub struct PenalizedStep {
     pub penalty: Option<f64>,
     /// Whether this step carried the penalty (`step % every == 0`).
     pub applied: bool,
+    /// The plain pass's logits (`Mode::Train`, whole batch), detached: the step's accuracy
+    /// without another forward pass.
+    pub logits: Tensor,
 }
 
 /// A validated penalty, called once per training step.
@@ -165,6 +168,7 @@ impl Penalizer {
                 loss,
                 penalty: None,
                 applied,
+                logits: logits.detach(),
             });
         }
 
@@ -284,6 +288,7 @@ impl Penalizer {
             loss,
             penalty: Some(penalty),
             applied,
+            logits: logits.detach(),
         })
     }
 }

@@ -368,3 +368,25 @@ fn mismatched_batches_and_labels_are_refused() {
         })
     ));
 }
+
+#[test]
+fn step_hands_back_the_plain_pass_logits() {
+    enable_double_backprop();
+    let (x, y) = batch(&Arch::MlpBn, N, DType::F64, 1);
+    for every in [1, 2] {
+        let net = Net::new(Arch::MlpBn, DType::F64, 2);
+        let reference = Net::new(Arch::MlpBn, DType::F64, 2);
+        let cfg = PenaltyConfig {
+            every,
+            sub_batch: Some(3),
+            ..PenaltyConfig::new(PenaltyKind::Gpr, 0.2)
+        };
+        let out = Penalizer::new(cfg, N)
+            .unwrap()
+            .step(&net, &x, &y, 1, &mut ChaCha8Rng::seed_from_u64(0))
+            .unwrap();
+        assert_eq!(out.applied, every == 1);
+        let want = reference.forward(&x, Mode::Train).unwrap();
+        assert_eq!(bits(&[out.logits]), bits(&[want]));
+    }
+}
