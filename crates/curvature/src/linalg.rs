@@ -9,7 +9,12 @@ use crate::error::{CurvatureError, Result};
 pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());
     let (xc, yc) = (x[..n].chunks_exact(8), y[..n].chunks_exact(8));
-    let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    let tail: f64 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
     let mut acc = [0.0f64; 8];
     for (a, b) in xc.zip(yc) {
         for k in 0..8 {
