@@ -51,6 +51,7 @@ mod ggn;
 mod hessian;
 mod hessian_fd;
 mod lanczos;
+pub mod lca;
 pub mod linalg;
 mod loss;
 mod operator;
@@ -74,6 +75,10 @@ pub use ggn::{GgnOperator, OutputLoss};
 pub use hessian::HessianOperator;
 pub use hessian_fd::{FdConfig, FdHessianOperator};
 pub use lanczos::{lanczos, EigenEstimate, LanczosConfig, Which};
+pub use lca::{
+    loss_change_allocation, loss_change_allocation_batched, LcaConfig, LcaCost, LcaResult, LcaRule,
+    LcaTrajectory, TensorAllocation,
+};
 pub use loss::{loss_and_gradient, BatchedLoss, LossFn, Reduction};
 pub use operator::{materialize, Counted, LinearOperator};
 pub use params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
