@@ -22,6 +22,7 @@ pub fn measure_checkpoint(
     subset: Option<usize>,
     data_dir: Option<&Path>,
 ) -> Result<serde_json::Value, RunError> {
+    crate::train::enable_second_order()?;
     let run_root =
         checkpoint
             .parent()
