@@ -321,3 +321,22 @@ fn config_from_json_with_defaults_and_unknown_keys_rejected() {
     assert_eq!(p.dtype(), DType::F32);
     assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![-0.01f32; 3]);
 }
+
+#[test]
+fn config_reads_from_toml() {
+    let cfg: SgdConfig = toml::from_str(
+        r#"
+        lr = 0.1
+        momentum = 0.9
+        weight_decay = 5e-4
+        nesterov = true
+        schedule = { warmup = { steps = 500, start_factor = 0.1, then = { multi_step = { milestones = [30000, 45000], gamma = 0.1 } } } }
+        "#,
+    )
+    .unwrap();
+    Sgd::new(cfg.clone(), 1).unwrap();
+    assert_eq!(cfg.schedule.lr_at(cfg.lr, 0), 0.1 * 0.1);
+    assert!((cfg.schedule.lr_at(cfg.lr, 45_000) - 0.1 * 0.01).abs() < 1e-15);
+    let cfg: SgdConfig = toml::from_str("lr = 0.01\nschedule = \"constant\"\n").unwrap();
+    assert_eq!(cfg, SgdConfig::new(0.01));
+}

@@ -390,3 +390,34 @@ fn step_hands_back_the_plain_pass_logits() {
         assert_eq!(bits(&[out.logits]), bits(&[want]));
     }
 }
+
+#[test]
+fn config_reads_from_toml_as_documented() {
+    #[derive(serde::Deserialize)]
+    struct Run {
+        penalty: PenaltyConfig,
+    }
+    let run: Run = toml::from_str(
+        r#"
+        [penalty]
+        kind = "fp"
+        alpha = 0.01
+        every = 10
+        sub_batch = 128
+        method = { finite_difference = { epsilon = 1e-3, one_sided = false } }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        run.penalty.method,
+        GradMethod::FiniteDifference {
+            epsilon: Some(1e-3),
+            one_sided: false
+        }
+    );
+    assert_eq!((run.penalty.every, run.penalty.sub_batch), (10, Some(128)));
+    let run: Run =
+        toml::from_str("[penalty]\nkind = \"gpx\"\nalpha = 0.1\nmethod = \"double_backprop\"\n")
+            .unwrap();
+    assert_eq!(run.penalty, PenaltyConfig::new(PenaltyKind::Gpx, 0.1));
+}
