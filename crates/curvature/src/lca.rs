@@ -271,6 +271,15 @@ impl LcaTrajectory {
         }
         let out = result?;
         restored?;
+        tracing::debug!(
+            delta = out.true_delta,
+            allocated = out.allocated,
+            relative_error = out.relative_error,
+            hurt = out.fraction_hurt(),
+            gradients = out.cost.gradient_evaluations,
+            reused = out.cost.reused_gradients,
+            "loss change allocation"
+        );
         Ok(out)
     }
 

@@ -1,7 +1,7 @@
 //! Tests of loss change allocation: closed forms in f64 (quadratic and cubic losses), a tanh
 //! MLP against the measured ΔL with h⁴ convergence, counts, costs, endpoint reuse, restoration.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -362,6 +362,50 @@ fn cost_per_rule_and_endpoint_reuse_along_a_trajectory() {
             .unwrap();
         assert_eq!(r.cost.reused_gradients, 0, "{rule:?}");
     }
+}
+
+#[test]
+fn f32_parameters_agree_with_f64() {
+    // The models train in f32: the path points are formed in f64 and rounded once per node.
+    let mlp = Mlp::new(13);
+    let th0 = mlp.snapshot();
+    mlp.gd_step(0.5);
+    let th1 = mlp.snapshot();
+    let c = cfg(LcaRule::Simpson);
+    let r64 = loss_change_allocation(&mlp.vars, &th0, &th1, || mlp.loss(0, 8), &c).unwrap();
+    let to32 = |ts: &[Tensor]| -> Vec<Tensor> {
+        ts.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect()
+    };
+    let (th0_32, th1_32) = (to32(&th0), to32(&th1));
+    let mlp32 = Mlp {
+        vars: th0_32
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect(),
+        x: mlp.x.to_dtype(DType::F32).unwrap(),
+        y: mlp.y.to_dtype(DType::F32).unwrap(),
+    };
+    let before = bits32(&mlp32.vars);
+    let r32 =
+        loss_change_allocation(&mlp32.vars, &th0_32, &th1_32, || mlp32.loss(0, 8), &c).unwrap();
+    assert_eq!(bits32(&mlp32.vars), before);
+    let rel = (r32.allocated - r64.allocated).abs() / r64.allocated.abs();
+    assert!(rel < 1e-5, "f32 {} vs f64 {}", r32.allocated, r64.allocated);
+    assert!(r32.relative_error < 1e-3, "{r32:?}");
+    assert_eq!(r32.tensors[2].values.len(), 10);
+}
+
+fn bits32(vars: &[Var]) -> Vec<u32> {
+    vars.iter()
+        .flat_map(|v| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .map(f32::to_bits)
+        .collect()
 }
 
 #[test]
