@@ -34,6 +34,9 @@ pub struct ReproduceArgs {
     /// No progress bars; warnings and errors only.
     #[arg(long)]
     pub quiet: bool,
+    /// Train nothing: render the table from the runs finished so far (unfinished cells show as pending).
+    #[arg(long)]
+    pub report_only: bool,
 }
 
 /// The project root (xtask lives in `<root>/xtask`).
@@ -94,7 +97,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     data_roots.extend([root.join("data"), root.join("../shared/data")]);
 
     let outcomes = if args.quiet {
-        run_table(&exp, &args.profile, &runs_dir, &data_roots, &mut NoBars)?
+        run_table(
+            &exp,
+            &args.profile,
+            &runs_dir,
+            &data_roots,
+            !args.report_only,
+            &mut NoBars,
+        )?
     } else {
         let multi = MultiProgress::new();
         let total = multi.add(ProgressBar::new(0));
@@ -106,7 +116,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             total: total.clone(),
             run: run.clone(),
         };
-        let out = run_table(&exp, &args.profile, &runs_dir, &data_roots, &mut bars)?;
+        let out = run_table(
+            &exp,
+            &args.profile,
+            &runs_dir,
+            &data_roots,
+            !args.report_only,
+            &mut bars,
+        )?;
         total.finish_and_clear();
         run.finish_and_clear();
         out
@@ -142,6 +159,9 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     );
     if let Some(d) = &args.device {
         command.push_str(&format!(" --device {d}"));
+    }
+    if args.report_only {
+        command.push_str(" --report-only");
     }
     let data_note: Vec<String> = outcomes
         .iter()

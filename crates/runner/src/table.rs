@@ -45,8 +45,20 @@ pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunEr
             return Ok(Some(root.canonicalize().unwrap_or_else(|_| root.clone())));
         }
     }
-    locate(ds, None)?;
-    Ok(None)
+    match locate(ds, None) {
+        Ok(_) => Ok(None),
+        Err(e) if roots.is_empty() => Err(e.into()),
+        Err(e) => {
+            let searched: Vec<String> = roots
+                .iter()
+                .map(|r| r.join(ds.folder()).display().to_string())
+                .collect();
+            Err(RunError::Other(format!(
+                "{e}; also searched {}",
+                searched.join(", ")
+            )))
+        }
+    }
 }
 
 /// Callbacks of a table run (progress display).
@@ -67,12 +79,14 @@ impl TableProgress for Silent {
 }
 
 /// Runs every row of `profile` under `root/<row>/…`. `data_roots` are searched in order for
-/// each data set before the default search path.
+/// each data set before the default search path. With `execute` false nothing is trained: the
+/// rows are reduced from whatever runs have finished (a report of a sweep in progress).
 pub fn run_table(
     exp: &Experiment,
     profile: &str,
     root: &Path,
     data_roots: &[PathBuf],
+    execute: bool,
     progress: &mut dyn TableProgress,
 ) -> Result<Vec<RowOutcome>, RunError> {
     exp.profile(profile)?;
@@ -108,7 +122,7 @@ pub fn run_table(
             }
         };
         let mut errors = Vec::new();
-        for spec in &specs {
+        for spec in specs.iter().filter(|_| execute) {
             progress.run_started(index, total, spec);
             index += 1;
             let opts = TrainOptions {

@@ -134,6 +134,7 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         "smoke",
         &root,
         std::slice::from_ref(&empty),
+        true,
         &mut Silent,
     )
     .unwrap();
@@ -160,12 +161,27 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         "{cells:?}"
     );
 
-    // A second invocation finds every run finished and changes nothing.
+    // A report-only pass and a second full invocation find every run finished and change nothing.
     let before: BTreeMap<_, _> = runs
         .iter()
         .map(|(s, r)| (s.dir.clone(), r.clone()))
         .collect();
-    let again = run_table(&exp, "smoke", &root, &[empty], &mut Silent).unwrap();
+    let again = run_table(
+        &exp,
+        "smoke",
+        &root,
+        std::slice::from_ref(&empty),
+        false,
+        &mut Silent,
+    )
+    .unwrap();
+    let RowState::Ran { runs: reported, .. } = &again[1].state else {
+        panic!()
+    };
+    assert!(reported
+        .iter()
+        .all(|(s, r)| r.as_ref() == before[&s.dir].as_ref() && r.is_some()));
+    let again = run_table(&exp, "smoke", &root, &[empty], true, &mut Silent).unwrap();
     let RowState::Ran { runs, .. } = &again[1].state else {
         panic!()
     };
