@@ -506,6 +506,19 @@ fn bad_inputs_are_typed_errors() {
     };
     let e = loss_change_allocation(&mlp.vars, &th, &th, f, &c);
     assert!(matches!(e, Err(CurvatureError::DimensionMismatch { .. })));
+    // A step into a non-finite loss is an error, not a NaN allocation.
+    let vars = two_vars(&[1.0; 7]);
+    let before = bits(&vars);
+    let vs = vars.clone();
+    let e = loss_change_allocation(
+        &vars,
+        &split(&[1.0; 7]),
+        &split(&[0.0; 7]),
+        || concat(&vs).log()?.sum_all(),
+        &LcaConfig::default(),
+    );
+    assert!(matches!(e, Err(CurvatureError::NonFinite(_))), "{e:?}");
+    assert_eq!(bits(&vars), before);
     // A zero step allocates nothing and reports no error.
     let r = loss_change_allocation(&mlp.vars, &th, &th, f, &LcaConfig::default()).unwrap();
     assert_eq!(
