@@ -70,3 +70,18 @@ fn missing_data_set_fails_before_writing_anything() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn example_run_configs_parse_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/runs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n > 0, "no example configs in {}", dir.display());
+}
