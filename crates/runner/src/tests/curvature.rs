@@ -51,5 +51,8 @@ fn logged_curvature_matches_remeasured_checkpoint() {
         logged.lambda_h[0]
     );
     assert_eq!(json["step"].as_u64().unwrap(), step);
+    // The logged loss on the measurement subset is recomputed exactly from the checkpoint.
+    assert_eq!(json["loss"].as_f64(), last.measure_loss);
+    assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
     std::fs::remove_dir_all(&dir).unwrap();
 }
