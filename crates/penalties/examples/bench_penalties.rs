@@ -69,7 +69,7 @@ struct Cell {
 }
 
 fn main() -> anyhow::Result<()> {
-    let reps = arg("--reps", 3);
+    let reps = arg("--reps", 3).max(1);
     let batch = arg("--batch", 128);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let pixels = breakeven_models::init::normal(&mut rng, batch * 3 * 32 * 32, 0.0, 1.0);
@@ -209,6 +209,66 @@ fn main() -> anyhow::Result<()> {
             .collect();
         println!("  {kind:?} {sub_batch:?}: {}", amortized.join(" / "));
     }
+    println!("\nplain-step ratio from the medians instead: {}", {
+        let cols: Vec<String> = cells
+            .iter()
+            .map(|c| format!("{:.2}x", median(c.times.clone()) / plain_ms))
+            .collect();
+        cols.join(" ")
+    });
+    agreement(model.as_ref(), &x, &y, batch)
+}
+
+/// How far the finite-difference ∇P is from the exact one on this ReLU/max-pool net in f32
+/// (SCIENCE.md §7: differences cross kinks): ‖∇P_fd − ∇P_db‖/‖∇P_db‖ for GP, with
+/// ∇P = (∇(L + α·P) − ∇L)/α at α = 1.
+fn agreement(
+    model: &dyn breakeven_models::Model,
+    x: &Tensor,
+    y: &Tensor,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let run = |method: GradMethod, alpha: f64| -> anyhow::Result<Vec<Tensor>> {
+        let keep = matches!(method, GradMethod::DoubleBackprop);
+        let cfg = PenaltyConfig {
+            method,
+            ..PenaltyConfig::new(PenaltyKind::Gp, alpha)
+        };
+        let pen = Penalizer::new(cfg, batch)?;
+        let (_, out) = timed(keep, || {
+            pen.step(model, x, y, 0, &mut ChaCha8Rng::seed_from_u64(0))
+        });
+        Ok(out?.grads)
+    };
+    let plain = run(GradMethod::DoubleBackprop, 0.0)?;
+    let dp = |total: Vec<Tensor>| -> anyhow::Result<Vec<f64>> {
+        let mut v = Vec::new();
+        for (t, p) in total.iter().zip(&plain) {
+            v.extend(
+                (t - p)?
+                    .flatten_all()?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?,
+            );
+        }
+        Ok(v)
+    };
+    let exact = dp(run(GradMethod::DoubleBackprop, 1.0)?)?;
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    print!("\nGP, ‖∇P_fd − ∇P_db‖/‖∇P_db‖ on this net (f32):");
+    for one_sided in [false, true] {
+        let approx = dp(run(
+            GradMethod::FiniteDifference {
+                epsilon: None,
+                one_sided,
+            },
+            1.0,
+        )?)?;
+        let diff: Vec<f64> = approx.iter().zip(&exact).map(|(a, b)| a - b).collect();
+        let name = if one_sided { "one-sided" } else { "central" };
+        print!(" {name} {:.2e};", norm(&diff) / norm(&exact));
+    }
+    println!();
     Ok(())
 }
 
