@@ -3,7 +3,7 @@
 use breakeven_models::{correct_count, cross_entropy, Mode, Model};
 use candle_core::{Result, Tensor};
 
-use crate::setup::EvalSet;
+use crate::setup::{EvalSet, StreamedSet};
 
 /// Mean cross-entropy and accuracy over the whole set (batches weighted by their size).
 pub fn evaluate(model: &dyn Model, set: &EvalSet) -> Result<(f64, f64)> {
@@ -14,6 +14,31 @@ pub fn evaluate(model: &dyn Model, set: &EvalSet) -> Result<(f64, f64)> {
         loss_sum += scalar(&cross_entropy(&logits, y)?)? * b as f64;
         correct += correct_count(&logits, y)?;
         n += b;
+    }
+    if n == 0 {
+        candle_core::bail!("evaluate: empty evaluation set");
+    }
+    Ok((loss_sum / n as f64, correct as f64 / n as f64))
+}
+
+/// As [`evaluate`], building the batches on the fly from a fresh copy of the set's loader.
+pub fn evaluate_streamed(
+    model: &dyn Model,
+    set: &StreamedSet,
+    device: &candle_core::Device,
+) -> Result<(f64, f64)> {
+    let mut loader = set.loader.clone();
+    let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
+    for _ in 0..loader.batches_per_epoch() {
+        let b = loader
+            .next_batch(device)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let x = b.images.to_dtype(set.dtype)?;
+        let logits = model.forward(&x, Mode::Eval)?.detach();
+        let k = b.labels.dim(0)?;
+        loss_sum += scalar(&cross_entropy(&logits, &b.labels)?)? * k as f64;
+        correct += correct_count(&logits, &b.labels)?;
+        n += k;
     }
     if n == 0 {
         candle_core::bail!("evaluate: empty evaluation set");

@@ -30,6 +30,16 @@ pub struct EvalSet {
     pub len: usize,
 }
 
+/// Batch size of evaluation passes.
+const EVAL_BATCH: usize = 500;
+
+/// A labelled set evaluated in batches made on the fly (too large to keep on the device).
+#[derive(Debug, Clone)]
+pub struct StreamedSet {
+    pub loader: Loader,
+    pub dtype: DType,
+}
+
 /// Everything built from a config, before any step.
 pub struct Prepared {
     pub device: Device,
@@ -44,7 +54,7 @@ pub struct Prepared {
     pub val: Option<EvalSet>,
     pub test: EvalSet,
     /// The training examples without augmentation (for the final training accuracy).
-    pub train_eval: EvalSet,
+    pub train_eval: StreamedSet,
 }
 
 /// Loads the data set named in the config (or generates the synthetic one).
@@ -126,26 +136,29 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
     };
     let train = Arc::new(train);
     let test = Arc::new(test);
-    let eval_set = |data: &Arc<Dataset>, idx: Vec<usize>| -> Result<EvalSet, RunError> {
-        let len = idx.len();
-        let mut loader = Loader::new(data.clone(), idx, eval_cfg(500))?;
-        let batches = (0..loader.batches_per_epoch())
-            .map(|_| {
-                let b = loader.next_batch(&device)?;
-                Ok((b.images.to_dtype(dtype)?, b.labels))
-            })
-            .collect::<Result<Vec<_>, RunError>>()?;
-        Ok(EvalSet { batches, len })
-    };
+    let eval_set =
+        |data: &Arc<Dataset>, idx: Vec<usize>, batch: usize| -> Result<EvalSet, RunError> {
+            let len = idx.len();
+            let mut loader = Loader::new(data.clone(), idx, eval_cfg(batch))?;
+            let batches = (0..loader.batches_per_epoch())
+                .map(|_| {
+                    let b = loader.next_batch(&device)?;
+                    Ok((b.images.to_dtype(dtype)?, b.labels))
+                })
+                .collect::<Result<Vec<_>, RunError>>()?;
+            Ok(EvalSet { batches, len })
+        };
 
     let measure_n = config.tracking.measure_subset.min(train_idx.len());
     let perm = epoch_permutation(train_idx.len(), config.seed ^ MEASURE_SEED_OFFSET, 0);
     let measure_idx: Vec<usize> = perm[..measure_n].iter().map(|&k| train_idx[k]).collect();
-    let measure = eval_set(&train, measure_idx)?;
+    // Batches of 128 bound the memory of a Hessian-vector product (double backprop keeps the
+    // graph of the gradient: ~2.9 GB for SimpleCNN at 128, SCIENCE.md §7).
+    let measure = eval_set(&train, measure_idx, 128)?;
     let val = if val_idx.is_empty() {
         None
     } else {
-        Some(eval_set(&train, val_idx)?)
+        Some(eval_set(&train, val_idx, EVAL_BATCH)?)
     };
     let test_idx: Vec<usize> = (0..config
         .data
@@ -153,8 +166,12 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         .unwrap_or(test.len())
         .min(test.len()))
         .collect();
-    let test = eval_set(&test, test_idx)?;
-    let train_eval = eval_set(&train, train_idx.clone())?;
+    let test = eval_set(&test, test_idx, EVAL_BATCH)?;
+    // The whole training set is evaluated once, at the end: streamed, not kept on the device.
+    let train_eval = StreamedSet {
+        loader: Loader::new(train.clone(), train_idx.clone(), eval_cfg(EVAL_BATCH))?,
+        dtype,
+    };
 
     let loader_cfg = LoaderConfig {
         batch_size: config.data.batch_size,

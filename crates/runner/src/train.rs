@@ -12,7 +12,7 @@ use crate::checkpoint::{list_checkpoints, prune_checkpoints};
 use crate::config::{Provenance, RunConfig};
 use crate::device::open_device;
 use crate::error::RunError;
-use crate::evaluate::{evaluate, weight_norm};
+use crate::evaluate::{evaluate, evaluate_streamed, weight_norm};
 use crate::metrics::{MetricsLog, MetricsRecord};
 use crate::objective::step_objective;
 use crate::rundir::{git_revision, FinalMetrics, RunDir, RunStatus, Summary};
@@ -271,7 +271,7 @@ fn finish(
     let model = p.model.as_ref();
     let mut f = FinalMetrics::default();
     if state.stop != Some(RunStatus::Diverged) {
-        let (l, a) = evaluate(model, &p.train_eval)?;
+        let (l, a) = evaluate_streamed(model, &p.train_eval, &p.device)?;
         (f.train_loss, f.train_acc) = (Some(l), Some(a));
         if let Some(val) = &p.val {
             let (l, a) = evaluate(model, val)?;
