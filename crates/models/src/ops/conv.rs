@@ -1,5 +1,5 @@
 //! 2-D convolution: the public entry points. On CPU (f32, f64) they run the im2col + gemm
-//! kernels of `conv_cpu.rs` through the custom ops of `conv_ops.rs`, differentiable to any
+//! kernels of `conv_cpu.rs` through the custom ops of `conv_ops.rs` and `conv_bias.rs`, differentiable to any
 //! order; on other devices and dtypes they fall back to Candle's own `conv2d`.
 //!
 //! Why: Candle 0.11.1 computes the input gradient of `conv2d` with its CPU `conv_transpose2d`, a
@@ -9,7 +9,8 @@
 
 use candle_core::{bail, DType, Result, Tensor};
 
-use super::conv_ops::{Conv, ConvBias, InputGrad, WeightGrad};
+use super::conv_bias::ConvBias;
+use super::conv_ops::{Conv, InputGrad, WeightGrad};
 
 /// `x`: N × C_in × H × W, `w`: C_out × C_in × kH × kW (PyTorch layout), optional bias C_out.
 /// Same semantics as `torch.nn.functional.conv2d(x, w, b, stride, padding)` with dilation 1, groups 1.

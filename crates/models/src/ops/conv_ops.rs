@@ -7,13 +7,11 @@
 //! - `InputGrad`  (dy, w) → dx, bwd: d(dy) = `Conv`(g, w),    dw = `WeightGrad`(g, dy);
 //! - `WeightGrad` (x, dy) → dw, bwd: dx = `InputGrad`(dy, g), d(dy) = `Conv`(x, g).
 //!
-//! `ConvBias` is `Conv` plus a bias fused into the output buffer (no separate broadcast pass);
-//! its bias gradient `BiasGrad` sums dy over N, H, W and differentiates into a broadcast.
+//! The bias-fused variant lives in `conv_bias.rs`; the plumbing here (dtype dispatch, tracked or
+//! untracked backward ops) serves both.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::conv_cpu::{self, Elem, Geom};
 
@@ -40,7 +38,10 @@ fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
 }
 
 /// [`apply_bwd`] for a unary op.
-fn apply_bwd1<C: CustomOp1 + Send + Sync + 'static>(a: &Tensor, op: C) -> Result<Tensor> {
+pub(super) fn apply_bwd1<C: CustomOp1 + Send + Sync + 'static>(
+    a: &Tensor,
+    op: C,
+) -> Result<Tensor> {
     let a = a.contiguous()?;
     if DO_NOT_DETACH.with(|d| *d) {
         a.apply_op1(op)
@@ -51,7 +52,10 @@ fn apply_bwd1<C: CustomOp1 + Send + Sync + 'static>(a: &Tensor, op: C) -> Result
 
 /// The gradient for `arg` only if Candle will use it: untracked inputs (data) need none, which
 /// saves the first layer's whole input-gradient pass.
-fn wanted(arg: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+pub(super) fn wanted(
+    arg: &Tensor,
+    grad: impl FnOnce() -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
     if arg.track_op() {
         grad().map(Some)
     } else {
@@ -60,7 +64,7 @@ fn wanted(arg: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<
 }
 
 /// Element types with a `CpuStorage` variant.
-trait Storage: Elem {
+pub(super) trait Storage: Elem {
     fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [Self]>;
     fn wrap(v: Vec<Self>) -> CpuStorage;
 }
@@ -93,21 +97,22 @@ storage!(f64, F64);
 macro_rules! by_dtype {
     ($op:expr, $dtype:expr, $t:ident => $body:expr) => {
         match $dtype {
-            DType::F32 => {
+            candle_core::DType::F32 => {
                 type $t = f32;
                 $body
             }
-            DType::F64 => {
+            candle_core::DType::F64 => {
                 type $t = f64;
                 $body
             }
-            other => bail!(
+            other => candle_core::bail!(
                 "{}: only f32 and f64 run on the CPU kernels, got {other:?}",
                 $op
             ),
         }
     };
 }
+pub(super) use by_dtype;
 
 fn out_len(op: &str, len: usize, k: usize, stride: usize, pad: usize) -> Result<usize> {
     if len + 2 * pad < k {
@@ -151,7 +156,7 @@ pub(crate) struct Conv {
 }
 
 impl Conv {
-    fn fwd<T: Storage>(
+    pub(super) fn fwd<T: Storage>(
         &self,
         x: (&CpuStorage, &Layout),
         w: (&CpuStorage, &Layout),
@@ -175,7 +180,7 @@ impl Conv {
     }
 
     /// (dx, dw) for output gradient `dy`.
-    fn grads(
+    pub(super) fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -235,123 +240,6 @@ impl CustomOp2 for Conv {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         self.grads(x, w, dy)
-    }
-}
-
-/// y = conv(x, w) + b, the bias written into the output before the gemm accumulates onto it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvBias {
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl CustomOp3 for ConvBias {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let conv = Conv {
-            stride: self.stride,
-            pad: self.pad,
-        };
-        by_dtype!(self.name(), s1.dtype(), T => conv.fwd::<T>((s1, l1), (s2, l2), Some((s3, l3))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Conv {
-            stride: self.stride,
-            pad: self.pad,
-        }
-        .grads(x, w, dy)?;
-        let db = wanted(b, || apply_bwd1(dy, BiasGrad))?;
-        Ok((dx, dw, db))
-    }
-}
-
-/// db = Σ_{n,h,w} dy[n, o, h, w].
-#[derive(Debug, Clone, Copy)]
-struct BiasGrad;
-
-impl BiasGrad {
-    fn fwd<T: Storage>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, o, h, w) = l.shape().dims4()?;
-        let dy = T::slice(s, l, self.name())?;
-        let mut db = vec![T::ZERO; o];
-        for img in dy.chunks_exact(o * h * w).take(n) {
-            for (acc, plane) in db.iter_mut().zip(img.chunks_exact(h * w)) {
-                *acc += conv_cpu::sum(plane);
-            }
-        }
-        Ok((T::wrap(db), Shape::from(o)))
-    }
-}
-
-impl CustomOp1 for BiasGrad {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d-bias-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(self.name(), s.dtype(), T => self.fwd::<T>(s, l))
-    }
-
-    fn bwd(&self, dy: &Tensor, _db: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (n, _, h, w) = dy.dims4()?;
-        wanted(dy, || apply_bwd1(g, BiasBroadcast { n, h, w }))
-    }
-}
-
-/// g (O) → N×O×H×W with every plane constant: the adjoint of [`BiasGrad`]. Candle's own
-/// `broadcast_as` would do, but its backward (a reduction over dims 0, 2, 3) is slow.
-#[derive(Debug, Clone, Copy)]
-struct BiasBroadcast {
-    n: usize,
-    h: usize,
-    w: usize,
-}
-
-impl BiasBroadcast {
-    fn fwd<T: Storage>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let o = l.shape().dims1()?;
-        let g = T::slice(s, l, self.name())?;
-        let plane = self.h * self.w;
-        let mut out = Vec::with_capacity(self.n * o * plane);
-        for _ in 0..self.n {
-            for &go in g {
-                out.extend(std::iter::repeat_n(go, plane));
-            }
-        }
-        Ok((T::wrap(out), Shape::from((self.n, o, self.h, self.w))))
-    }
-}
-
-impl CustomOp1 for BiasBroadcast {
-    fn name(&self) -> &'static str {
-        "breakeven-conv2d-bias-broadcast"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(self.name(), s.dtype(), T => self.fwd::<T>(s, l))
-    }
-
-    fn bwd(&self, g: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<Option<Tensor>> {
-        wanted(g, || apply_bwd1(dout, BiasGrad))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod batch_norm;
 pub mod conv;
+mod conv_bias;
 mod conv_cpu;
 mod conv_ops;
 #[cfg(test)]
