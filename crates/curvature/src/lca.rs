@@ -8,6 +8,12 @@
 //! path (cubic loss), error `O(h⁴)` for its composite form. The loss is the MEAN over a fixed
 //! measurement set given as a [`LossFn`] (batches weighted by size, as everywhere in the crate).
 //!
+//! On ReLU / max-pool nets the integrand jumps wherever the path crosses a kink, so the error
+//! falls only like `O(h)` and not monotonically: on SimpleCNN (f32, CIFAR-10, SGD lr 0.1, first
+//! steps, 256 held-out images) Simpson's relative error was 0.2-17% (typically a few %), and one
+//! step gave 17% / 0.5% / 4.8% with 1 / 2 / 4 panels (lr 0.01: 0.02-6%). Read
+//! [`LcaResult::relative_error`] rather than assuming the paper's rule is exact.
+//!
 //! Cost: one "gradient evaluation" is a forward + backward pass over the whole measurement set.
 //! Simpson needs 3 per step; [`LcaTrajectory`] caches `g(θ1)` and reuses it as `g(θ0)` of the
 //! next step when the two parameter vectors are bit-identical, so a trajectory costs 2 per step.
