@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Train the run described by a TOML config.
     Train {
-        /// The run config (TOML; see experiments/ for examples).
+        /// The run config (TOML; see experiments/runs/ for a commented example).
         #[arg(long)]
         config: PathBuf,
         /// The run directory (default: runs/<name>-seed<seed>).
@@ -34,6 +34,9 @@ enum Command {
         /// Override the config's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Override the config's device (`cpu`, `cuda`, `cuda:N`).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Continue an interrupted run from its last checkpoint (a finished run is left as is).
     Resume {
@@ -63,11 +66,15 @@ fn main() -> Result<()> {
             config,
             run_dir,
             seed,
+            device,
         } => {
             let mut cfg = RunConfig::load(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
             if let Some(seed) = seed {
                 cfg.seed = seed;
+            }
+            if let Some(device) = device {
+                cfg.device = device;
             }
             cfg.validate()
                 .with_context(|| format!("in {}", config.display()))?;
