@@ -315,3 +315,38 @@ fn gradient_of_input_gradient_norm_matches_finite_differences() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn non_contiguous_operands_and_bad_shapes() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // A transposed view (H and W swapped) is copied to contiguous memory first.
+    let x = randn(&mut rng, &[2, 3, 6, 5])?.transpose(2, 3)?;
+    let k = randn(&mut rng, &[4, 3, 3, 3])?;
+    assert!(!x.is_contiguous());
+    let err = max_abs_diff(
+        &conv2d(&x, &k, None, 1, 1)?,
+        &x.contiguous()?.conv2d(&k, 1, 1, 1, 1)?,
+    )?;
+    assert!(err < 1e-12, "non-contiguous input differs by {err}");
+    // Bad input is an error naming the shapes, never a panic.
+    let wrong_channels = randn(&mut rng, &[4, 2, 3, 3])?;
+    let msg = conv2d(&x, &wrong_channels, None, 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("channels"), "unexpected message: {msg}");
+    assert!(
+        conv2d(&x, &k, None, 0, 1).is_err(),
+        "stride 0 must be rejected"
+    );
+    let too_big = randn(&mut rng, &[4, 3, 9, 9])?;
+    assert!(
+        conv2d(&x, &too_big, None, 1, 0).is_err(),
+        "kernel larger than the input"
+    );
+    let bad_dy = randn(&mut rng, &[2, 4, 3, 3])?;
+    assert!(
+        conv2d_input_grad(&bad_dy, &k, (5, 6), 1, 1).is_err(),
+        "dy of the wrong size"
+    );
+    Ok(())
+}
