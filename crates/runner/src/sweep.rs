@@ -191,6 +191,13 @@ impl Experiment {
                         origin: origin.clone(),
                         message: e.to_string(),
                     })?;
+                    // Hyper-parameters are chosen on validation accuracy, never on the test set.
+                    if config.data.val_size == 0 {
+                        return Err(RunError::Config {
+                            origin,
+                            message: "`data.val_size` must be > 0: a sweep chooses η* and α on the validation split".into(),
+                        });
+                    }
                     let dir = root.join(&row.key).join(format!(
                         "{}-{}-seed{seed}",
                         col.key,
@@ -271,7 +278,7 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
                     s.hyper == h && r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged)
                 })
             };
-            let val_of = |r: &Summary| r.final_metrics.val_acc.or(r.final_metrics.test_acc);
+            let val_of = |r: &Summary| r.final_metrics.val_acc;
             let val_by_hyper: Vec<(f64, Option<f64>)> = hypers
                 .iter()
                 .map(|&h| {

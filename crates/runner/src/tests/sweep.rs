@@ -48,6 +48,18 @@ fn table1_profiles_expand_into_valid_runs() {
         ("fp", 0.1)
     );
     assert_eq!(fp.config.optim.lr, exp.profile("smoke").unwrap().small_lr);
+    // Selection needs a validation split.
+    let mut row = exp.rows_in("smoke")[1].clone();
+    let over = row.overrides.get_mut("smoke").unwrap();
+    over["data"]
+        .as_table_mut()
+        .unwrap()
+        .insert("val_size".into(), 0.into());
+    let err = exp
+        .expand_row("smoke", &row, Path::new("/r"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("val_size"), "{err}");
 }
 
 fn fake(
