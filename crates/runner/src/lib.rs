@@ -13,12 +13,14 @@ pub mod objective;
 pub mod plot;
 pub mod report;
 pub mod rundir;
+pub mod select;
 pub mod setup;
 pub mod state;
 pub mod sweep;
 pub mod table;
 pub mod track;
 pub mod train;
+pub mod validate;
 
 pub use config::RunConfig;
 pub use error::{Result, RunError};

@@ -1,0 +1,126 @@
+//! Choosing and aggregating: per column, the hyper-parameter with the best mean validation
+//! accuracy over seeds (settings where any seed diverged are not eligible), and its test
+//! accuracy as mean ± std over seeds with the final training accuracy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RunError;
+use crate::rundir::{RunDir, RunStatus, Summary};
+use crate::sweep::{ColumnDef, RunSpec};
+
+/// The reduced result of one column of one row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub column: String,
+    /// The chosen hyper-parameter (best mean validation accuracy); `None` if every run diverged.
+    pub chosen: Option<f64>,
+    /// Test and final train accuracy (%) of the chosen setting, mean and std over seeds.
+    pub test_mean: Option<f64>,
+    pub test_std: Option<f64>,
+    pub train_mean: Option<f64>,
+    pub seeds: usize,
+    /// Runs (of any hyper-parameter) that diverged, and that have not finished yet.
+    pub diverged: usize,
+    pub pending: usize,
+    /// Mean validation accuracy (%) per hyper-parameter value, for the record.
+    pub val_by_hyper: Vec<(f64, Option<f64>)>,
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Chooses per column on validation accuracy and aggregates test accuracy over seeds.
+/// `results` pairs each spec with its summary (`None`: not finished).
+pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> Vec<CellResult> {
+    columns
+        .iter()
+        .map(|col| {
+            let runs: Vec<_> = results
+                .iter()
+                .filter(|(s, _)| s.column == col.key)
+                .collect();
+            let mut hypers: Vec<f64> = runs.iter().map(|(s, _)| s.hyper).collect();
+            hypers.dedup();
+            let finished = |h: f64| {
+                runs.iter()
+                    .filter(move |(s, r)| {
+                        s.hyper == h && r.as_ref().is_some_and(|r| r.status != RunStatus::Diverged)
+                    })
+                    .filter_map(|(_, r)| r.as_ref())
+            };
+            // A setting with any diverged seed is not eligible: η* must be trainable on every seed.
+            let eligible = |h: f64| {
+                !runs.iter().any(|(s, r)| {
+                    s.hyper == h && r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged)
+                })
+            };
+            let val_of = |r: &Summary| r.final_metrics.val_acc;
+            let val_by_hyper: Vec<(f64, Option<f64>)> = hypers
+                .iter()
+                .map(|&h| {
+                    let v: Vec<f64> = finished(h).filter_map(val_of).collect();
+                    (
+                        h,
+                        (!v.is_empty() && eligible(h)).then(|| 100.0 * mean_std(&v).0),
+                    )
+                })
+                .collect();
+            let chosen = val_by_hyper
+                .iter()
+                .filter_map(|&(h, v)| v.map(|v| (h, v)))
+                .fold(None::<(f64, f64)>, |best, (h, v)| match best {
+                    Some((_, bv)) if bv >= v => best,
+                    _ => Some((h, v)),
+                })
+                .map(|(h, _)| h);
+            let (mut test, mut train) = (vec![], vec![]);
+            if let Some(h) = chosen {
+                for r in finished(h) {
+                    if let Some(t) = r.final_metrics.test_acc {
+                        test.push(100.0 * t);
+                    }
+                    if let Some(t) = r.final_metrics.train_acc {
+                        train.push(100.0 * t);
+                    }
+                }
+            }
+            let (test_mean, test_std) = if test.is_empty() {
+                (None, None)
+            } else {
+                let (m, s) = mean_std(&test);
+                (Some(m), Some(s))
+            };
+            CellResult {
+                column: col.key.clone(),
+                chosen,
+                test_mean,
+                test_std,
+                train_mean: (!train.is_empty()).then(|| mean_std(&train).0),
+                seeds: test.len(),
+                diverged: runs
+                    .iter()
+                    .filter(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged))
+                    .count(),
+                pending: runs.iter().filter(|(_, r)| r.is_none()).count(),
+                val_by_hyper,
+            }
+        })
+        .collect()
+}
+
+/// Summaries of the specs' run directories (`None` where a run has not finished).
+pub fn collect(specs: &[RunSpec]) -> Result<Vec<(RunSpec, Option<Summary>)>, RunError> {
+    specs
+        .iter()
+        .map(|s| Ok((s.clone(), RunDir::new(&s.dir).summary()?)))
+        .collect()
+}

@@ -1,0 +1,135 @@
+//! Validation of a parsed run config: impossible values are rejected naming the key, so a bad
+//! config is one clear error before any data is read or any step is taken.
+
+use crate::config::{RunConfig, AUGMENTATIONS, DATASETS, PENALTIES, SCHEDULES};
+use crate::error::RunError;
+
+impl RunConfig {
+    /// Rejects impossible values, naming the key (unknown architectures and keys are already
+    /// rejected by parsing).
+    pub fn validate(&self) -> Result<(), RunError> {
+        let bad = |key: &str, why: String| {
+            Err(RunError::Invalid {
+                key: key.into(),
+                message: why,
+            })
+        };
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                bad(
+                    key,
+                    format!("unknown value {value:?}, expected one of {allowed:?}"),
+                )
+            }
+        };
+        one_of("data.name", &self.data.name, DATASETS)?;
+        one_of("data.augment", &self.data.augment, AUGMENTATIONS)?;
+        one_of("penalty.kind", &self.penalty.kind, PENALTIES)?;
+        one_of(
+            "penalty.method",
+            &self.penalty.method,
+            &["double_backprop", "finite_difference"],
+        )?;
+        one_of("schedule.kind", &self.schedule.kind, SCHEDULES)?;
+        one_of("dtype", &self.dtype, &["f32", "f64"])?;
+        crate::device::parse_device_name(&self.device)?;
+        if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
+            return bad(
+                "optim.lr",
+                format!("must be a positive number, got {}", self.optim.lr),
+            );
+        }
+        if !(0.0..1.0).contains(&self.optim.momentum) {
+            return bad(
+                "optim.momentum",
+                format!("must be in [0, 1), got {}", self.optim.momentum),
+            );
+        }
+        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
+            return bad(
+                "optim.weight_decay",
+                format!("must be ≥ 0, got {}", self.optim.weight_decay),
+            );
+        }
+        if self.optim.nesterov && self.optim.momentum == 0.0 {
+            return bad(
+                "optim.nesterov",
+                "Nesterov needs momentum > 0 (as in torch.optim.SGD)".into(),
+            );
+        }
+        if let Some(c) = self.optim.clip_grad_norm {
+            if !(c > 0.0 && c.is_finite()) {
+                return bad("optim.clip_grad_norm", format!("must be positive, got {c}"));
+            }
+        }
+        if !(self.schedule.gamma > 0.0 && self.schedule.gamma.is_finite()) {
+            return bad(
+                "schedule.gamma",
+                format!("must be positive, got {}", self.schedule.gamma),
+            );
+        }
+        if self.data.batch_size == 0 {
+            return bad("data.batch_size", "must be at least 1".into());
+        }
+        if self.data.subset == Some(0) {
+            return bad(
+                "data.subset",
+                "must be at least 1 (omit it to use all examples)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.data.label_noise) {
+            return bad(
+                "data.label_noise",
+                format!("must be in [0, 1], got {}", self.data.label_noise),
+            );
+        }
+        if !(self.penalty.alpha >= 0.0 && self.penalty.alpha.is_finite()) {
+            return bad(
+                "penalty.alpha",
+                format!("must be ≥ 0, got {}", self.penalty.alpha),
+            );
+        }
+        if self.penalty.kind != "none" && self.penalty.alpha == 0.0 {
+            return bad(
+                "penalty.alpha",
+                format!("penalty {:?} needs alpha > 0", self.penalty.kind),
+            );
+        }
+        if self.penalty.every == 0 {
+            return bad("penalty.every", "must be at least 1".into());
+        }
+        if self.penalty.sub_batch == Some(0) {
+            return bad("penalty.sub_batch", "must be at least 1".into());
+        }
+        if self.stop.max_epochs == 0 {
+            return bad("stop.max_epochs", "must be at least 1".into());
+        }
+        if let Some(a) = self.stop.train_acc {
+            if !(0.0..=1.0).contains(&a) {
+                return bad("stop.train_acc", format!("must be in [0, 1], got {a}"));
+            }
+        }
+        let t = &self.tracking;
+        if t.dense_every == 0 || t.every_epochs == 0 || t.checkpoint_every_epochs == 0 {
+            return bad(
+                "tracking",
+                "dense_every, every_epochs and checkpoint_every_epochs must be ≥ 1".into(),
+            );
+        }
+        if t.curvature && (t.measure_subset < 2 || t.top_k == 0 || t.k_examples < 2) {
+            return bad(
+                "tracking",
+                "curvature needs measure_subset ≥ 2, top_k ≥ 1, k_examples ≥ 2".into(),
+            );
+        }
+        if t.curvature && t.lanczos_iters > 0 && t.lanczos_iters < t.top_k {
+            return bad(
+                "tracking.lanczos_iters",
+                format!("must be 0 or ≥ top_k = {}", t.top_k),
+            );
+        }
+        Ok(())
+    }
+}
