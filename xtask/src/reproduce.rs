@@ -215,7 +215,8 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
             &paper,
         ),
     )];
-    let mut series = Vec::new();
+    // Per chosen setting (first seed): test accuracy and, when tracked, Tr(F) along training.
+    let (mut acc, mut fisher) = (Vec::new(), Vec::new());
     for (col, cell) in exp.columns.iter().zip(cells) {
         let Some(h) = cell.chosen else { continue };
         let Some((spec, _)) = runs
@@ -226,21 +227,39 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         };
         let path = spec.dir.join("metrics.jsonl");
         let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
-        let points = records
+        let name = format!("{} ({h})", col.label);
+        acc.push((
+            name.clone(),
+            records
+                .iter()
+                .filter_map(|r| r.test_acc.map(|a| (r.epoch, 100.0 * a)))
+                .collect(),
+        ));
+        let tr_f: Vec<(f64, f64)> = records
             .iter()
-            .filter_map(|r| r.test_acc.map(|a| (r.epoch, 100.0 * a)))
+            .filter_map(|r| {
+                r.curvature
+                    .as_ref()
+                    .and_then(|c| c.fisher_trace)
+                    .map(|f| (r.epoch, f))
+            })
             .collect();
-        series.push((format!("{} ({h})", col.label), points));
+        if !tr_f.is_empty() {
+            fisher.push((name, tr_f));
+        }
     }
-    if !series.is_empty() {
+    if !acc.is_empty() {
+        let title = format!("{}: test accuracy during training", o.row.setting);
         out.push((
             "-curves",
-            line_chart(
-                &format!("{}: test accuracy during training", o.row.setting),
-                "epoch",
-                "test accuracy (%)",
-                &series,
-            ),
+            line_chart(&title, "epoch", "test accuracy (%)", &acc),
+        ));
+    }
+    if !fisher.is_empty() {
+        let title = format!("{}: Fisher trace Tr(F) during training", o.row.setting);
+        out.push((
+            "-fisher",
+            line_chart(&title, "epoch", "Tr(F) (measurement subset)", &fisher),
         ));
     }
     Ok(out)
