@@ -119,18 +119,20 @@ fn ours(
 }
 
 /// Runs the PyTorch reference in its own process and parses its `RESULT` line.
+/// `device` is `cuda` or `cpu` (a CPU trial of the plumbing on a machine without a GPU).
 fn theirs(
     script: &str,
     spec: &str,
     kind: &str,
-    reps: usize,
-    batch: usize,
+    (reps, batch): (usize, usize),
+    device: &str,
 ) -> std::result::Result<Measured, String> {
     let (reps, batch) = (reps.to_string(), batch.to_string());
     let out = Command::new("python3")
         .args([
             script, "--spec", spec, "--kind", kind, "--reps", &reps, "--batch", &batch,
         ])
+        .args(["--device", device])
         .output()
         .map_err(|e| format!("could not start python3 {script}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -188,7 +190,8 @@ fn main() -> anyhow::Result<()> {
         for (kind, kind_label) in KINDS {
             eprintln!("measuring {label} {kind} ...");
             let a = ours(spec, kind, reps, batch, &dev).map_err(|e| e.to_string());
-            let b = theirs(&script, spec, kind, reps, batch);
+            let torch_dev = if dev.is_cuda() { "cuda" } else { "cpu" };
+            let b = theirs(&script, spec, kind, (reps, batch), torch_dev);
             let cell = |m: &std::result::Result<Measured, String>| match m {
                 Ok(m) => format!("{:.1}", m.median_ms),
                 Err(e) => format!("failed: {e}"),

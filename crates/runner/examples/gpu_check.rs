@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! gpu_check [--device cuda:0] [--markdown]   # exit status 1 when any comparison fails
+//! gpu_check --device cpu --allow-cpu          # no GPU: conv rows compare our CPU kernels with
+//!                                             # Candle's conv (the CUDA fallback), models themselves
 //! ```
 //!
 //! What runs on CUDA differs from CPU: `breakeven_models::ops::conv2d` falls back to Candle's
@@ -84,8 +86,14 @@ const CONV_CASES: [ConvCase; 4] = [
 ];
 
 /// Forward, first-order gradients (x, w, b) and second-order gradients (x, w) of one conv case:
-/// L = Σ y·r, S = Σ ∂L/∂x · u + Σ ∂L/∂w · u', then ∂S/∂x and ∂S/∂w.
-fn conv_outputs(case: ConvCase, dtype: DType, dev: &Device) -> Result<Vec<(String, Vec<f64>)>> {
+/// L = Σ y·r, S = Σ ∂L/∂x · u + Σ ∂L/∂w · u', then ∂S/∂x and ∂S/∂w. `candle`: Candle's own
+/// conv2d + bias, exactly what `ops::conv2d` falls back to off-CPU (to try that path on CPU).
+fn conv_outputs(
+    case: ConvCase,
+    dtype: DType,
+    dev: &Device,
+    candle: bool,
+) -> Result<Vec<(String, Vec<f64>)>> {
     let ((n, c, h, w), co, k, s, p, bias) = case;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let x = Var::from_tensor(&uniform(&mut rng, &[n, c, h, w], dtype, dev)?)?;
@@ -95,13 +103,21 @@ fn conv_outputs(case: ConvCase, dtype: DType, dev: &Device) -> Result<Vec<(Strin
     } else {
         None
     };
-    let y = conv2d(
-        x.as_tensor(),
-        wt.as_tensor(),
-        b.as_ref().map(|b| b.as_tensor()),
-        s,
-        p,
-    )?;
+    let y = if candle {
+        let y = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1)?;
+        match &b {
+            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?,
+            None => y,
+        }
+    } else {
+        conv2d(
+            x.as_tensor(),
+            wt.as_tensor(),
+            b.as_ref().map(|b| b.as_tensor()),
+            s,
+            p,
+        )?
+    };
     let r = uniform(&mut rng, y.dims(), dtype, dev)?;
     let g = (&y * &r)?.sum_all()?.backward()?;
     let missing = || candle_core::Error::Msg("conv: a first-order gradient is missing".into());
@@ -163,8 +179,8 @@ fn run_checks(gpu: &Device) -> anyhow::Result<Vec<Row>> {
     // f32: ~1e-6 per operation, amplified by long sums and ReLU/max-pool switches.
     for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
         for case in CONV_CASES {
-            let cpu = conv_outputs(case, dtype, &Device::Cpu)?;
-            let cuda = conv_outputs(case, dtype, gpu)?;
+            let cpu = conv_outputs(case, dtype, &Device::Cpu, false)?;
+            let cuda = conv_outputs(case, dtype, gpu, !gpu.is_cuda())?;
             let ((n, c, h, w), co, k, s, p, bias) = case;
             for ((what, a), (_, b)) in cuda.iter().zip(&cpu) {
                 rows.push(Row {
@@ -208,7 +224,7 @@ fn main() -> anyhow::Result<()> {
     // Double backprop (HVP) needs Candle's graphs kept: set before the first backward (SCIENCE.md §7).
     breakeven_curvature::enable_double_backprop()?;
     let mut device = "cuda:0".to_string();
-    let mut markdown = false;
+    let (mut markdown, mut allow_cpu) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -218,11 +234,14 @@ fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--device needs a value"))?
             }
             "--markdown" => markdown = true,
-            other => anyhow::bail!("unknown flag {other}; expected --device NAME, --markdown"),
+            "--allow-cpu" => allow_cpu = true,
+            other => anyhow::bail!(
+                "unknown flag {other}; expected --device NAME, --markdown, --allow-cpu"
+            ),
         }
     }
     let gpu = breakeven_runner::device::open_device(&device)?;
-    if !gpu.is_cuda() {
+    if !gpu.is_cuda() && !allow_cpu {
         anyhow::bail!("--device {device} is not a CUDA device: nothing to compare")
     }
     let rows = run_checks(&gpu)?;
