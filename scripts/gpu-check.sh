@@ -41,6 +41,7 @@ if [[ -n "$missing" ]]; then
 fi
 
 gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+[[ -n "$gpu" ]] || gpu="$(python3 -c 'import torch; print(torch.cuda.get_device_name(0))' 2>/dev/null || echo 'unknown GPU')"
 torch="$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo absent)"
 info="$(cat "$BIN/BUILD_INFO" 2>/dev/null || echo 'build info absent')"
 echo "gpu-check: $gpu; PyTorch $torch; $info" >&2
