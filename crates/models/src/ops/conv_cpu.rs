@@ -1,9 +1,12 @@
 //! CPU kernels of 2-D convolution on contiguous NCHW slices: im2col/col2im plus `gemm`,
 //! parallel over the batch. The three kernels are the forward, its input gradient (the
-//! transposed convolution) and its weight gradient; `conv.rs` wires them into Candle's autograd.
+//! transposed convolution) and its weight gradient; `conv.rs` wires them into Candle's autograd
+//! (through `conv_ops.rs`).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::conv_im2col::{col2im, im2col};
 
 /// Element types the kernels run on (the ones `gemm` and our tests need).
 pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
@@ -52,76 +55,6 @@ impl Geom {
     /// A 1×1, stride-1, unpadded convolution is a plain matmul: im2col is the identity.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-}
-
-/// Output columns `[lo, hi)` of kernel offset `k` whose input index `o·s + k − p` lies in `[0, len)`.
-fn valid_range(len: usize, k: usize, s: usize, p: usize, out: usize) -> (usize, usize) {
-    let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
-    let hi = if len + p > k {
-        ((len - 1 + p - k) / s + 1).min(out)
-    } else {
-        0
-    };
-    (lo.min(hi), hi)
-}
-
-/// Unfolds one image (C×H×W) into `cols` (C·KH·KW rows × HO·WO columns), zero outside the image.
-fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
-    let (hw_out, s, p) = (g.hw_out(), g.stride, g.pad);
-    for c in 0..g.c {
-        let xc = &x[c * g.hw_in()..(c + 1) * g.hw_in()];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * hw_out;
-                let dst = &mut cols[row..row + hw_out];
-                let (lo, hi) = valid_range(g.w, kj, s, p, g.wo);
-                for oh in 0..g.ho {
-                    let drow = &mut dst[oh * g.wo..(oh + 1) * g.wo];
-                    let ih = (oh * s + ki) as isize - p as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        drow.fill(T::ZERO);
-                        continue;
-                    }
-                    let xrow = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    drow[..lo].fill(T::ZERO);
-                    drow[hi..].fill(T::ZERO);
-                    if s == 1 {
-                        drow[lo..hi].copy_from_slice(&xrow[lo + kj - p..hi + kj - p]);
-                    } else {
-                        for ow in lo..hi {
-                            drow[ow] = xrow[ow * s + kj - p];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Folds `cols` back into one image, summing overlaps: the adjoint of [`im2col`]. `dx` must be zero.
-fn col2im<T: Elem>(cols: &[T], g: &Geom, dx: &mut [T]) {
-    let (hw_out, s, p) = (g.hw_out(), g.stride, g.pad);
-    for c in 0..g.c {
-        let dxc = &mut dx[c * g.hw_in()..(c + 1) * g.hw_in()];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * hw_out;
-                let src = &cols[row..row + hw_out];
-                let (lo, hi) = valid_range(g.w, kj, s, p, g.wo);
-                for oh in 0..g.ho {
-                    let ih = (oh * s + ki) as isize - p as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        continue;
-                    }
-                    let srow = &src[oh * g.wo..(oh + 1) * g.wo];
-                    let xrow = &mut dxc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    for ow in lo..hi {
-                        xrow[ow * s + kj - p] += srow[ow];
-                    }
-                }
-            }
-        }
     }
 }
 

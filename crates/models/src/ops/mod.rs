@@ -4,6 +4,7 @@ mod batch_norm;
 pub mod conv;
 mod conv_bias;
 mod conv_cpu;
+mod conv_im2col;
 mod conv_ops;
 #[cfg(test)]
 mod conv_tests;
