@@ -46,7 +46,7 @@ pub fn measure_checkpoint(
     let state = restore(checkpoint, &mut p, &mut rng)?;
     let t0 = Instant::now();
     let (loss, acc) = evaluate(p.model.as_ref(), &p.measure)?;
-    let curvature = measure_curvature(&config, &mut p, state.step, &mut rng)?;
+    let curvature = measure_curvature(&config, &mut p, state.step)?;
     Ok(serde_json::json!({
         "checkpoint": checkpoint.display().to_string(),
         "step": state.step,

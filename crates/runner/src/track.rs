@@ -14,13 +14,16 @@ use breakeven_curvature::{
 };
 use breakeven_models::{cross_entropy, Mode, Model};
 use candle_core::{Tensor, Var};
-use rand::RngCore;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{RunConfig, TrackingConfig};
 use crate::error::RunError;
 use crate::metrics::CurvatureRecord;
 use crate::setup::{EvalSet, Prepared};
+
+/// Seed offset of the measurement streams (see [`measure_curvature`]).
+const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
 
 /// Whether `step` (steps taken so far) is a log point: every `dense_every` steps during the
 /// first `dense_epochs` epochs, then at the end of every `every_epochs`-th epoch.
@@ -48,14 +51,17 @@ fn example(set: &EvalSet, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
     candle_core::bail!("example {i} beyond the measurement set")
 }
 
-/// Curvature at the current parameters (see `CurvatureRecord`); every random draw (Lanczos
-/// start, Hutchinson probes, sampled Fisher labels) is seeded from `rng`.
+/// Curvature at the current parameters (see `CurvatureRecord`). Every random draw (Lanczos
+/// start, Hutchinson probes, sampled Fisher labels) comes from a stream keyed by (seed, step)
+/// and owned by the measurement: tracking never consumes the training generator, so turning it
+/// on or off leaves the trajectory unchanged, and re-measuring a checkpoint repeats the draws.
 pub fn measure_curvature(
     config: &RunConfig,
     p: &mut Prepared,
-    _step: u64,
-    rng: &mut ChaCha8Rng,
+    step: u64,
 ) -> Result<CurvatureRecord, RunError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ CURVATURE_SEED_OFFSET);
+    rng.set_stream(step);
     let t = &config.tracking;
     let t0 = Instant::now();
     let model: &dyn Model = p.model.as_ref();

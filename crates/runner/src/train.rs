@@ -92,7 +92,7 @@ pub fn train(
     if !state.logged_initial {
         // A fresh run: drop whatever a killed first session logged, then log the initial point.
         metrics = MetricsLog::create(&run_dir.metrics_path())?;
-        let record = log_record(config, &mut p, &mut state, &mut rng, true)?;
+        let record = log_record(config, &mut p, &mut state, true)?;
         metrics.append(&record)?;
         state.logged_initial = true;
         save(
@@ -167,7 +167,7 @@ pub fn train(
         }
         let last = state.stop.is_some() || state.step >= max_steps;
         if last || should_log(&config.tracking, state.step, p.steps_per_epoch) {
-            let record = log_record(config, &mut p, &mut state, &mut rng, epoch_end || last)?;
+            let record = log_record(config, &mut p, &mut state, epoch_end || last)?;
             tracing::debug!(
                 step = record.step,
                 loss = record.train_loss,
@@ -227,7 +227,6 @@ fn log_record(
     config: &RunConfig,
     p: &mut Prepared,
     state: &mut TrainState,
-    rng: &mut ChaCha8Rng,
     full: bool,
 ) -> Result<MetricsRecord, RunError> {
     let model = p.model.as_ref();
@@ -255,7 +254,7 @@ fn log_record(
         (r.test_loss, r.test_acc) = (Some(l), Some(a));
     }
     if config.tracking.curvature {
-        r.curvature = Some(measure_curvature(config, p, state.step, rng)?);
+        r.curvature = Some(measure_curvature(config, p, state.step)?);
     }
     state.window = Accum::default();
     Ok(r)

@@ -56,3 +56,27 @@ fn logged_curvature_matches_remeasured_checkpoint() {
     assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tracking_does_not_change_the_trajectory() {
+    // With the Fisher penalty the step generator is in use: measurements must not draw from it.
+    let dir = temp_dir("tracking-off");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    config.penalty.kind = "fp".into();
+    config.penalty.alpha = 0.1;
+    config.penalty.every = 2;
+    let plain = RunDir::new(dir.join("plain"));
+    train(&config, &plain, &TrainOptions::default()).unwrap();
+    config.tracking.curvature = true;
+    config.tracking.k_examples = 8;
+    config.tracking.lanczos_iters = 5;
+    config.tracking.hutchinson_samples = 2;
+    let tracked = RunDir::new(dir.join("tracked"));
+    train(&config, &tracked, &TrainOptions::default()).unwrap();
+    assert_eq!(
+        super::resume::final_bits(&plain),
+        super::resume::final_bits(&tracked)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,7 +9,7 @@ use crate::train::{train, Outcome, TrainOptions};
 use candle_core::Device;
 
 /// Bits of every tensor of the newest checkpoint of `run`.
-fn final_bits(run: &RunDir) -> Vec<(String, Vec<u64>)> {
+pub(super) fn final_bits(run: &RunDir) -> Vec<(String, Vec<u64>)> {
     let (_, path) = list_checkpoints(&run.checkpoint_dir())
         .unwrap()
         .pop()
