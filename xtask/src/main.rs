@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
                 tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
             }),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(reproduce::LogWriter::default)
         .try_init();
     match cli.command {
         Command::Data(DataCommand::Fetch(args)) => fetch::data_fetch(&args),

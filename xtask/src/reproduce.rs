@@ -39,6 +39,34 @@ pub struct ReproduceArgs {
     pub report_only: bool,
 }
 
+/// The progress bars of a running `reproduce`, if any: log lines are printed above them.
+static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+
+/// A `tracing` writer that prints to stderr without tearing the progress bars.
+#[derive(Debug, Default)]
+pub struct LogWriter(Vec<u8>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let text = std::mem::take(&mut self.0);
+        let print = || std::io::stderr().write_all(&text);
+        match BARS.get() {
+            Some(bars) => bars.suspend(print),
+            None => print(),
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 /// The project root (xtask lives in `<root>/xtask`).
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -106,7 +134,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &mut NoBars,
         )?
     } else {
-        let multi = MultiProgress::new();
+        let multi = BARS.get_or_init(MultiProgress::new);
         let total = multi.add(ProgressBar::new(0));
         total.set_style(ProgressStyle::with_template(
             "runs {pos}/{len} [{bar:30}] {elapsed} elapsed, ETA {eta} — {msg}",
