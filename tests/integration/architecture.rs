@@ -4,7 +4,10 @@ use std::path::Path;
 
 /// The `[dependencies]` names of a workspace crate's manifest (normal dependencies only).
 fn normal_dependencies(crate_dir: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(crate_dir).join("Cargo.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(crate_dir)
+        .join("Cargo.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut names = Vec::new();
     let mut in_deps = false;
@@ -23,14 +26,22 @@ fn normal_dependencies(crate_dir: &str) -> Vec<String> {
 }
 
 fn ours(deps: &[String]) -> Vec<&String> {
-    deps.iter().filter(|d| d.starts_with("breakeven-")).collect()
+    deps.iter()
+        .filter(|d| d.starts_with("breakeven-"))
+        .collect()
 }
 
 #[test]
 fn curvature_depends_on_nothing_of_ours() {
     let deps = normal_dependencies("crates/curvature");
-    assert!(deps.iter().any(|d| d == "candle-core"), "curvature must use candle-core: {deps:?}");
-    assert!(ours(&deps).is_empty(), "curvature must not depend on our crates: {deps:?}");
+    assert!(
+        deps.iter().any(|d| d == "candle-core"),
+        "curvature must use candle-core: {deps:?}"
+    );
+    assert!(
+        ours(&deps).is_empty(),
+        "curvature must not depend on our crates: {deps:?}"
+    );
 }
 
 #[test]
@@ -44,7 +55,10 @@ fn science_crates_point_one_way() {
     ] {
         let deps = normal_dependencies(dir);
         for dep in ours(&deps) {
-            assert!(allowed.contains(&dep.as_str()), "{dir} may not depend on {dep}");
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{dir} may not depend on {dep}"
+            );
         }
     }
 }
