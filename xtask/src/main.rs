@@ -37,6 +37,8 @@ fn main() -> anyhow::Result<()> {
             }),
         )
         .with_writer(reproduce::LogWriter::default)
+        // Colour only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     match cli.command {
         Command::Data(DataCommand::Fetch(args)) => fetch::data_fetch(&args),
