@@ -121,65 +121,110 @@ fn matmul<T: Elem>(
     }
 }
 
-/// Batch parallelism when the batch covers the threads, else the threads go into each gemm.
-fn split(n: usize) -> (bool, Parallelism) {
+/// Columns one gemm should have at least: deep layers on small images put several images side
+/// by side in one gemm, so that the gemm is wide and a large weight is packed once per block,
+/// not once per image (ResNet-18's 512-channel 4×4 layers: 32 images per gemm).
+const TARGET_COLS: usize = 512;
+
+/// Images per gemm.
+fn block_len(g: &Geom) -> usize {
+    TARGET_COLS.div_ceil(g.hw_out().max(1)).clamp(1, g.n.max(1))
+}
+
+/// Parallel over independent work items when they cover the threads, else the threads go into
+/// each gemm.
+fn split(items: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
-    if n >= threads || threads == 1 {
+    if items >= threads || threads == 1 {
         (true, Parallelism::None)
     } else {
         (false, Parallelism::Rayon(threads))
     }
 }
 
+/// Copies the per-image planes `src[i0 + j][r]` (each `hw` long, `rows` per image) into
+/// `dst[r][j·hw ..]`, rows `ld` apart: images side by side as one matrix.
+fn gather<T: Elem>(src: &[T], i0: usize, len: usize, rows: usize, hw: usize, dst: &mut [T]) {
+    let ld = len * hw;
+    for j in 0..len {
+        let img = &src[(i0 + j) * rows * hw..(i0 + j + 1) * rows * hw];
+        for (r, plane) in img.chunks_exact(hw).enumerate() {
+            dst[r * ld + j * hw..r * ld + (j + 1) * hw].copy_from_slice(plane);
+        }
+    }
+}
+
 /// Forward: `y[n] = W (O×CK) · im2col(x[n]) [+ b]`, returned as N×O×HO×WO. The bias is written
 /// into the output first and the gemm accumulates onto it, so it costs no extra pass.
 pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
-    let (ck, hw_out) = (g.ck(), g.hw_out());
+    let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
+    let b = block_len(g);
     let mut y = vec![T::ZERO; g.n * g.o * hw_out];
-    let (batch_par, par) = split(g.n);
-    let one = |cols: &mut Vec<T>, (i, yn): (usize, &mut [T])| {
-        let xn = &x[i * g.c * g.hw_in()..(i + 1) * g.c * g.hw_in()];
-        let rhs = if g.is_pointwise() {
-            Mat::rows(xn, hw_out)
+    let (block_par, par) = split(g.n.div_ceil(b));
+    let one = |scratch: &mut (Vec<T>, Vec<T>), (blk, yb): (usize, &mut [T])| {
+        let (i0, len) = (blk * b, yb.len() / (g.o * hw_out));
+        let ld = len * hw_out;
+        let (cols, out) = scratch;
+        let rhs = if len == 1 && g.is_pointwise() {
+            Mat::rows(&x[i0 * img_in..(i0 + 1) * img_in], hw_out)
         } else {
-            im2col(xn, g, cols);
-            Mat::rows(cols, hw_out)
+            for j in 0..len {
+                let xn = &x[(i0 + j) * img_in..(i0 + j + 1) * img_in];
+                im2col(xn, g, &mut cols[j * hw_out..], ld);
+            }
+            Mat::rows(cols, ld)
         };
-        if let Some(b) = bias {
-            for (row, &bo) in yn.chunks_exact_mut(hw_out).zip(b) {
+        // One image writes straight into y; a block goes through `out` (O × len·HW) and is
+        // scattered back per image.
+        let dst: &mut [T] = if len == 1 { yb } else { &mut out[..g.o * ld] };
+        if let Some(bias) = bias {
+            for (row, &bo) in dst.chunks_exact_mut(ld).zip(bias) {
                 row.fill(bo);
             }
         }
         matmul(
-            yn,
-            (g.o, hw_out, ck),
+            dst,
+            (g.o, ld, ck),
             Mat::rows(w, ck),
             rhs,
             bias.is_some(),
             par,
         );
+        if len > 1 {
+            for (j, yn) in yb.chunks_exact_mut(g.o * hw_out).enumerate() {
+                for (o, plane) in yn.chunks_exact_mut(hw_out).enumerate() {
+                    plane.copy_from_slice(&out[o * ld + j * hw_out..o * ld + (j + 1) * hw_out]);
+                }
+            }
+        }
     };
-    let cols_len = if g.is_pointwise() { 0 } else { ck * hw_out };
-    if batch_par {
-        y.par_chunks_mut(g.o * hw_out)
-            .enumerate()
-            .for_each_init(|| vec![T::ZERO; cols_len], one);
+    let cols_len = if b == 1 && g.is_pointwise() {
+        0
     } else {
-        let mut cols = vec![T::ZERO; cols_len];
-        y.chunks_mut(g.o * hw_out)
+        ck * b * hw_out
+    };
+    let out_len = if b == 1 { 0 } else { g.o * b * hw_out };
+    let init = || (vec![T::ZERO; cols_len], vec![T::ZERO; out_len]);
+    if block_par {
+        y.par_chunks_mut(b * g.o * hw_out)
             .enumerate()
-            .for_each(|a| one(&mut cols, a));
+            .for_each_init(init, one);
+    } else {
+        let mut scratch = init();
+        y.chunks_mut(b * g.o * hw_out)
+            .enumerate()
+            .for_each(|a| one(&mut scratch, a));
     }
     y
 }
 
 /// Input gradient (transposed convolution), N×C×H×W.
 ///
-/// Stride 1 with a square kernel, `pad < k` and at least 16 input channels: the transposed convolution is a plain
-/// convolution of `dy` with the flipped, channel-transposed kernel and padding `k − 1 − pad`,
-/// which runs on the forward kernel with a deep gemm (k = O·K²). Otherwise
-/// `dx[n] = col2im(Wᵀ (CK×O) · dy[n])`, whose gemm is shallow (k = O) and whose column buffer
-/// makes a round trip through memory.
+/// Stride 1 with a square kernel, `pad < k` and at least 16 input channels: the transposed
+/// convolution is a plain convolution of `dy` with the flipped, channel-transposed kernel and
+/// padding `k − 1 − pad`, which runs on the forward kernel with a deep gemm (k = O·K²).
+/// Otherwise `dx[n] = col2im(Wᵀ (CK×O) · dy[n])`, whose gemm is shallow (k = O) and whose
+/// column buffer makes a round trip through memory.
 pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     // Few input channels (the first layer, whose input gradient only GPx asks for) would make
     // the flipped gemm only C rows tall; the column form is faster there.
@@ -198,42 +243,59 @@ pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
         };
         return conv_fwd(dy, &flipped, None, &gt);
     }
-    let (ck, hw_out) = (g.ck(), g.hw_out());
-    let mut dx = vec![T::ZERO; g.n * g.c * g.hw_in()];
-    let (batch_par, par) = split(g.n);
-    let one = |dcols: &mut Vec<T>, (i, dxn): (usize, &mut [T])| {
-        let dyn_ = Mat::rows(&dy[i * g.o * hw_out..(i + 1) * g.o * hw_out], hw_out);
-        if g.is_pointwise() {
-            matmul(
-                dxn,
-                (ck, hw_out, g.o),
-                Mat::transposed(w, ck),
-                dyn_,
-                false,
-                par,
-            );
+    let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
+    let b = block_len(g);
+    let mut dx = vec![T::ZERO; g.n * img_in];
+    let (block_par, par) = split(g.n.div_ceil(b));
+    let one = |scratch: &mut (Vec<T>, Vec<T>), (blk, dxb): (usize, &mut [T])| {
+        let (i0, len) = (blk * b, dxb.len() / img_in);
+        let ld = len * hw_out;
+        let (dcols, dyb) = scratch;
+        let rhs = if len == 1 {
+            Mat::rows(&dy[i0 * g.o * hw_out..(i0 + 1) * g.o * hw_out], hw_out)
         } else {
+            gather(dy, i0, len, g.o, hw_out, dyb);
+            Mat::rows(dyb, ld)
+        };
+        if len == 1 && g.is_pointwise() {
             matmul(
-                dcols,
+                dxb,
                 (ck, hw_out, g.o),
                 Mat::transposed(w, ck),
-                dyn_,
+                rhs,
                 false,
                 par,
             );
-            col2im(dcols, g, dxn);
+            return;
+        }
+        matmul(
+            dcols,
+            (ck, ld, g.o),
+            Mat::transposed(w, ck),
+            rhs,
+            false,
+            par,
+        );
+        for (j, dxn) in dxb.chunks_exact_mut(img_in).enumerate() {
+            col2im(&dcols[j * hw_out..], g, dxn, ld);
         }
     };
-    let cols_len = if g.is_pointwise() { 0 } else { ck * hw_out };
-    if batch_par {
-        dx.par_chunks_mut(g.c * g.hw_in())
-            .enumerate()
-            .for_each_init(|| vec![T::ZERO; cols_len], one);
+    let cols_len = if b == 1 && g.is_pointwise() {
+        0
     } else {
-        let mut dcols = vec![T::ZERO; cols_len];
-        dx.chunks_mut(g.c * g.hw_in())
+        ck * b * hw_out
+    };
+    let dyb_len = if b == 1 { 0 } else { g.o * b * hw_out };
+    let init = || (vec![T::ZERO; cols_len], vec![T::ZERO; dyb_len]);
+    if block_par {
+        dx.par_chunks_mut(b * img_in)
             .enumerate()
-            .for_each(|a| one(&mut dcols, a));
+            .for_each_init(init, one);
+    } else {
+        let mut scratch = init();
+        dx.chunks_mut(b * img_in)
+            .enumerate()
+            .for_each(|a| one(&mut scratch, a));
     }
     dx
 }
@@ -254,12 +316,15 @@ fn flip_transpose<T: Elem>(w: &[T], g: &Geom) -> Vec<T> {
     out
 }
 
-/// Weight gradient: `dW = Σ_n dy[n] (O×HW) · im2col(x[n])ᵀ`, O×C×KH×KW.
+/// Weight gradient: `dW = Σ_n dy[n] (O×HW) · im2col(x[n])ᵀ`, O×C×KH×KW, with blocks of images
+/// side by side so that each gemm sums over at least `TARGET_COLS` pixels (a deep gemm, and
+/// the O×CK accumulator is read and written once per block instead of once per image).
 ///
 /// The batch is cut into one fixed chunk per thread and the partial sums are added in chunk
 /// order, so the result is bitwise reproducible for a given thread count.
 pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
-    let (ck, hw_out) = (g.ck(), g.hw_out());
+    let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
+    let b = block_len(g);
     let (batch_par, par) = split(g.n);
     let chunks = if batch_par {
         rayon::current_num_threads().min(g.n).max(1)
@@ -267,25 +332,40 @@ pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         1
     };
     let per = g.n.div_ceil(chunks);
-    let cols_len = if g.is_pointwise() { 0 } else { ck * hw_out };
     let partial = |range: std::ops::Range<usize>| {
         let mut dw = vec![T::ZERO; g.o * ck];
-        let mut cols = vec![T::ZERO; cols_len];
-        for (j, i) in range.enumerate() {
-            let xn = &x[i * g.c * g.hw_in()..(i + 1) * g.c * g.hw_in()];
-            let rhs = if g.is_pointwise() {
-                Mat::transposed(xn, hw_out)
+        let mut cols = vec![T::ZERO; ck * b * hw_out];
+        let mut dyb = vec![T::ZERO; if b == 1 { 0 } else { g.o * b * hw_out }];
+        let mut first = true;
+        let mut i0 = range.start;
+        while i0 < range.end {
+            let len = b.min(range.end - i0);
+            let ld = len * hw_out;
+            for j in 0..len {
+                let xn = &x[(i0 + j) * img_in..(i0 + j + 1) * img_in];
+                im2col(xn, g, &mut cols[j * hw_out..], ld);
+            }
+            let lhs = if len == 1 {
+                Mat::rows(&dy[i0 * g.o * hw_out..(i0 + 1) * g.o * hw_out], hw_out)
             } else {
-                im2col(xn, g, &mut cols);
-                Mat::transposed(&cols, hw_out)
+                gather(dy, i0, len, g.o, hw_out, &mut dyb);
+                Mat::rows(&dyb, ld)
             };
-            let dyn_ = Mat::rows(&dy[i * g.o * hw_out..(i + 1) * g.o * hw_out], hw_out);
-            matmul(&mut dw, (g.o, ck, hw_out), dyn_, rhs, j > 0, par);
+            matmul(
+                &mut dw,
+                (g.o, ck, ld),
+                lhs,
+                Mat::transposed(&cols, ld),
+                !first,
+                par,
+            );
+            first = false;
+            i0 += len;
         }
         dw
     };
     let ranges: Vec<_> = (0..chunks)
-        .map(|c| c * per..((c + 1) * per).min(g.n))
+        .map(|c| (c * per).min(g.n)..((c + 1) * per).min(g.n))
         .collect();
     let mut parts: Vec<Vec<T>> = if chunks > 1 {
         ranges.into_par_iter().map(partial).collect()

@@ -14,14 +14,15 @@ fn valid_range(len: usize, k: usize, s: usize, p: usize, out: usize) -> (usize, 
     (lo.min(hi), hi)
 }
 
-/// Unfolds one image (C×H×W) into `cols` (C·KH·KW rows × HO·WO columns), zero outside the image.
-pub(super) fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
+/// Unfolds one image (C×H×W) into `cols` (C·KH·KW rows × HO·WO columns, rows `ld` apart, so
+/// that several images can sit side by side in one matrix), zero outside the image.
+pub(super) fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T], ld: usize) {
     let (hw_out, s, p) = (g.hw_out(), g.stride, g.pad);
     for c in 0..g.c {
         let xc = &x[c * g.hw_in()..(c + 1) * g.hw_in()];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * hw_out;
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
                 let dst = &mut cols[row..row + hw_out];
                 let (lo, hi) = valid_range(g.w, kj, s, p, g.wo);
                 for oh in 0..g.ho {
@@ -47,14 +48,15 @@ pub(super) fn im2col<T: Elem>(x: &[T], g: &Geom, cols: &mut [T]) {
     }
 }
 
-/// Folds `cols` back into one image, summing overlaps: the adjoint of [`im2col`]. `dx` must be zero.
-pub(super) fn col2im<T: Elem>(cols: &[T], g: &Geom, dx: &mut [T]) {
+/// Folds `cols` (rows `ld` apart) back into one image, summing overlaps: the adjoint of
+/// [`im2col`]. `dx` must be zero.
+pub(super) fn col2im<T: Elem>(cols: &[T], g: &Geom, dx: &mut [T], ld: usize) {
     let (hw_out, s, p) = (g.hw_out(), g.stride, g.pad);
     for c in 0..g.c {
         let dxc = &mut dx[c * g.hw_in()..(c + 1) * g.hw_in()];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = ((c * g.kh + ki) * g.kw + kj) * hw_out;
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
                 let src = &cols[row..row + hw_out];
                 let (lo, hi) = valid_range(g.w, kj, s, p, g.wo);
                 for oh in 0..g.ho {

@@ -44,9 +44,11 @@ type Case = (
     usize,
 );
 
-/// The last three have ≥ 16 input channels at stride 1, where the input gradient runs as a
-/// convolution with the flipped kernel.
-const SHAPES: [Case; 11] = [
+/// Rows 9-11 have ≥ 16 input channels at stride 1, where the input gradient runs as a
+/// convolution with the flipped kernel; row 12 has ≥ 512 output pixels (one image per gemm),
+/// row 13 a batch that is not a multiple of the images per gemm (6 + 1); the rest have several
+/// images side by side in one gemm.
+const SHAPES: [Case; 13] = [
     (2, 3, 8, 8, 4, 3, 3, 1, 1),
     (3, 2, 7, 9, 5, 3, 3, 1, 0),
     (2, 4, 9, 6, 3, 3, 3, 2, 1),
@@ -58,6 +60,8 @@ const SHAPES: [Case; 11] = [
     (2, 16, 6, 7, 3, 3, 3, 1, 1),
     (1, 17, 5, 6, 4, 3, 3, 1, 0),
     (2, 16, 5, 5, 2, 3, 3, 1, 2),
+    (2, 2, 24, 24, 3, 3, 3, 1, 1),
+    (7, 2, 10, 10, 3, 3, 3, 1, 1),
 ];
 
 #[test]
