@@ -1,6 +1,7 @@
 //! `cargo xtask`: the orchestrator.
 
 mod fetch;
+mod lca;
 mod reproduce;
 
 use clap::{Parser, Subcommand};

@@ -68,7 +68,7 @@ impl Drop for LogWriter {
 }
 
 /// The project root (xtask lives in `<root>/xtask`).
-fn project_root() -> PathBuf {
+pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -101,6 +101,9 @@ impl TableProgress for NoBars {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    if args.experiment == "lca" {
+        return crate::lca::reproduce(args);
+    }
     // Penalties and curvature need double backprop, enabled before this thread's first backward.
     breakeven_runner::enable_second_order()?;
     let root = project_root();
@@ -293,13 +296,13 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
     Ok(out)
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
     breakeven_runner::atomic::write_atomic(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from the system clock (civil-from-days, no date crate needed).
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

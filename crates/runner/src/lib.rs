@@ -7,6 +7,8 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod lca;
+pub mod lca_report;
 pub mod measure;
 pub mod metrics;
 pub mod objective;

@@ -1,0 +1,268 @@
+//! The loss-change-allocation run (Lan et al., "LCA: Loss Change Allocation for Neural Network
+//! Training", NeurIPS 2019; issue 9): plain SGD steps through the runner's setup and, at logged
+//! steps, the LCA of the step's change of the loss on the fixed measurement subset (Simpson's
+//! rule, shared endpoints reused), one JSON line per logged step in `<dir>/lca.jsonl`.
+//!
+//! The measurement subset is the run's seeded `tracking.measure_subset` draw of the training set
+//! (the same for every step, so ΔL is a change of ONE function of θ). The training trajectory is
+//! the one `train` would follow: same loader, same step generator, same optimizer.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use breakeven_curvature::{BatchedLoss, LcaConfig, LcaResult, LcaRule, LcaTrajectory, Reduction};
+use breakeven_models::{cross_entropy, Mode, Model};
+use candle_core::{Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::device::open_device;
+use crate::error::RunError;
+use crate::objective::step_objective;
+use crate::rundir::RunDir;
+use crate::setup::{load_data, prepare, STEP_SEED_OFFSET};
+
+/// Which steps get an allocation: every step up to `dense_steps`, then every `every`-th.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LcaSchedule {
+    /// Allocate every one of the first K steps (consecutive steps share their endpoint
+    /// gradient, so they cost 2 gradient passes each instead of 3).
+    pub dense_steps: u64,
+    /// Afterwards allocate steps whose 1-based index is a multiple of this (≥ 1).
+    pub every: u64,
+}
+
+impl LcaSchedule {
+    /// Whether the step that ends with `step` steps taken (1-based) is allocated.
+    pub fn logs(&self, step: u64) -> bool {
+        step <= self.dense_steps || step % self.every.max(1) == 0
+    }
+}
+
+/// The allocation total and sign counts of one parameter tensor (one layer's weight or bias).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerAllocation {
+    pub name: String,
+    /// Σ A_i over the tensor (negative: the tensor lowered the loss).
+    pub total: f64,
+    pub helped: usize,
+    pub hurt: usize,
+    pub zero: usize,
+}
+
+/// One logged step θ_{t−1} → θ_t of an LCA run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LcaRecord {
+    /// Steps taken after this one (1-based index of the allocated step).
+    pub step: u64,
+    pub lr: f64,
+    /// Mini-batch loss of the step (before it).
+    pub batch_loss: f64,
+    /// L(θ_{t−1}) and L(θ_t), mean over the measurement subset.
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// The true ΔL = loss_after − loss_before.
+    pub true_delta: f64,
+    /// Σ_i A_i (Simpson).
+    pub allocated: f64,
+    /// allocated − true_delta.
+    pub integration_error: f64,
+    /// |integration_error| / |true_delta|.
+    pub relative_error: f64,
+    pub num_params: usize,
+    pub fraction_helped: f64,
+    pub fraction_hurt: f64,
+    pub fraction_zero: f64,
+    /// hurt / (helped + hurt): the paper's "about half the parameters hurt".
+    pub hurt_among_nonzero: f64,
+    /// Per parameter tensor, in the model's order.
+    pub layers: Vec<LayerAllocation>,
+    /// Forward+backward passes over the measurement subset spent on this step.
+    pub gradient_evaluations: usize,
+    /// Endpoint gradients reused from the previous step.
+    pub reused_gradients: usize,
+    /// Forward-only passes.
+    pub loss_evaluations: usize,
+    /// Examples in the measurement subset (one gradient evaluation = this many examples).
+    pub measure_examples: usize,
+    /// Wall time of the allocation and of the SGD step (seconds; not bit-reproducible).
+    pub lca_wall_s: f64,
+    pub step_wall_s: f64,
+}
+
+impl LcaRecord {
+    fn new(step: u64, lr: f64, batch_loss: f64, r: &LcaResult, measure_examples: usize) -> Self {
+        let nonzero = (r.helped + r.hurt).max(1) as f64;
+        Self {
+            step,
+            lr,
+            batch_loss,
+            loss_before: r.loss_before,
+            loss_after: r.loss_after,
+            true_delta: r.true_delta,
+            allocated: r.allocated,
+            integration_error: r.integration_error,
+            relative_error: r.relative_error,
+            num_params: r.num_params(),
+            fraction_helped: r.fraction_helped(),
+            fraction_hurt: r.fraction_hurt(),
+            fraction_zero: r.fraction_zero(),
+            hurt_among_nonzero: r.hurt as f64 / nonzero,
+            layers: r
+                .tensors
+                .iter()
+                .map(|t| LayerAllocation {
+                    name: t.name.clone(),
+                    total: t.total,
+                    helped: t.helped,
+                    hurt: t.hurt,
+                    zero: t.zero,
+                })
+                .collect(),
+            gradient_evaluations: r.cost.gradient_evaluations,
+            reused_gradients: r.cost.reused_gradients,
+            loss_evaluations: r.cost.loss_evaluations,
+            measure_examples,
+            lca_wall_s: 0.0,
+            step_wall_s: 0.0,
+        }
+    }
+}
+
+/// `<dir>/lca.jsonl`.
+pub fn lca_path(dir: &Path) -> PathBuf {
+    dir.join("lca.jsonl")
+}
+
+/// Reads an `lca.jsonl`.
+pub fn read_lca(path: &Path) -> Result<Vec<LcaRecord>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| RunError::RunDir {
+                path: path.to_path_buf(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// Trains `config` (no penalty allowed: LCA of plain SGD) for `stop.max_steps` (capped by
+/// `stop.max_epochs`) steps and allocates the steps `schedule` selects. Writes the resolved
+/// config and `lca.jsonl` into `dir` and returns the records. A directory whose `lca.jsonl`
+/// is complete (a `lca.done` marker) is read back instead of re-run.
+pub fn run_lca(
+    config: &RunConfig,
+    schedule: &LcaSchedule,
+    dir: &Path,
+    data_dir: Option<&Path>,
+) -> Result<Vec<LcaRecord>, RunError> {
+    config.validate()?;
+    if config.penalty.kind != "none" {
+        return Err(RunError::Invalid {
+            key: "penalty.kind".into(),
+            message: format!("LCA runs use plain SGD, got `{}`", config.penalty.kind),
+        });
+    }
+    if schedule.every == 0 {
+        return Err(RunError::Invalid {
+            key: "lca.every".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    let done = dir.join("lca.done");
+    let run_dir = RunDir::new(dir);
+    if done.exists() && run_dir.load_config().is_ok_and(|c| c == *config) {
+        tracing::info!(run = %dir.display(), "LCA run already finished");
+        return read_lca(&lca_path(dir));
+    }
+    let data = load_data(config, data_dir)?;
+    let _ = std::fs::remove_file(&done);
+    // The resolved config as given (provenance-free, so a finished run is recognised above).
+    std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
+    crate::atomic::write_atomic(&run_dir.config_path(), config.to_toml()?.as_bytes())?;
+    let mut p = prepare(config, data, open_device(&config.device)?)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
+    let vars: Vec<Var> = p.model.params().iter().map(|q| q.var.clone()).collect();
+    let names = p.model.params().iter().map(|q| q.name.clone()).collect();
+    let mut trajectory = LcaTrajectory::new(LcaConfig {
+        rule: LcaRule::Simpson,
+        names,
+    });
+    let max_steps = config
+        .stop
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(config.stop.max_epochs as u64 * p.steps_per_epoch);
+    let path = lca_path(dir);
+    let mut out = std::fs::File::create(&path).map_err(|e| RunError::io(&path, e))?;
+    let mut records = Vec::new();
+    for step in 0..max_steps {
+        let t0 = Instant::now();
+        let batch = p.loader.next_batch(&p.device)?;
+        let x = batch.images.to_dtype(p.dtype)?;
+        let model: &dyn Model = p.model.as_ref();
+        let obj = step_objective(model, &x, &batch.labels, &config.penalty, step, &mut rng)?;
+        if !obj.loss.is_finite() {
+            return Err(RunError::Other(format!(
+                "LCA run diverged at step {step} (loss {})",
+                obj.loss
+            )));
+        }
+        let allocate = schedule.logs(step + 1);
+        let theta0: Option<Vec<Tensor>> = if allocate {
+            Some(
+                vars.iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        let lr = p.sgd.current_lr();
+        p.sgd.step(&vars, &obj.grads)?;
+        let step_wall_s = t0.elapsed().as_secs_f64();
+        let Some(theta0) = theta0 else { continue };
+        let theta1: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let set = &p.measure;
+        let model: &dyn Model = p.model.as_ref();
+        // BatchStats: the statistics a training step sees, running statistics untouched, so
+        // every pass over the subset is the same function of θ (TESTING.md §4).
+        let mut loss = BatchedLoss::new(set.batches.len(), Reduction::Mean, |b| {
+            let (x, y) = &set.batches[b];
+            Ok((
+                cross_entropy(&model.forward(x, Mode::BatchStats)?, y)?,
+                y.dim(0)?,
+            ))
+        });
+        let t1 = Instant::now();
+        let result = trajectory
+            .step(&vars, &theta0, &theta1, &mut loss)
+            .map_err(|e| RunError::Other(format!("LCA of step {}: {e}", step + 1)))?;
+        let mut record = LcaRecord::new(step + 1, lr, obj.loss, &result, set.len);
+        record.lca_wall_s = t1.elapsed().as_secs_f64();
+        record.step_wall_s = step_wall_s;
+        let line = serde_json::to_string(&record).map_err(|e| RunError::Other(e.to_string()))?;
+        writeln!(out, "{line}").map_err(|e| RunError::io(&path, e))?;
+        tracing::debug!(
+            step = record.step,
+            hurt = record.hurt_among_nonzero,
+            error = record.relative_error,
+            "allocated"
+        );
+        records.push(record);
+    }
+    out.flush().map_err(|e| RunError::io(&path, e))?;
+    crate::atomic::write_atomic(&done, b"finished\n")?;
+    Ok(records)
+}
+
+#[cfg(test)]
+#[path = "lca_tests.rs"]
+mod tests;
