@@ -1,6 +1,8 @@
 //! `cargo xtask`: the orchestrator.
 
+mod edge_of_stability;
 mod fetch;
+mod fisher_explosion;
 mod lca;
 mod reproduce;
 

@@ -101,10 +101,14 @@ impl TableProgress for NoBars {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    if args.experiment == "lca" {
-        return crate::lca::reproduce(args);
-    }
     // Penalties and curvature need double backprop, enabled before this thread's first backward.
+    // Experiments with their own pages (claims with computed verdicts, not a table).
+    match args.experiment.as_str() {
+        "fisher-explosion" => return crate::fisher_explosion::reproduce(args),
+        "edge-of-stability" => return crate::edge_of_stability::reproduce(args),
+        "lca" => return crate::lca::reproduce(args),
+        _ => {}
+    }
     breakeven_runner::enable_second_order()?;
     let root = project_root();
     let def = root

@@ -3,10 +3,12 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod claims;
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod full_batch;
 pub mod lca;
 pub mod lca_report;
 pub mod measure;

@@ -1,0 +1,267 @@
+//! Claim verdicts computed from measured trajectories (never written by hand): the rules of
+//! the Fisher-explosion and edge-of-stability reproductions (SCIENCE.md §5.2, §5.5).
+
+/// A verdict on one claim: the statistic, whether it supports the claim, and the rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub statistic: f64,
+    pub supports: bool,
+    /// The rule applied, with the measured statistic, e.g. `ratio = 3.2 > 1.5`.
+    pub explanation: String,
+}
+
+impl Verdict {
+    /// `supports` / `does not support`, for pages.
+    pub fn word(&self) -> &'static str {
+        if self.supports {
+            "supports"
+        } else {
+            "does not support"
+        }
+    }
+}
+
+/// The largest value (and its x) among `points` with `after < x ≤ until`; `None` when there
+/// is none or a value is not finite (a diverged run has no meaningful peak). `after` = 0
+/// leaves out the initialization, which every run of a seed shares.
+pub fn early_peak(points: &[(f64, f64)], after: f64, until: f64) -> Option<(f64, f64)> {
+    let early: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0 > after && p.0 <= until)
+        .collect();
+    if early.is_empty() || early.iter().any(|p| !p.1.is_finite()) {
+        return None;
+    }
+    early.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Ranks (1-based, ties averaged) of `xs`.
+fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut r = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson correlation; `None` with fewer than 2 points or a constant side.
+pub fn pearson(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    let n = xs.len();
+    if n < 2 || ys.len() != n {
+        return None;
+    }
+    let mx = xs.iter().sum::<f64>() / n as f64;
+    let my = ys.iter().sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in xs.iter().zip(ys) {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// Spearman rank correlation (Pearson on ranks, ties averaged).
+pub fn spearman(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    pearson(&ranks(xs), &ranks(ys))
+}
+
+/// Minimum ratio of early Tr(F) peaks (small η / large η) that counts as "a larger peak".
+pub const PEAK_RATIO_THRESHOLD: f64 = 1.5;
+
+/// Claim: with a small η, Tr(F) rises to a larger early peak than with a large η. Supported
+/// when the small-η peak is at least [`PEAK_RATIO_THRESHOLD`] times the largest-η peak.
+pub fn peak_ratio_verdict(small_peak: f64, large_peak: f64) -> Option<Verdict> {
+    if !(small_peak.is_finite() && large_peak.is_finite() && large_peak > 0.0) {
+        return None;
+    }
+    let ratio = small_peak / large_peak;
+    let supports = ratio >= PEAK_RATIO_THRESHOLD;
+    Some(Verdict {
+        statistic: ratio,
+        supports,
+        explanation: format!(
+            "early Tr(F) peak, small η / large η = {} / {} = {ratio:.3} ({} {PEAK_RATIO_THRESHOLD})",
+            sig4(small_peak),
+            sig4(large_peak),
+            if supports { "≥" } else { "<" }
+        ),
+    })
+}
+
+/// Claim: the early peak predicts worse final test accuracy. Supported when the Spearman rank
+/// correlation between early peak and final test accuracy over all runs is ≤ −0.5 (needs at
+/// least 3 runs).
+pub fn peak_accuracy_verdict(peaks: &[f64], test_acc: &[f64]) -> Option<Verdict> {
+    if peaks.len() < 3 {
+        return None;
+    }
+    let rho = spearman(peaks, test_acc)?;
+    let supports = rho <= -0.5;
+    Some(Verdict {
+        statistic: rho,
+        supports,
+        explanation: format!(
+            "Spearman ρ(early Tr(F) peak, final test accuracy) over {} runs = {rho:.3} ({} −0.5)",
+            peaks.len(),
+            if supports { "≤" } else { ">" }
+        ),
+    })
+}
+
+/// `x` with 4 significant digits (scientific notation outside [1e-3, 1e5)).
+pub fn sig4(x: f64) -> String {
+    let a = x.abs();
+    if a == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{x:.3e}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// Median of finite values (`None` when empty).
+pub fn median(xs: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Band of `median(λ_H^1 · η / 2)` over the second half of a run that counts as "at 2/η".
+pub const EOS_BAND: (f64, f64) = (0.8, 1.3);
+
+/// Edge of stability for one run: `lambda` = (step, λ_H^1) measurements, `lr` = η.
+/// Progressive sharpening: the first measurement is below the band's lower end and the
+/// largest one reaches it. Hovering: the median of λ_H^1·η/2 over the measurements in the
+/// second half of the run (by step) lies in [`EOS_BAND`]. The claim holds when both do.
+pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdict> {
+    let (first, last) = (lambda.first()?, lambda.last()?);
+    if lambda.len() < 3 || lr.is_nan() || lr <= 0.0 {
+        return None;
+    }
+    let half = (first.0 + last.0) / 2;
+    let late: Vec<f64> = lambda
+        .iter()
+        .filter(|p| p.0 >= half)
+        .map(|p| p.1 * lr / 2.0)
+        .collect();
+    let m = median(&late)?;
+    let start = first.1 * lr / 2.0;
+    let peak = lambda
+        .iter()
+        .map(|p| p.1 * lr / 2.0)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let sharpening = start < EOS_BAND.0 && peak >= EOS_BAND.0;
+    let hovering = m >= EOS_BAND.0 && m <= EOS_BAND.1;
+    Some(Verdict {
+        statistic: m,
+        supports: sharpening && hovering,
+        explanation: format!(
+            "λ_H^1·η/2: first {start:.3}, max {peak:.3} (sharpening {}), median over steps ≥ {half} = {m:.3} ({} [{}, {}])",
+            if sharpening { "yes" } else { "no" },
+            if hovering { "in" } else { "outside" },
+            EOS_BAND.0,
+            EOS_BAND.1
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_peak_ignores_late_points_and_refuses_nan() {
+        let pts = [(0.0, 7.0), (0.1, 1.0), (0.5, 4.0), (0.9, 2.0), (3.0, 9.0)];
+        assert_eq!(early_peak(&pts, 0.0, 1.0), Some((0.5, 4.0)));
+        assert_eq!(early_peak(&pts, -1.0, 1.0), Some((0.0, 7.0)));
+        assert_eq!(early_peak(&pts, 0.0, 0.05), None);
+        assert_eq!(early_peak(&[(0.1, f64::NAN)], 0.0, 1.0), None);
+    }
+
+    #[test]
+    fn spearman_matches_hand_computed_ranks() {
+        // Monotone decreasing: ρ = −1 regardless of scale.
+        assert_eq!(spearman(&[1.0, 10.0, 100.0], &[0.9, 0.5, 0.1]), Some(-1.0));
+        // Ranks x = (1,2,3,4), y = (2,1,4,3): d² = 4, ρ = 1 − 6·4/(4·15) = 0.6.
+        let rho = spearman(&[1.0, 2.0, 3.0, 4.0], &[20.0, 10.0, 40.0, 30.0]).unwrap();
+        assert!((rho - 0.6).abs() < 1e-12);
+        // Ties take the average rank; a constant side has no correlation.
+        assert_eq!(ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
+        assert_eq!(spearman(&[1.0, 2.0], &[3.0, 3.0]), None);
+    }
+
+    #[test]
+    fn fisher_verdicts_follow_their_rules() {
+        let v = peak_ratio_verdict(3.2, 1.0).unwrap();
+        assert!(v.supports && (v.statistic - 3.2).abs() < 1e-12);
+        assert!(!peak_ratio_verdict(1.2, 1.0).unwrap().supports);
+        assert!(peak_ratio_verdict(1.0, 0.0).is_none());
+        assert!(
+            peak_accuracy_verdict(&[5.0, 1.0, 3.0], &[0.2, 0.6, 0.4])
+                .unwrap()
+                .supports
+        );
+        assert!(
+            !peak_accuracy_verdict(&[5.0, 1.0, 3.0], &[0.6, 0.2, 0.4])
+                .unwrap()
+                .supports
+        );
+        assert!(peak_accuracy_verdict(&[5.0, 1.0], &[0.2, 0.6]).is_none());
+    }
+
+    #[test]
+    fn edge_of_stability_verdict_needs_sharpening_and_hovering() {
+        let lr = 0.1; // 2/η = 20
+        let rising_then_flat: Vec<(u64, f64)> = vec![
+            (0, 2.0),
+            (10, 10.0),
+            (20, 19.0),
+            (30, 21.0),
+            (40, 20.5),
+            (50, 19.5),
+        ];
+        let v = edge_of_stability_verdict(&rising_then_flat, lr).unwrap();
+        // Steps ≥ 25: 21, 20.5, 19.5 → median 20.5 · 0.05 = 1.025.
+        assert!((v.statistic - 1.025).abs() < 1e-12);
+        assert!(v.supports, "{}", v.explanation);
+        let never_sharp: Vec<(u64, f64)> = vec![(0, 2.0), (10, 3.0), (20, 3.0), (30, 3.0)];
+        assert!(
+            !edge_of_stability_verdict(&never_sharp, lr)
+                .unwrap()
+                .supports
+        );
+        let starts_sharp: Vec<(u64, f64)> = vec![(0, 20.0), (10, 20.0), (20, 20.0)];
+        assert!(
+            !edge_of_stability_verdict(&starts_sharp, lr)
+                .unwrap()
+                .supports
+        );
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+        assert_eq!(sig4(1234.567), "1235");
+        assert_eq!(sig4(0.012345), "0.01235");
+        assert_eq!(sig4(123456.0), "1.235e5");
+    }
+}

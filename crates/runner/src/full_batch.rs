@@ -1,0 +1,300 @@
+//! Full-batch gradient descent (no momentum) on a fixed subset, with λ_H^1 of the full-batch
+//! loss by Lanczos every few steps: the edge-of-stability protocol of Cohen et al. 2021
+//! (SCIENCE.md §5.5). The gradient and every Hessian-vector product are of the MEAN loss over
+//! the whole subset, accumulated over batches weighted by size / n (a memory bound, not SGD).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use breakeven_curvature::{
+    lanczos, loss_and_gradient, params_to_vec, vec_to_tensors, BatchedLoss, HessianOperator,
+    LanczosConfig, Reduction,
+};
+use breakeven_data::{first_n, Dataset, Loader, LoaderConfig, Normalization};
+use breakeven_models::{build, correct_count, cross_entropy, Mode, Model, ModelSpec};
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RunError;
+
+/// The training loss of a full-batch run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FullBatchLoss {
+    /// `0.5 ‖f − onehot‖²` summed over classes, averaged over examples (Cohen et al.).
+    Mse,
+    /// Softmax cross-entropy.
+    Ce,
+}
+
+/// One full-batch run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullBatchSpec {
+    /// `cifar10` (or any data set the data crate loads); the first `n` training images.
+    pub data: String,
+    pub n: usize,
+    /// Examples per batch of the gradient / HVP accumulation (memory only; the result is the
+    /// full-batch quantity).
+    pub batch: usize,
+    pub model: ModelSpec,
+    pub loss: FullBatchLoss,
+    pub lr: f64,
+    pub steps: u64,
+    /// λ_H^1 every this many steps (and at step 0 and the last step).
+    pub measure_every: u64,
+    /// Lanczos iterations per measurement (warm-started from the previous eigenvector).
+    pub lanczos_iters: usize,
+    pub seed: u64,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    pub device: String,
+}
+
+/// One logged point: the loss before step `step` is taken, and λ_H^1 there when measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FullBatchPoint {
+    pub step: u64,
+    pub loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_h1: Option<f64>,
+}
+
+/// The subset, pre-batched on the device: images, labels and one-hot targets.
+pub struct FullBatchData {
+    pub batches: Vec<(Tensor, Tensor, Tensor)>,
+    pub n: usize,
+    pub input: (usize, usize, usize),
+    pub num_classes: usize,
+}
+
+/// `0.5 Σ_c (f_c − y_c)²`, averaged over the rows of `logits` (N × C); `onehot` has the same shape.
+pub fn mse_onehot(logits: &Tensor, onehot: &Tensor) -> candle_core::Result<Tensor> {
+    (logits - onehot)?.sqr()?.sum(1)?.mean_all()? * 0.5
+}
+
+/// One-hot rows (N × classes) of `labels` (u32, N) in `dtype`.
+pub fn one_hot(labels: &Tensor, classes: usize, dtype: DType) -> candle_core::Result<Tensor> {
+    let ys = labels.to_vec1::<u32>()?;
+    let mut data = vec![0f64; ys.len() * classes];
+    for (i, &y) in ys.iter().enumerate() {
+        if (y as usize) < classes {
+            data[i * classes + y as usize] = 1.0;
+        } else {
+            candle_core::bail!("label {y} of example {i} is not below {classes} classes");
+        }
+    }
+    Tensor::from_vec(data, (ys.len(), classes), labels.device())?.to_dtype(dtype)
+}
+
+/// The first `n` training images of `train`, normalized with their own channel statistics.
+pub fn subset_data(
+    train: Dataset,
+    n: usize,
+    batch: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<FullBatchData, RunError> {
+    let all: Vec<usize> = (0..train.len()).collect();
+    let idx = first_n(&all, n).map_err(|e| RunError::Invalid {
+        key: "n".into(),
+        message: e.to_string(),
+    })?;
+    let norm = Normalization::from_dataset(&train, Some(&idx))?;
+    let (input, num_classes) = (
+        (train.channels, train.height, train.width),
+        train.num_classes,
+    );
+    let cfg = LoaderConfig {
+        batch_size: batch.max(1),
+        shuffle: false,
+        drop_last: false,
+        augment: None,
+        normalization: norm,
+        mixup: None,
+        seed: 0,
+    };
+    let mut loader = Loader::new(Arc::new(train), idx, cfg)?;
+    let mut batches = Vec::new();
+    for _ in 0..loader.batches_per_epoch() {
+        let b = loader.next_batch(device)?;
+        let onehot = one_hot(&b.labels, num_classes, dtype)?;
+        batches.push((b.images.to_dtype(dtype)?, b.labels, onehot));
+    }
+    Ok(FullBatchData {
+        batches,
+        n,
+        input,
+        num_classes,
+    })
+}
+
+/// The mean loss of one batch (eval mode: full-batch GD has no BatchNorm batch effects).
+pub fn batch_loss(
+    model: &dyn Model,
+    kind: FullBatchLoss,
+    batch: &(Tensor, Tensor, Tensor),
+) -> candle_core::Result<Tensor> {
+    let logits = model.forward(&batch.0, Mode::Eval)?;
+    match kind {
+        FullBatchLoss::Mse => mse_onehot(&logits, &batch.2),
+        FullBatchLoss::Ce => cross_entropy(&logits, &batch.1),
+    }
+}
+
+fn curv(e: breakeven_curvature::CurvatureError) -> RunError {
+    RunError::Other(format!("curvature: {e}"))
+}
+
+/// Mean loss and gradient over the whole subset (batches weighted by size / n).
+pub fn full_gradient(
+    model: &dyn Model,
+    kind: FullBatchLoss,
+    data: &FullBatchData,
+) -> Result<(f64, Vec<f64>), RunError> {
+    let vars: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
+    let mut loss = BatchedLoss::new(data.batches.len(), Reduction::Mean, |b| {
+        let batch = &data.batches[b];
+        Ok((batch_loss(model, kind, batch)?, batch.1.dim(0)?))
+    });
+    loss_and_gradient(&mut loss, &vars).map_err(curv)
+}
+
+/// One GD step `θ ← θ − η g` on `model`'s parameters.
+pub fn gd_step(model: &dyn Model, grad: &[f64], lr: f64) -> Result<(), RunError> {
+    let vars: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
+    let mut theta = params_to_vec(&vars).map_err(curv)?;
+    for (t, g) in theta.iter_mut().zip(grad) {
+        *t -= lr * g;
+    }
+    for (v, t) in vars
+        .iter()
+        .zip(vec_to_tensors(&theta, &vars).map_err(curv)?)
+    {
+        v.set(&t)?;
+    }
+    Ok(())
+}
+
+/// λ_H^1 of the full-batch loss (Lanczos, warm-started from `warm`); returns it and its vector.
+pub fn top_hessian_eigen(
+    model: &dyn Model,
+    kind: FullBatchLoss,
+    data: &FullBatchData,
+    iters: usize,
+    warm: Option<Vec<f64>>,
+    seed: u64,
+) -> Result<(f64, Vec<f64>), RunError> {
+    let vars: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
+    let loss = BatchedLoss::new(data.batches.len(), Reduction::Mean, |b| {
+        let batch = &data.batches[b];
+        Ok((batch_loss(model, kind, batch)?, batch.1.dim(0)?))
+    });
+    let mut op = HessianOperator::new(vars, loss).map_err(curv)?;
+    let cfg = LanczosConfig {
+        k: 1,
+        max_iter: iters,
+        tol: 1e-4,
+        warm_start: warm,
+        compute_residuals: false,
+        ..Default::default()
+    };
+    let mut eig = lanczos(&mut op, &cfg, seed).map_err(curv)?;
+    Ok((eig.eigenvalues[0], eig.eigenvectors.swap_remove(0)))
+}
+
+/// Accuracy over the subset.
+fn accuracy(model: &dyn Model, data: &FullBatchData) -> Result<f64, RunError> {
+    let mut correct = 0;
+    for (x, y, _) in &data.batches {
+        correct += correct_count(&model.forward(x, Mode::Eval)?, y)?;
+    }
+    Ok(correct as f64 / data.n.max(1) as f64)
+}
+
+/// Runs full-batch GD per `spec` on prepared data; `on_point` sees every logged point (progress).
+/// Stops early, with the non-finite point logged, when the loss diverges.
+pub fn run_full_batch(
+    spec: &FullBatchSpec,
+    data: &FullBatchData,
+    device: &Device,
+    on_point: &mut dyn FnMut(&FullBatchPoint),
+) -> Result<Vec<FullBatchPoint>, RunError> {
+    let dtype = if spec.dtype == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let model = build(
+        &spec.model,
+        data.input,
+        data.num_classes,
+        dtype,
+        device,
+        spec.seed,
+    )?;
+    let model = model.as_ref();
+    let mut points = Vec::new();
+    let mut warm = None;
+    for step in 0..=spec.steps {
+        let (loss, grad) = full_gradient(model, spec.loss, data)?;
+        let measure = step % spec.measure_every.max(1) == 0 || step == spec.steps;
+        let mut point = FullBatchPoint {
+            step,
+            loss,
+            accuracy: None,
+            lambda_h1: None,
+        };
+        if measure && loss.is_finite() {
+            point.accuracy = Some(accuracy(model, data)?);
+            if spec.lanczos_iters > 0 {
+                let seed = spec.seed ^ 0x656f_7321 ^ step.wrapping_mul(0x9e37_79b9);
+                let (l, v) = top_hessian_eigen(
+                    model,
+                    spec.loss,
+                    data,
+                    spec.lanczos_iters,
+                    warm.take(),
+                    seed,
+                )?;
+                point.lambda_h1 = Some(l);
+                warm = Some(v);
+            }
+        }
+        if measure || !loss.is_finite() {
+            on_point(&point);
+            points.push(point);
+        }
+        if !loss.is_finite() {
+            tracing::warn!(step, "full-batch GD diverged (loss {loss})");
+            break;
+        }
+        if step < spec.steps {
+            gd_step(model, &grad, spec.lr)?;
+        }
+    }
+    Ok(points)
+}
+
+/// Loads the data set of `spec` from `data_dir` (or the default search path) and runs it.
+pub fn run_full_batch_from_disk(
+    spec: &FullBatchSpec,
+    data_dir: Option<&Path>,
+    on_point: &mut dyn FnMut(&FullBatchPoint),
+) -> Result<Vec<FullBatchPoint>, RunError> {
+    let device = crate::device::open_device(&spec.device)?;
+    let dtype = if spec.dtype == "f64" {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let train = if spec.data == "synthetic" {
+        crate::setup::synthetic(spec.seed).train
+    } else {
+        breakeven_data::load(spec.data.parse()?, data_dir)?.train
+    };
+    let data = subset_data(train, spec.n, spec.batch, dtype, &device)?;
+    run_full_batch(spec, &data, &device, on_point)
+}

@@ -1,0 +1,273 @@
+//! `cargo xtask reproduce fisher-explosion`: the catastrophic Fisher explosion (SCIENCE.md
+//! §5.2) through the table1 sweep machinery, with Tr(F) curves, the early peak of every run
+//! against its final test accuracy, and verdicts computed by `breakeven_runner::claims`.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use breakeven_runner::claims::{
+    early_peak, peak_accuracy_verdict, peak_ratio_verdict, sig4, Verdict,
+};
+use breakeven_runner::metrics::read_metrics;
+use breakeven_runner::plot::line_chart;
+use breakeven_runner::report::hardware_description;
+use breakeven_runner::rundir::git_revision;
+use breakeven_runner::sweep::{Experiment, RunSpec};
+use breakeven_runner::table::{run_table, RowState, TableProgress};
+
+use crate::reproduce::{project_root, utc_now, write, ReproduceArgs};
+
+/// Logs one line per run (the sweep is short; no bars).
+struct LogProgress;
+impl TableProgress for LogProgress {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
+    }
+}
+
+/// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
+/// final test accuracy (%).
+struct RunCurve {
+    label: String,
+    lr: f64,
+    penalty: String,
+    curve: Vec<(f64, f64)>,
+    peak: Option<(f64, f64)>,
+    test_acc: Option<f64>,
+    train_acc: Option<f64>,
+}
+
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    breakeven_runner::enable_second_order()?;
+    let root = project_root();
+    let def = root.join("experiments").join("fisher-explosion.toml");
+    let exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
+    let profile = exp.profile(&args.profile)?.clone();
+    let mut exp = exp;
+    if let Some(device) = &args.device {
+        if let Some(p) = exp.profiles.get_mut(&args.profile) {
+            p.base.insert("device".into(), device.clone().into());
+        }
+    }
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
+        root.join("runs")
+            .join(format!("fisher-explosion-{}", args.profile))
+    });
+    let mut data_roots: Vec<_> = args.data_dir.iter().cloned().collect();
+    data_roots.extend([root.join("data"), root.join("../shared/data")]);
+    let outcomes = run_table(
+        &exp,
+        &args.profile,
+        &runs_dir,
+        &data_roots,
+        !args.report_only,
+        &mut LogProgress,
+    )?;
+
+    let out_dir = if args.out_dir.is_absolute() {
+        args.out_dir.clone()
+    } else {
+        root.join(&args.out_dir)
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    let stem = format!("fisher-explosion-{}", args.profile);
+    let mut page = String::new();
+    let _ = writeln!(page, "# {} — profile `{}`\n", exp.title, args.profile);
+    page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
+    let _ = writeln!(
+        page,
+        "- Command: `cargo xtask reproduce fisher-explosion --profile {}`{}",
+        args.profile,
+        if args.report_only {
+            " (--report-only)"
+        } else {
+            ""
+        }
+    );
+    let device = args.device.clone().unwrap_or_else(|| {
+        profile
+            .base
+            .get("device")
+            .and_then(|d| d.as_str())
+            .unwrap_or("cpu")
+            .to_string()
+    });
+    let _ = writeln!(page, "- Generated: {} (git {})", utc_now(), git_revision());
+    let _ = writeln!(page, "- Hardware: {}", hardware_description(&device));
+    let _ = writeln!(page, "- Profile: {}", profile.description);
+    let _ = writeln!(
+        page,
+        "- Definition: `experiments/fisher-explosion.toml`; source: {}",
+        exp.source
+    );
+    page.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every run of the sweep counts, not only the validation-chosen ones.\n");
+
+    for o in &outcomes {
+        let _ = writeln!(page, "\n## {}\n", o.row.setting);
+        let runs = match &o.state {
+            RowState::Missing { message, .. } => {
+                let _ = writeln!(page, "Not run: {message}");
+                continue;
+            }
+            RowState::Ran { runs, errors, .. } => {
+                for (dir, e) in errors {
+                    let _ = writeln!(page, "- run {} failed: {e}", dir.display());
+                }
+                runs
+            }
+        };
+        let mut curves = Vec::new();
+        for (spec, summary) in runs {
+            let Some(summary) = summary else { continue };
+            let path = spec.dir.join("metrics.jsonl");
+            let records =
+                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+            let curve: Vec<(f64, f64)> = records
+                .iter()
+                .filter_map(|r| r.curvature.as_ref()?.fisher_trace.map(|f| (r.epoch, f)))
+                .collect();
+            // "Early": the dense tracking window (the first `dense_epochs` epochs), after the
+            // initialization (shared by every run of a seed, so it cannot tell them apart).
+            let early = spec.config.tracking.dense_epochs as f64;
+            let col = exp.columns.iter().find(|c| c.key == spec.column);
+            curves.push(RunCurve {
+                label: format!(
+                    "{} (η={}{})",
+                    col.map_or(spec.column.as_str(), |c| c.label.as_str()),
+                    spec.config.optim.lr,
+                    if spec.config.penalty.kind == "none" {
+                        String::new()
+                    } else {
+                        format!(", α={}", spec.config.penalty.alpha)
+                    }
+                ),
+                lr: spec.config.optim.lr,
+                penalty: spec.config.penalty.kind.clone(),
+                peak: early_peak(&curve, 0.0, early),
+                curve,
+                test_acc: summary.final_metrics.test_acc.map(|a| 100.0 * a),
+                train_acc: summary.final_metrics.train_acc.map(|a| 100.0 * a),
+            });
+        }
+        write_row(
+            &mut page,
+            &out_dir,
+            &stem,
+            &o.row.key,
+            &o.row.setting,
+            &curves,
+        )?;
+    }
+    let md = out_dir.join(format!("{stem}.md"));
+    write(&md, &page)?;
+    println!("wrote {}", md.display());
+    Ok(())
+}
+
+/// The per-run table, the two plots and the verdicts of one row.
+fn write_row(
+    page: &mut String,
+    out_dir: &std::path::Path,
+    stem: &str,
+    key: &str,
+    setting: &str,
+    curves: &[RunCurve],
+) -> Result<()> {
+    page.push_str("| Run | early Tr(F) peak (at epoch) | final test acc. (%) | final train acc. (%) |\n|---|---|---|---|\n");
+    for c in curves {
+        let peak = c
+            .peak
+            .map_or("—".into(), |(e, v)| format!("{} ({e:.2})", sig4(v)));
+        let f = |a: Option<f64>| a.map_or("—".into(), |a| format!("{a:.2}"));
+        let _ = writeln!(
+            page,
+            "| {} | {peak} | {} | {} |",
+            c.label,
+            f(c.test_acc),
+            f(c.train_acc)
+        );
+    }
+    // Tr(F) spans decades between learning rates: plot log10.
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| {
+            let pts = c
+                .curve
+                .iter()
+                .filter(|p| p.1 > 0.0)
+                .map(|&(e, f)| (e, f.log10()))
+                .collect();
+            (c.label.clone(), pts)
+        })
+        .collect();
+    let trace_file = format!("{stem}-{key}-trace.svg");
+    write(
+        &out_dir.join(&trace_file),
+        &line_chart(
+            &format!("{setting}: Fisher trace during training"),
+            "epoch",
+            "log10 Tr(F)",
+            &series,
+        ),
+    )?;
+    // Early peak against final test accuracy, runs sorted by peak (one line through them).
+    let mut pts: Vec<(f64, f64)> = curves
+        .iter()
+        .filter_map(|c| Some((c.peak?.1.log10(), c.test_acc?)))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let peak_file = format!("{stem}-{key}-peak-vs-test.svg");
+    write(
+        &out_dir.join(&peak_file),
+        &line_chart(
+            &format!("{setting}: early Tr(F) peak vs final test accuracy (runs sorted by peak)"),
+            "log10 early Tr(F) peak",
+            "final test accuracy (%)",
+            &[("runs".into(), pts)],
+        ),
+    )?;
+    let _ = writeln!(
+        page,
+        "\n![Tr(F)]({trace_file})\n\n![peak vs test]({peak_file})\n"
+    );
+
+    page.push_str("### Claims (verdicts computed from the runs above)\n\n");
+    // Claim 1: the smallest plain-SGD η against the largest η that did not diverge.
+    let plain: Vec<&RunCurve> = curves
+        .iter()
+        .filter(|c| c.penalty == "none" && c.peak.is_some())
+        .collect();
+    let small = plain.iter().min_by(|a, b| a.lr.total_cmp(&b.lr));
+    let large = plain.iter().max_by(|a, b| a.lr.total_cmp(&b.lr));
+    let v1 = small.zip(large).and_then(|(s, l)| {
+        (s.lr < l.lr)
+            .then(|| peak_ratio_verdict(s.peak?.1, l.peak?.1))
+            .flatten()
+    });
+    claim_line(
+        page,
+        "With a small η, Tr(F) rises to a larger early peak than with a large η",
+        v1.as_ref(),
+    );
+    let (peaks, accs): (Vec<f64>, Vec<f64>) = curves
+        .iter()
+        .filter_map(|c| Some((c.peak?.1, c.test_acc?)))
+        .unzip();
+    let v2 = peak_accuracy_verdict(&peaks, &accs);
+    claim_line(
+        page,
+        "A larger early Tr(F) peak predicts worse final test accuracy",
+        v2.as_ref(),
+    );
+    Ok(())
+}
+
+fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
+    let _ = match v {
+        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(
+            page,
+            "- **{claim}**: not enough finished, non-diverged runs to decide."
+        ),
+    };
+}
