@@ -298,3 +298,7 @@ pub fn run_full_batch_from_disk(
     let data = subset_data(train, spec.n, spec.batch, dtype, &device)?;
     run_full_batch(spec, &data, &device, on_point)
 }
+
+#[cfg(test)]
+#[path = "full_batch_tests.rs"]
+mod tests;
