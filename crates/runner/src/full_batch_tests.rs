@@ -64,7 +64,7 @@ fn full_batch_gradient_matches_finite_differences_for_both_losses() {
         let (_, g) = full_gradient(m.as_ref(), kind, &d).unwrap();
         let h = 1e-6;
         for i in (0..theta.len()).step_by(7) {
-            let mut at = |delta: f64| {
+            let at = |delta: f64| {
                 let mut t = theta.clone();
                 t[i] += delta;
                 for (v, x) in vars.iter().zip(vec_to_tensors(&t, &vars).unwrap()) {
@@ -125,7 +125,7 @@ fn lanczos_sharpness_matches_the_rayleigh_quotient_bound_and_a_short_run_logs_it
     // against a finite-difference curvature of the loss along v.
     let vars: Vec<Var> = m.params().iter().map(|p| p.var.clone()).collect();
     let theta = params_to_vec(&vars).unwrap();
-    let mut loss_at = |s: f64| {
+    let loss_at = |s: f64| {
         let t: Vec<f64> = theta.iter().zip(&v).map(|(a, b)| a + s * b).collect();
         for (var, x) in vars.iter().zip(vec_to_tensors(&t, &vars).unwrap()) {
             var.set(&x).unwrap();
