@@ -153,9 +153,12 @@ pub fn median(xs: &[f64]) -> Option<f64> {
 pub const EOS_BAND: (f64, f64) = (0.8, 1.3);
 
 /// Edge of stability for one run: `lambda` = (step, λ_H^1) measurements, `lr` = η.
-/// Progressive sharpening: the first measurement is below the band's lower end and the
-/// largest one reaches it. Hovering: the median of λ_H^1·η/2 over the measurements in the
-/// second half of the run (by step) lies in [`EOS_BAND`]. The claim holds when both do.
+/// Hovering: the median of λ_H^1·η/2 over the measurements in the second half of the run (by
+/// step) lies in [`EOS_BAND`]. Progressive sharpening: a run whose first measurement is below
+/// the band's lower end reaches it; a run that starts at or above it cannot show sharpening
+/// (its first steps are unstable and λ_H^1 falls, the "catapult"), so it is judged on hovering
+/// alone and the explanation says so. The claim holds when hovering holds and sharpening does
+/// not fail.
 pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdict> {
     let (first, last) = (lambda.first()?, lambda.last()?);
     if lambda.len() < 3 || lr.is_nan() || lr <= 0.0 {
@@ -173,14 +176,18 @@ pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdi
         .iter()
         .map(|p| p.1 * lr / 2.0)
         .fold(f64::NEG_INFINITY, f64::max);
-    let sharpening = start < EOS_BAND.0 && peak >= EOS_BAND.0;
+    let sharpening = (start < EOS_BAND.0).then_some(peak >= EOS_BAND.0);
     let hovering = m >= EOS_BAND.0 && m <= EOS_BAND.1;
     Some(Verdict {
         statistic: m,
-        supports: sharpening && hovering,
+        supports: hovering && sharpening != Some(false),
         explanation: format!(
             "λ_H^1·η/2: first {start:.3}, max {peak:.3} (sharpening {}), median over steps ≥ {half} = {m:.3} ({} [{}, {}])",
-            if sharpening { "yes" } else { "no" },
+            match sharpening {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "n/a: starts above the band",
+            },
             if hovering { "in" } else { "outside" },
             EOS_BAND.0,
             EOS_BAND.1
@@ -253,9 +260,17 @@ mod tests {
                 .unwrap()
                 .supports
         );
-        let starts_sharp: Vec<(u64, f64)> = vec![(0, 20.0), (10, 20.0), (20, 20.0)];
+        // Starting above 2/η (catapult), judged on hovering alone.
+        let catapult: Vec<(u64, f64)> = vec![(0, 100.0), (10, 22.0), (20, 21.0), (30, 20.0)];
+        let v = edge_of_stability_verdict(&catapult, lr).unwrap();
         assert!(
-            !edge_of_stability_verdict(&starts_sharp, lr)
+            v.supports && v.explanation.contains("n/a"),
+            "{}",
+            v.explanation
+        );
+        let catapult_to_flat: Vec<(u64, f64)> = vec![(0, 100.0), (10, 5.0), (20, 5.0)];
+        assert!(
+            !edge_of_stability_verdict(&catapult_to_flat, lr)
                 .unwrap()
                 .supports
         );

@@ -149,6 +149,7 @@ fn lanczos_sharpness_matches_the_rayleigh_quotient_bound_and_a_short_run_logs_it
         steps: 4,
         measure_every: 2,
         lanczos_iters: 10,
+        stop_acc: None,
         seed: 7,
         dtype: "f64".into(),
         device: "cpu".into(),
