@@ -314,7 +314,11 @@ fn row(label: &str, kind: &str, ours: &Outcome, theirs: Option<&Outcome>) -> Str
                 Some(Err(e)) => format!("PyTorch failed: {e}"),
                 _ => "PyTorch absent".to_string(),
             };
-            format!("| {label} | {kind} | {} | {why} | | {} | | |", fmt_ms(o), fmt_mem(o))
+            format!(
+                "| {label} | {kind} | {} | {why} | | {} | | |",
+                fmt_ms(o),
+                fmt_mem(o)
+            )
         }
     }
 }
