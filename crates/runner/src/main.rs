@@ -45,9 +45,13 @@ enum Command {
     },
     /// Print the curvature of a checkpoint as JSON (λ_H^1..k, Tr H, Tr F, λ_K^1, Tr K, ratios).
     Measure {
-        /// A checkpoint (`checkpoints/step-*.safetensors` inside a run directory).
+        /// A checkpoint (`checkpoints/step-*.safetensors` inside a run directory), or with
+        /// `--config` a bare weights file (ours, or a PyTorch `state_dict` saved as safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// A run config (TOML) naming the model and data of a bare weights file.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Data set to measure on (default: the run's).
         #[arg(long)]
         data: Option<String>,
@@ -105,11 +109,13 @@ fn main() -> Result<()> {
         }
         Command::Measure {
             checkpoint,
+            config,
             data,
             subset,
         } => {
             let json = breakeven_runner::measure::measure_checkpoint(
                 &checkpoint,
+                config.as_deref(),
                 data.as_deref(),
                 subset,
                 cli.data_dir.as_deref(),

@@ -35,7 +35,7 @@ fn logged_curvature_matches_remeasured_checkpoint() {
         .pop()
         .unwrap();
     assert_eq!(step, last.step);
-    let json = measure_checkpoint(&ckpt, None, None, None).unwrap();
+    let json = measure_checkpoint(&ckpt, None, None, None, None).unwrap();
     let again = &json["curvature"];
     // Tr(K) has no randomness: identical. λ_H^1 from another Lanczos start: same to 1e-3.
     let k = again["k_trace"].as_f64().unwrap();
@@ -54,6 +54,23 @@ fn logged_curvature_matches_remeasured_checkpoint() {
     // The logged loss on the measurement subset is recomputed exactly from the checkpoint.
     assert_eq!(json["loss"].as_f64(), last.measure_loss);
     assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
+
+    // The same weights as a bare file (what a PyTorch user would save from a `state_dict`),
+    // measured with the run config given explicitly: the same loss, accuracy and Tr(K).
+    let tensors = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let weights: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("optimizer."))
+        .collect();
+    let bare = dir.join("weights.safetensors");
+    candle_core::safetensors::save(&weights, &bare).unwrap();
+    let config_file = dir.join("run.toml");
+    std::fs::write(&config_file, config.to_toml().unwrap()).unwrap();
+    let json = measure_checkpoint(&bare, Some(&config_file), None, None, None).unwrap();
+    assert_eq!(json["loss"].as_f64(), last.measure_loss);
+    assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
+    let k_bare = json["curvature"]["k_trace"].as_f64().unwrap();
+    assert!((k_bare - k).abs() <= 1e-9 * k, "{k_bare} vs {k}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
