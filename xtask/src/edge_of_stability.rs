@@ -11,13 +11,11 @@ use anyhow::{Context, Result};
 use breakeven_runner::claims::{edge_of_stability_verdict, sig4, EOS_BAND};
 use breakeven_runner::full_batch::{run_full_batch_from_disk, FullBatchPoint, FullBatchSpec};
 use breakeven_runner::plot::line_chart;
-use breakeven_runner::report::hardware_description;
-use breakeven_runner::rundir::git_revision;
 use breakeven_runner::sweep::merge;
 use breakeven_runner::table::find_data;
 use serde::Deserialize;
 
-use crate::reproduce::{project_root, utc_now, write, ReproduceArgs};
+use crate::reproduce::{out_dir, page_head, profile_device, project_root, write, ReproduceArgs};
 
 /// `experiments/edge-of-stability.toml`.
 #[derive(Debug, Deserialize)]
@@ -133,42 +131,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         .to_string();
     let data_dir = find_data(&data_name, &roots)?;
 
-    let out_dir = if args.out_dir.is_absolute() {
-        args.out_dir.clone()
-    } else {
-        root.join(&args.out_dir)
-    };
-    std::fs::create_dir_all(&out_dir)?;
+    let out_dir = out_dir(args)?;
     let stem = format!("edge-of-stability-{}", args.profile);
-    let mut page = String::new();
-    let _ = writeln!(page, "# {} — profile `{}`\n", def.title, args.profile);
-    page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
-    let _ = writeln!(
-        page,
-        "- Command: `cargo xtask reproduce edge-of-stability --profile {}`{}",
-        args.profile,
-        if args.report_only {
-            " (--report-only)"
-        } else {
-            ""
-        }
-    );
-    let device = args.device.clone().unwrap_or_else(|| {
-        profile
-            .base
-            .get("device")
-            .and_then(|d| d.as_str())
-            .unwrap_or("cpu")
-            .to_string()
-    });
-    let _ = writeln!(page, "- Generated: {} (git {})", utc_now(), git_revision());
-    let _ = writeln!(page, "- Hardware: {}", hardware_description(&device));
-    let _ = writeln!(page, "- Profile: {}", profile.description);
-    let _ = writeln!(
-        page,
-        "- Definition: `experiments/edge-of-stability.toml`; source: {}",
-        def.source
-    );
+    let device = profile_device(args, &profile.base);
+    let mut page = page_head(args, &def.title, &device, &profile.description, &def.source);
     let _ = writeln!(
         page,
         "- Rule: a run supports the claim when the median of λ_H^1·η/2 over the measurements in the second half of the run lies in [{lo}, {hi}] (hovering at 2/η) and, if λ_H^1·η/2 starts below {lo}, it reaches {lo} (progressive sharpening; a run starting above cannot sharpen and is judged on hovering alone). Runs stop at the training-accuracy target `stop_acc` where the profile sets one (Cohen et al. stop at 99%). The claim is supported overall when at least half of the runs that did not diverge support it.",

@@ -10,12 +10,10 @@ use breakeven_runner::claims::{
 };
 use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart;
-use breakeven_runner::report::hardware_description;
-use breakeven_runner::rundir::git_revision;
 use breakeven_runner::sweep::{Experiment, RunSpec};
 use breakeven_runner::table::{run_table, RowState, TableProgress};
 
-use crate::reproduce::{project_root, utc_now, write, ReproduceArgs};
+use crate::reproduce::{out_dir, page_head, profile_device, project_root, write, ReproduceArgs};
 
 /// Logs one line per run (the sweep is short; no bars).
 struct LogProgress;
@@ -64,42 +62,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         &mut LogProgress,
     )?;
 
-    let out_dir = if args.out_dir.is_absolute() {
-        args.out_dir.clone()
-    } else {
-        root.join(&args.out_dir)
-    };
-    std::fs::create_dir_all(&out_dir)?;
+    let out_dir = out_dir(args)?;
     let stem = format!("fisher-explosion-{}", args.profile);
-    let mut page = String::new();
-    let _ = writeln!(page, "# {} — profile `{}`\n", exp.title, args.profile);
-    page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
-    let _ = writeln!(
-        page,
-        "- Command: `cargo xtask reproduce fisher-explosion --profile {}`{}",
-        args.profile,
-        if args.report_only {
-            " (--report-only)"
-        } else {
-            ""
-        }
-    );
-    let device = args.device.clone().unwrap_or_else(|| {
-        profile
-            .base
-            .get("device")
-            .and_then(|d| d.as_str())
-            .unwrap_or("cpu")
-            .to_string()
-    });
-    let _ = writeln!(page, "- Generated: {} (git {})", utc_now(), git_revision());
-    let _ = writeln!(page, "- Hardware: {}", hardware_description(&device));
-    let _ = writeln!(page, "- Profile: {}", profile.description);
-    let _ = writeln!(
-        page,
-        "- Definition: `experiments/fisher-explosion.toml`; source: {}",
-        exp.source
-    );
+    let device = profile_device(args, &profile.base);
+    let mut page = page_head(args, &exp.title, &device, &profile.description, &exp.source);
     page.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every run of the sweep counts, not only the validation-chosen ones.\n");
 
     for o in &outcomes {

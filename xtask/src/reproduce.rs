@@ -300,6 +300,62 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
     Ok(out)
 }
 
+/// `--out-dir`, made absolute against the project root, and created.
+pub(crate) fn out_dir(args: &ReproduceArgs) -> Result<PathBuf> {
+    let dir = if args.out_dir.is_absolute() {
+        args.out_dir.clone()
+    } else {
+        project_root().join(&args.out_dir)
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The head every generated results page shares: title, do-not-edit marker, the exact command,
+/// date and git revision, hardware, profile and definition. `device` is `--device` or the
+/// profile's own.
+pub(crate) fn page_head(
+    args: &ReproduceArgs,
+    title: &str,
+    device: &str,
+    profile_description: &str,
+    source: &str,
+) -> String {
+    let mut page = format!("# {title} — profile `{}`\n\n", args.profile);
+    page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
+    let report_only = if args.report_only {
+        " (--report-only)"
+    } else {
+        ""
+    };
+    page.push_str(&format!(
+        "- Command: `cargo xtask reproduce {} --profile {}`{report_only}\n",
+        args.experiment, args.profile
+    ));
+    page.push_str(&format!(
+        "- Generated: {} (git {})\n",
+        utc_now(),
+        git_revision()
+    ));
+    page.push_str(&format!("- Hardware: {}\n", hardware_description(device)));
+    page.push_str(&format!("- Profile: {profile_description}\n"));
+    page.push_str(&format!(
+        "- Definition: `experiments/{}.toml`; source: {source}\n",
+        args.experiment
+    ));
+    page
+}
+
+/// The device a run of this profile uses: `--device`, else the profile's `device`, else CPU.
+pub(crate) fn profile_device(args: &ReproduceArgs, base: &toml::Table) -> String {
+    args.device.clone().unwrap_or_else(|| {
+        base.get("device")
+            .and_then(|d| d.as_str())
+            .unwrap_or("cpu")
+            .to_string()
+    })
+}
+
 pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
     breakeven_runner::atomic::write_atomic(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
