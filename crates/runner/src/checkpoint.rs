@@ -2,9 +2,9 @@
 //! `state_dict` names, optimizer state under `optimizer.*`, and the runner's resumable state
 //! (step, data position, RNG state) as JSON in the safetensors metadata.
 
-use candle_core::{DType, Device, Tensor};
-use safetensors::{Dtype, SafeTensors, View};
-use std::borrow::Cow;
+use candle_core::safetensors::Load;
+use candle_core::{Device, Tensor};
+use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -21,126 +21,17 @@ pub struct Checkpoint {
     pub state: String,
 }
 
-/// A tensor's raw little-endian bytes for safetensors.
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &Raw {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-fn to_raw(name: &str, t: &Tensor) -> Result<Raw, RunError> {
-    let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
-    let (dtype, bytes) = match t.dtype() {
-        DType::F32 => (
-            Dtype::F32,
-            flat.to_vec1::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::F64 => (
-            Dtype::F64,
-            flat.to_vec1::<f64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U32 => (
-            Dtype::U32,
-            flat.to_vec1::<u32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::I64 => (
-            Dtype::I64,
-            flat.to_vec1::<i64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U8 => (Dtype::U8, flat.to_vec1::<u8>()?),
-        other => {
-            return Err(RunError::Other(format!(
-                "tensor {name}: dtype {other:?} cannot be checkpointed"
-            )))
-        }
-    };
-    Ok(Raw {
-        dtype,
-        shape: t.dims().to_vec(),
-        bytes,
-    })
-}
-
-fn chunks<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-    b.chunks_exact(N)
-        .map(|c| c.try_into().expect("exact chunk"))
-}
-
-fn from_view(
-    view: &safetensors::tensor::TensorView<'_>,
-    device: &Device,
-) -> Result<Tensor, RunError> {
-    let shape = view.shape().to_vec();
-    let b = view.data();
-    let t = match view.dtype() {
-        Dtype::F32 => Tensor::from_vec(
-            chunks::<4>(b).map(f32::from_le_bytes).collect::<Vec<_>>(),
-            shape,
-            device,
-        )?,
-        Dtype::F64 => Tensor::from_vec(
-            chunks::<8>(b).map(f64::from_le_bytes).collect::<Vec<_>>(),
-            shape,
-            device,
-        )?,
-        Dtype::U32 => Tensor::from_vec(
-            chunks::<4>(b).map(u32::from_le_bytes).collect::<Vec<_>>(),
-            shape,
-            device,
-        )?,
-        Dtype::I64 => Tensor::from_vec(
-            chunks::<8>(b).map(i64::from_le_bytes).collect::<Vec<_>>(),
-            shape,
-            device,
-        )?,
-        Dtype::U8 => Tensor::from_vec(b.to_vec(), shape, device)?,
-        other => {
-            return Err(RunError::Other(format!(
-                "unsupported checkpoint dtype {other:?}"
-            )))
-        }
-    };
-    Ok(t)
-}
-
 impl Checkpoint {
     /// Serializes and writes atomically.
     pub fn save(&self, path: &Path) -> Result<(), RunError> {
-        let raws = self
-            .tensors
-            .iter()
-            .map(|(n, t)| Ok((n.clone(), to_raw(n, t)?)))
-            .collect::<Result<Vec<_>, RunError>>()?;
+        // Candle's `View` for tensors copies each one to host bytes; its `data()` unwraps, so
+        // only dtypes it can convert reach it (all of ours: f32, f64, u32, i64, u8).
         let meta = HashMap::from([(STATE_KEY.to_string(), self.state.clone())]);
-        let bytes = safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
-            .map_err(|e| RunError::Checkpoint {
+        let bytes = safetensors::serialize(
+            self.tensors.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(meta),
+        )
+        .map_err(|e| RunError::Checkpoint {
             path: path.into(),
             message: e.to_string(),
         })?;
@@ -167,7 +58,7 @@ impl Checkpoint {
         let st = SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
         let mut tensors = Vec::new();
         for (name, view) in st.iter() {
-            tensors.push((name.to_string(), from_view(&view, device)?));
+            tensors.push((name.to_string(), view.load(device)?));
         }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self { tensors, state })
