@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use breakeven_runner::claims::{edge_of_stability_verdict, sig4, EOS_BAND};
@@ -15,7 +15,9 @@ use breakeven_runner::sweep::merge;
 use breakeven_runner::table::find_data;
 use serde::Deserialize;
 
-use crate::reproduce::{out_dir, page_head, profile_device, project_root, write, ReproduceArgs};
+use crate::reproduce::{
+    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+};
 
 /// `experiments/edge-of-stability.toml`.
 #[derive(Debug, Deserialize)]
@@ -121,8 +123,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         root.join("runs")
             .join(format!("edge-of-stability-{}", args.profile))
     });
-    let mut roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
-    roots.extend([root.join("data"), root.join("../shared/data")]);
+    let roots = data_roots(args);
     let data_name = profile
         .base
         .get("data")

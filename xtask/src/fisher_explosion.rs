@@ -13,7 +13,9 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::sweep::{Experiment, RunSpec};
 use breakeven_runner::table::{run_table, RowState, TableProgress};
 
-use crate::reproduce::{out_dir, page_head, profile_device, project_root, write, ReproduceArgs};
+use crate::reproduce::{
+    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+};
 
 /// Logs one line per run (the sweep is short; no bars).
 struct LogProgress;
@@ -51,8 +53,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         root.join("runs")
             .join(format!("fisher-explosion-{}", args.profile))
     });
-    let mut data_roots: Vec<_> = args.data_dir.iter().cloned().collect();
-    data_roots.extend([root.join("data"), root.join("../shared/data")]);
+    let data_roots = data_roots(args);
     let outcomes = run_table(
         &exp,
         &args.profile,

@@ -2,7 +2,6 @@
 //! runner's LCA run (`breakeven_runner::lca`), then plots and `docs/results/lca-<profile>.md`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use breakeven_runner::lca::{run_lca, LcaRecord};
@@ -12,7 +11,7 @@ use breakeven_runner::report::hardware_description;
 use breakeven_runner::rundir::git_revision;
 use breakeven_runner::table::find_data;
 
-use crate::reproduce::{project_root, utc_now, write, ReproduceArgs};
+use crate::reproduce::{data_roots, project_root, utc_now, write, ReproduceArgs};
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
@@ -25,8 +24,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         .runs_dir
         .clone()
         .unwrap_or_else(|| root.join("runs").join(&stem));
-    let mut data_roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
-    data_roots.extend([root.join("data"), root.join("../shared/data")]);
+    let data_roots = data_roots(args);
     let data_name = runs[0].1.data.name.clone();
     let data_dir = find_data(&data_name, &data_roots)
         .with_context(|| format!("locating data set {data_name}"))?;

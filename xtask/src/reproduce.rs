@@ -128,8 +128,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         root.join("runs")
             .join(format!("{}-{}", args.experiment, args.profile))
     });
-    let mut data_roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
-    data_roots.extend([root.join("data"), root.join("../shared/data")]);
+    let data_roots = data_roots(args);
 
     let outcomes = if args.quiet {
         run_table(
@@ -298,6 +297,15 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         ));
     }
     Ok(out)
+}
+
+/// Where data sets are looked for: `--data-dir` (or `BREAKEVEN_DATA`), then `./data`, then the
+/// shared folder beside the checkout (`../shared/data`).
+pub(crate) fn data_roots(args: &ReproduceArgs) -> Vec<PathBuf> {
+    let root = project_root();
+    let mut roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
+    roots.extend([root.join("data"), root.join("../shared/data")]);
+    roots
 }
 
 /// `--out-dir`, made absolute against the project root, and created.
