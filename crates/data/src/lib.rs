@@ -6,6 +6,9 @@
 //! (Fashion-MNIST also in Debian's `/usr/share/datasets/fashion-mnist`). Bad files give a typed
 //! [`DataError`] naming the file and what was expected; nothing panics on bad input.
 //!
+//! [`exact_duplicates`] finds repeated images (the shared CIFAR-10 copy repeats most of its
+//! training images five times), so splits can be made of distinct images.
+//!
 //! The [`Loader`] shuffles, augments ([`Augment::CIFAR`]), normalizes and mixes ([`Mixup`]) into
 //! f32 tensors; all randomness comes from ChaCha8 streams keyed by (seed, epoch, position), so the
 //! same seed gives the same batches bit for bit and [`LoaderState`] is all a checkpoint needs.
@@ -19,6 +22,7 @@
 mod augment;
 mod cifar;
 mod dataset;
+mod dedup;
 mod error;
 #[cfg(feature = "fetch")]
 pub mod fetch;
@@ -38,6 +42,7 @@ use std::path::Path;
 pub use augment::{write_image, Augment, Placement};
 pub use cifar::{load_cifar10, load_cifar100, Cifar100Labels, CIFAR10_CLASSES};
 pub use dataset::{Dataset, TrainTest};
+pub use dedup::{exact_duplicates, shared_images, Duplicates};
 pub use error::{DataError, Result};
 pub use idx::{
     load_fashion_mnist, load_idx_pair, load_mnist, FASHION_MNIST_CLASSES, IDX_IMAGES_MAGIC,

@@ -77,6 +77,11 @@ pub struct DataConfig {
     pub label_noise: f64,
     /// Mini-batch size S.
     pub batch_size: usize,
+    /// Draw training and validation examples from distinct images only: drop records whose
+    /// bytes repeat an earlier training image or a test image (the shared CIFAR-10 copy repeats
+    /// most training images five times; see `breakeven_data::exact_duplicates`).
+    #[serde(default = "default_true")]
+    pub dedup: bool,
 }
 
 /// SGD with `torch.optim.SGD` semantics.

@@ -93,7 +93,8 @@ pub fn one_hot(labels: &Tensor, classes: usize, dtype: DType) -> candle_core::Re
     Tensor::from_vec(data, (ys.len(), classes), labels.device())?.to_dtype(dtype)
 }
 
-/// The first `n` training images of `train`, normalized with their own channel statistics.
+/// The first `n` distinct training images of `train` (repeated records skipped, see
+/// [`crate::setup::training_pool`]), normalized with their own channel statistics.
 pub fn subset_data(
     train: Dataset,
     n: usize,
@@ -101,7 +102,7 @@ pub fn subset_data(
     dtype: DType,
     device: &Device,
 ) -> Result<FullBatchData, RunError> {
-    let all: Vec<usize> = (0..train.len()).collect();
+    let all = crate::setup::training_pool(&train, None, true);
     let idx = first_n(&all, n).map_err(|e| RunError::Invalid {
         key: "n".into(),
         message: e.to_string(),

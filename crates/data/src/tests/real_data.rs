@@ -1,6 +1,9 @@
 //! The real CIFAR-10 (from `$BREAKEVEN_DATA`) and Fashion-MNIST (Debian's package), where present.
 
-use crate::{load_cifar10, load_fashion_mnist, locate, DatasetName, Normalization};
+use crate::{
+    exact_duplicates, load_cifar10, load_fashion_mnist, locate, shared_images, DatasetName,
+    Normalization,
+};
 
 #[test]
 fn real_cifar10_counts_labels_and_channel_statistics() {
@@ -24,6 +27,41 @@ fn real_cifar10_counts_labels_and_channel_statistics() {
         assert!((norm.mean[c] - mean[c]).abs() < 1e-4, "{norm:?}");
         assert!((norm.std[c] - std[c]).abs() < 1e-4, "{norm:?}");
     }
+}
+
+/// Exact repeats in the shared copy (see `dedup.rs`): printed, since the count describes this
+/// copy, not CIFAR-10; what must hold of any copy is asserted.
+#[test]
+fn real_cifar10_duplicates() {
+    let dir = match locate(DatasetName::Cifar10, Some(&super::test_data_root())) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let tt = load_cifar10(&dir).unwrap();
+    let train = exact_duplicates(&tt.train);
+    let test = exact_duplicates(&tt.test);
+    eprintln!(
+        "cifar10 train: {} distinct images among {} records ({} repeats, {} with another label); \
+         test: {} distinct among {}",
+        train.unique.len(),
+        tt.train.len(),
+        train.repeats(),
+        train.label_conflicts,
+        test.unique.len(),
+        tt.test.len()
+    );
+    for (i, &first) in train.first_of.iter().enumerate() {
+        assert_eq!(tt.train.image(i), tt.train.image(first), "record {i}");
+    }
+    assert_eq!(train.label_conflicts, 0, "a repeated image with two labels");
+    assert_eq!(test.repeats(), 0, "the test split repeats an image");
+    assert!(
+        shared_images(&tt.train, &tt.test).is_empty(),
+        "a test image is in train"
+    );
 }
 
 #[test]
