@@ -75,6 +75,10 @@ pub struct DataConfig {
     /// Fraction of training labels replaced by a uniformly drawn different class.
     #[serde(default)]
     pub label_noise: f64,
+    /// Mixup (Zhang et al. 2018): Beta(α, α) mixing weight of each training batch with a
+    /// shuffled copy of itself, loss on the mixed targets; 0 = off.
+    #[serde(default)]
+    pub mixup_alpha: f64,
     /// Mini-batch size S.
     pub batch_size: usize,
     /// Draw training and validation examples from distinct images only: drop records whose
@@ -188,6 +192,11 @@ pub struct TrackingConfig {
     /// Per-example gradients used for λ_K^1 and Tr(K) (Gram trick, SCIENCE.md §2).
     #[serde(default = "default_k_examples")]
     pub k_examples: usize,
+    /// With `data.label_noise` > 0: size of the fixed seeded subset of the training set on
+    /// which training accuracy is logged separately for clean and noisy examples (SCIENCE.md
+    /// §5.3, memorization).
+    #[serde(default = "default_noise_subset")]
+    pub noise_subset: usize,
     /// Evaluate test loss/accuracy at logged steps (always at the end).
     #[serde(default = "default_true")]
     pub eval_test: bool,
@@ -250,6 +259,9 @@ fn default_hutchinson() -> usize {
 fn default_k_examples() -> usize {
     64
 }
+fn default_noise_subset() -> usize {
+    512
+}
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
@@ -287,6 +299,7 @@ impl Default for TrackingConfig {
             lanczos_iters: default_lanczos_iters(),
             hutchinson_samples: default_hutchinson(),
             k_examples: default_k_examples(),
+            noise_subset: default_noise_subset(),
             eval_test: true,
             checkpoint_every_epochs: 1,
             checkpoint_every_steps: 0,

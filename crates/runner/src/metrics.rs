@@ -35,6 +35,15 @@ pub struct MetricsRecord {
     pub test_loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_acc: Option<f64>,
+    /// With label noise (SCIENCE.md §5.3), on the fixed noise-tracking subset in eval mode:
+    /// accuracy on its clean examples, on its noisy examples against the (noisy) labels they are
+    /// trained on (memorization), and on the noisy examples against their true labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc_clean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc_noisy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc_noisy_true: Option<f64>,
     /// ‖∇L‖ of the last mini-batch (before clipping).
     pub grad_norm: f64,
     /// ‖θ‖ after the last step.

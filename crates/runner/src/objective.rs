@@ -119,3 +119,39 @@ pub fn step_objective(
         grads,
     })
 }
+
+/// One Mixup step (Zhang et al. 2018) on a batch the loader already mixed: the loss on the
+/// mixed targets, λ·CE(f(x̃), y_a) + (1 − λ)·CE(f(x̃), y_b), which equals the cross-entropy
+/// against the soft target λ·onehot(y_a) + (1 − λ)·onehot(y_b). The step's accuracy counts a
+/// prediction as correct when it is the label of larger weight (y_a when λ ≥ 1/2).
+pub fn mixup_objective(
+    model: &dyn Model,
+    x: &Tensor,
+    labels_a: &Tensor,
+    labels_b: &Tensor,
+    lambda: f64,
+) -> Result<StepOutput, RunError> {
+    let n = labels_a.dim(0)?;
+    let logits = model.forward(x, Mode::Train)?;
+    let loss = ((cross_entropy(&logits, labels_a)? * lambda)?
+        + (cross_entropy(&logits, labels_b)? * (1.0 - lambda))?)?;
+    let major = if lambda >= 0.5 { labels_a } else { labels_b };
+    let correct = correct_count(&logits.detach(), major)?;
+    let loss_value = scalar(&loss)?;
+    let store = loss.backward()?;
+    let grads = model
+        .params()
+        .iter()
+        .map(|p| match store.get(p.var.as_tensor()) {
+            Some(g) => Ok(g.detach()),
+            None => p.var.as_tensor().zeros_like(),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(StepOutput {
+        loss: loss_value,
+        correct,
+        n,
+        penalty: None,
+        grads,
+    })
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use breakeven_data::{
     epoch_permutation, exact_duplicates, first_n, shared_images, symmetric_label_noise,
-    validation_split, Augment, Dataset, DatasetName, Loader, LoaderConfig, Normalization,
-    TrainTest,
+    validation_split, Augment, Dataset, DatasetName, Loader, LoaderConfig, Mixup, NoisyLabels,
+    Normalization, TrainTest,
 };
 use breakeven_models::{build, Model};
 use breakeven_optim::{LrSchedule, Sgd, SgdConfig};
@@ -23,6 +23,8 @@ use crate::error::RunError;
 pub const MEASURE_SEED_OFFSET: u64 = 0x6d65_6173; // "meas"
 /// Seed offset of the training-step generator (penalty label sampling, curvature probes).
 pub const STEP_SEED_OFFSET: u64 = 0x7374_6570; // "step"
+/// Seed offset of the subset on which clean and noisy training accuracy are tracked.
+pub const NOISE_TRACK_SEED_OFFSET: u64 = 0x6e6f_6973; // "nois"
 
 /// A labelled evaluation set, pre-batched on the device.
 #[derive(Debug, Clone)]
@@ -41,6 +43,19 @@ pub struct StreamedSet {
     pub dtype: DType,
 }
 
+/// The fixed seeded subset of the training set on which memorization is tracked when labels
+/// are noisy (SCIENCE.md §5.3): its clean examples, and its noisy ones labelled with the label
+/// the model is trained on, with their true labels beside them batch for batch.
+#[derive(Debug, Clone)]
+pub struct NoiseSets {
+    /// Examples whose training label is their true label (`None` if the subset has none).
+    pub clean: Option<EvalSet>,
+    /// Examples whose training label was replaced, labelled with that replacement.
+    pub noisy: Option<EvalSet>,
+    /// The true labels of `noisy`, one tensor per batch of `noisy`.
+    pub noisy_true: Vec<Tensor>,
+}
+
 /// Everything built from a config, before any step.
 pub struct Prepared {
     pub device: Device,
@@ -56,6 +71,8 @@ pub struct Prepared {
     pub test: EvalSet,
     /// The training examples without augmentation (for the final training accuracy).
     pub train_eval: StreamedSet,
+    /// Clean/noisy tracking subsets (only with `data.label_noise` > 0).
+    pub noise: Option<NoiseSets>,
 }
 
 /// Loads the data set named in the config (or generates the synthetic one).
@@ -173,18 +190,37 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
     };
     let train = Arc::new(train);
     let test = Arc::new(test);
+    // Labels of the training set as the model sees them: noisy where `data.label_noise` says.
+    let noisy = (config.data.label_noise > 0.0)
+        .then(|| {
+            symmetric_label_noise(
+                &train.labels,
+                num_classes,
+                config.data.label_noise,
+                config.seed,
+            )
+        })
+        .transpose()?;
+    let eval_labelled = |data: &Arc<Dataset>,
+                         idx: Vec<usize>,
+                         batch: usize,
+                         labels: Option<&Vec<u32>>|
+     -> Result<EvalSet, RunError> {
+        let len = idx.len();
+        let mut loader = Loader::new(data.clone(), idx, eval_cfg(batch))?;
+        if let Some(l) = labels {
+            loader = loader.with_labels(l.clone())?;
+        }
+        let batches = (0..loader.batches_per_epoch())
+            .map(|_| {
+                let b = loader.next_batch(&device)?;
+                Ok((b.images.to_dtype(dtype)?, b.labels))
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        Ok(EvalSet { batches, len })
+    };
     let eval_set =
-        |data: &Arc<Dataset>, idx: Vec<usize>, batch: usize| -> Result<EvalSet, RunError> {
-            let len = idx.len();
-            let mut loader = Loader::new(data.clone(), idx, eval_cfg(batch))?;
-            let batches = (0..loader.batches_per_epoch())
-                .map(|_| {
-                    let b = loader.next_batch(&device)?;
-                    Ok((b.images.to_dtype(dtype)?, b.labels))
-                })
-                .collect::<Result<Vec<_>, RunError>>()?;
-            Ok(EvalSet { batches, len })
-        };
+        |data: &Arc<Dataset>, idx: Vec<usize>, batch: usize| eval_labelled(data, idx, batch, None);
 
     let measure_n = config.tracking.measure_subset.min(train_idx.len());
     let perm = epoch_permutation(train_idx.len(), config.seed ^ MEASURE_SEED_OFFSET, 0);
@@ -204,31 +240,53 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         .min(test.len()))
         .collect();
     let test = eval_set(&test, test_idx, EVAL_BATCH)?;
+    let noise = match &noisy {
+        Some(n) => {
+            let (clean_idx, noisy_idx) =
+                noise_tracking_split(&train_idx, n, config.tracking.noise_subset, config.seed);
+            let noisy_true = noisy_idx
+                .chunks(EVAL_BATCH)
+                .map(|c| {
+                    let y: Vec<u32> = c.iter().map(|&i| train.labels[i]).collect();
+                    Tensor::from_vec(y, c.len(), &device)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let set = |idx: Vec<usize>| {
+                (!idx.is_empty())
+                    .then(|| eval_labelled(&train, idx, EVAL_BATCH, Some(&n.labels)))
+                    .transpose()
+            };
+            Some(NoiseSets {
+                clean: set(clean_idx)?,
+                noisy: set(noisy_idx)?,
+                noisy_true,
+            })
+        }
+        None => None,
+    };
     // The whole training set is evaluated once, at the end: streamed, not kept on the device.
     let train_eval = StreamedSet {
         loader: Loader::new(train.clone(), train_idx.clone(), eval_cfg(EVAL_BATCH))?,
         dtype,
     };
 
+    let mixup = (config.data.mixup_alpha > 0.0)
+        .then(|| Mixup::new(config.data.mixup_alpha))
+        .transpose()
+        .map_err(|e| invalid("data.mixup_alpha", e))?;
     let loader_cfg = LoaderConfig {
         batch_size: config.data.batch_size,
         shuffle: true,
         drop_last: false,
         augment: (config.data.augment == "flip-crop").then_some(Augment::CIFAR),
         normalization: norm,
-        mixup: None,
+        mixup,
         seed: config.seed,
     };
     let mut loader = Loader::new(train.clone(), train_idx, loader_cfg)
         .map_err(|e| invalid("data.batch_size", e))?;
-    if config.data.label_noise > 0.0 {
-        let noisy = symmetric_label_noise(
-            &train.labels,
-            num_classes,
-            config.data.label_noise,
-            config.seed,
-        )?;
-        loader = loader.with_labels(noisy.labels)?;
+    if let Some(n) = noisy {
+        loader = loader.with_labels(n.labels)?;
     }
     let steps_per_epoch = loader.batches_per_epoch() as u64;
 
@@ -255,7 +313,24 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         val,
         test,
         train_eval,
+        noise,
     })
+}
+
+/// The clean and the noisy data-set indices (each in draw order) of the first `n` of a seeded
+/// permutation of `train_idx`; `noisy.is_noisy` is indexed by data-set index. The draw has its
+/// own stream, so tracking memorization never moves the measurement subset or the batches.
+pub fn noise_tracking_split(
+    train_idx: &[usize],
+    noisy: &NoisyLabels,
+    n: usize,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let perm = epoch_permutation(train_idx.len(), seed ^ NOISE_TRACK_SEED_OFFSET, 0);
+    perm.iter()
+        .take(n.min(train_idx.len()))
+        .map(|&k| train_idx[k])
+        .partition(|&i| !noisy.is_noisy[i])
 }
 
 /// The optimizer config with the epoch-based schedule converted to steps.

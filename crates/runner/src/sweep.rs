@@ -38,6 +38,11 @@ pub struct ColumnDef {
     pub lr: String,
     /// `none`, `fp`, `gp`, `gpr` or `gpx`; penalties tune α over the profile's `alpha_grid`.
     pub penalty: String,
+    /// Overrides of the run config for this column in every profile, merged over the row's
+    /// (e.g. Table 2's Mixup column: `overrides = { data = { mixup_alpha = 1.0 } }`); the
+    /// column's learning rate, penalty and seed still come from the sweep.
+    #[serde(default)]
+    pub overrides: toml::Table,
 }
 
 /// A table row: a data set and architecture, with the paper's numbers per column.
@@ -155,6 +160,7 @@ impl Experiment {
             for &hyper in &hypers {
                 for &seed in &prof.seeds {
                     let mut t = base.clone();
+                    merge(&mut t, &col.overrides);
                     let lr = if col.lr == "large" {
                         hyper
                     } else {

@@ -1,5 +1,5 @@
-//! The tracking schedule (dense early, then per epoch) and curvature measurement on the fixed
-//! measurement subset.
+//! The tracking schedule (dense early, then per epoch), curvature measurement on the fixed
+//! measurement subset, and clean/noisy training accuracy under label noise.
 //!
 //! Curvature is measured with BatchNorm in `BatchStats` mode (the statistics the training step
 //! sees, running statistics untouched), so repeated products are deterministic (TESTING.md §4)
@@ -12,15 +12,16 @@ use breakeven_curvature::{
     BatchedLoss, Counted, CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig,
     LanczosConfig, Reduction,
 };
-use breakeven_models::{cross_entropy, Mode, Model};
+use breakeven_models::{correct_count, cross_entropy, Mode, Model};
 use candle_core::{Tensor, Var};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{RunConfig, TrackingConfig};
 use crate::error::RunError;
+use crate::evaluate::evaluate;
 use crate::metrics::CurvatureRecord;
-use crate::setup::{EvalSet, Prepared};
+use crate::setup::{EvalSet, NoiseSets, Prepared};
 
 /// Seed offset of the measurement streams (see [`measure_curvature`]).
 const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
@@ -146,6 +147,42 @@ pub fn measure_curvature(
     record.matvecs = matvecs;
     record.wall_s = t0.elapsed().as_secs_f64();
     Ok(record)
+}
+
+/// Training accuracy on the noise-tracking subsets (eval mode): (clean, noisy against the
+/// labels trained on, noisy against the true labels); `None` for an empty side. One forward
+/// pass per batch serves both label sets of the noisy examples.
+pub fn noise_fit(
+    model: &dyn Model,
+    sets: &NoiseSets,
+) -> candle_core::Result<(Option<f64>, Option<f64>, Option<f64>)> {
+    let clean = sets
+        .clean
+        .as_ref()
+        .map(|s| evaluate(model, s).map(|(_, a)| a))
+        .transpose()?;
+    let (mut noisy, mut noisy_true) = (None, None);
+    if let Some(set) = &sets.noisy {
+        if set.batches.len() != sets.noisy_true.len() {
+            candle_core::bail!(
+                "noise tracking: {} batches of noisy examples but {} of true labels",
+                set.batches.len(),
+                sets.noisy_true.len()
+            );
+        }
+        let (mut hit_noisy, mut hit_true, mut n) = (0usize, 0usize, 0usize);
+        for ((x, y), y_true) in set.batches.iter().zip(&sets.noisy_true) {
+            let logits = model.forward(x, Mode::Eval)?.detach();
+            hit_noisy += correct_count(&logits, y)?;
+            hit_true += correct_count(&logits, y_true)?;
+            n += y.dim(0)?;
+        }
+        if n > 0 {
+            noisy = Some(hit_noisy as f64 / n as f64);
+            noisy_true = Some(hit_true as f64 / n as f64);
+        }
+    }
+    Ok((clean, noisy, noisy_true))
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use crate::device::open_device;
 use crate::error::RunError;
 use crate::evaluate::{evaluate, evaluate_streamed, weight_norm};
 use crate::metrics::{MetricsLog, MetricsRecord};
-use crate::objective::step_objective;
+use crate::objective::{mixup_objective, step_objective};
 use crate::rundir::{git_revision, FinalMetrics, RunDir, RunStatus, Summary};
 use crate::setup::{load_data, prepare, Prepared, STEP_SEED_OFFSET};
 use crate::state::{restore, save, Accum, TrainState};
-use crate::track::{measure_curvature, should_log};
+use crate::track::{measure_curvature, noise_fit, should_log};
 
 /// Checkpoints kept on disk (the newest ones); older ones are deleted.
 const KEEP_CHECKPOINTS: usize = 2;
@@ -119,14 +119,20 @@ pub fn train(
         let t0 = Instant::now();
         let batch = p.loader.next_batch(&p.device)?;
         let x = batch.images.to_dtype(p.dtype)?;
-        let out = step_objective(
-            p.model.as_ref(),
-            &x,
-            &batch.labels,
-            &config.penalty,
-            state.step,
-            &mut rng,
-        )?;
+        let out = match &batch.mix {
+            // Validation refuses Mixup with a penalty, so a mixed batch is a plain step.
+            Some((labels_b, lambda)) => {
+                mixup_objective(p.model.as_ref(), &x, &batch.labels, labels_b, *lambda)?
+            }
+            None => step_objective(
+                p.model.as_ref(),
+                &x,
+                &batch.labels,
+                &config.penalty,
+                state.step,
+                &mut rng,
+            )?,
+        };
         let diverged = !out.loss.is_finite() || out.penalty.is_some_and(|v| !v.is_finite());
         let mut grads = out.grads;
         let grad_norm = if diverged {
@@ -252,6 +258,9 @@ fn log_record(
         }
         let (l, a) = evaluate(model, &p.test)?;
         (r.test_loss, r.test_acc) = (Some(l), Some(a));
+    }
+    if let Some(sets) = &p.noise {
+        (r.train_acc_clean, r.train_acc_noisy, r.train_acc_noisy_true) = noise_fit(model, sets)?;
     }
     if config.tracking.curvature {
         r.curvature = Some(measure_curvature(config, p, state.step)?);

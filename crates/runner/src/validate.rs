@@ -85,6 +85,23 @@ impl RunConfig {
                 format!("must be in [0, 1], got {}", self.data.label_noise),
             );
         }
+        if !(self.data.mixup_alpha >= 0.0 && self.data.mixup_alpha.is_finite()) {
+            return bad(
+                "data.mixup_alpha",
+                format!("must be ≥ 0 (0 = off), got {}", self.data.mixup_alpha),
+            );
+        }
+        // A penalized step evaluates P on the batch's own labels; with mixed inputs those
+        // labels are only part of the target, so the combination is refused, not guessed.
+        if self.data.mixup_alpha > 0.0 && self.penalty.kind != "none" {
+            return bad(
+                "data.mixup_alpha",
+                format!(
+                    "Mixup cannot be combined with penalty {:?}; set one of them off",
+                    self.penalty.kind
+                ),
+            );
+        }
         if !(self.penalty.alpha >= 0.0 && self.penalty.alpha.is_finite()) {
             return bad(
                 "penalty.alpha",
@@ -122,6 +139,12 @@ impl RunConfig {
             return bad(
                 "tracking",
                 "curvature needs measure_subset ≥ 2, top_k ≥ 1, k_examples ≥ 2".into(),
+            );
+        }
+        if self.data.label_noise > 0.0 && t.noise_subset == 0 {
+            return bad(
+                "tracking.noise_subset",
+                "must be ≥ 1 with data.label_noise > 0 (clean/noisy training accuracy)".into(),
             );
         }
         if t.curvature && t.lanczos_iters > 0 && t.lanczos_iters < t.top_k {

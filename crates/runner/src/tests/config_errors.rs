@@ -25,6 +25,19 @@ fn bad_values_name_their_key() {
             Box::new(|c| c.stop.train_acc = Some(99.0)),
         ),
         ("data.batch_size", Box::new(|c| c.data.batch_size = 0)),
+        ("data.mixup_alpha", Box::new(|c| c.data.mixup_alpha = -1.0)),
+        (
+            "data.mixup_alpha",
+            Box::new(|c| {
+                c.data.mixup_alpha = 1.0;
+                c.penalty.kind = "fp".into();
+                c.penalty.alpha = 0.1;
+            }),
+        ),
+        (
+            "tracking.noise_subset",
+            Box::new(|c| c.tracking.noise_subset = 0),
+        ),
     ];
     for (key, mutate) in cases {
         let mut c = tiny_config();

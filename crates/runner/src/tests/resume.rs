@@ -116,6 +116,14 @@ fn penalized_runs_resume_bit_identically() {
 }
 
 #[test]
+fn mixup_runs_resume_bit_identically() {
+    // Mixup draws λ and partners from streams keyed by (seed, epoch, position): nothing to save.
+    let mut config = tiny_config();
+    config.data.mixup_alpha = 0.4;
+    assert_resume_identical("resume-mixup", &config, &[13]);
+}
+
+#[test]
 fn divergence_stops_cleanly_with_its_step() {
     let dir = temp_dir("diverge");
     let mut config = tiny_config();
