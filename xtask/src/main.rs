@@ -1,5 +1,8 @@
 //! `cargo xtask`: the orchestrator.
 
+mod batch_variance;
+mod break_even;
+mod break_even_runs;
 mod edge_of_stability;
 mod fetch;
 mod fisher_explosion;

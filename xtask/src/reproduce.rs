@@ -107,6 +107,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         "fisher-explosion" => return crate::fisher_explosion::reproduce(args),
         "edge-of-stability" => return crate::edge_of_stability::reproduce(args),
         "lca" => return crate::lca::reproduce(args),
+        "break-even" => return crate::break_even::reproduce(args),
+        "batch-variance" => return crate::batch_variance::reproduce(args),
         _ => {}
     }
     breakeven_runner::enable_second_order()?;
@@ -329,6 +331,26 @@ pub(crate) fn page_head(
     profile_description: &str,
     source: &str,
 ) -> String {
+    page_head_defined_by(
+        args,
+        &args.experiment,
+        title,
+        device,
+        profile_description,
+        source,
+    )
+}
+
+/// [`page_head`] for a report whose definition file is `experiments/<definition>.toml` rather
+/// than the experiment's own name (reports that read another experiment's runs).
+pub(crate) fn page_head_defined_by(
+    args: &ReproduceArgs,
+    definition: &str,
+    title: &str,
+    device: &str,
+    profile_description: &str,
+    source: &str,
+) -> String {
     let mut page = format!("# {title} — profile `{}`\n\n", args.profile);
     page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
     let report_only = if args.report_only {
@@ -348,8 +370,7 @@ pub(crate) fn page_head(
     page.push_str(&format!("- Hardware: {}\n", hardware_description(device)));
     page.push_str(&format!("- Profile: {profile_description}\n"));
     page.push_str(&format!(
-        "- Definition: `experiments/{}.toml`; source: {source}\n",
-        args.experiment
+        "- Definition: `experiments/{definition}.toml`; source: {source}\n"
     ));
     page
 }

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod full_batch;
 pub mod lca;
 pub mod lca_report;
+pub mod matched;
 pub mod measure;
 pub mod metrics;
 pub mod objective;

@@ -246,6 +246,103 @@ pub fn line_chart(
     out
 }
 
+/// A dashed horizontal line at `y` in the colour of series number `series`, with a marker at
+/// (`mark_x`, `y`) when given: a run's stability bound 2/η and where its λ_H^1 first meets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bound {
+    pub series: usize,
+    pub y: f64,
+    pub mark_x: Option<f64>,
+}
+
+/// [`line_chart`] with per-series dashed bounds (the y range covers them) and a legend line
+/// `bound_label` for the dashes.
+pub fn line_chart_with_bounds(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    bounds: &[Bound],
+    bound_label: &str,
+) -> String {
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()).filter(finite) {
+        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
+    }
+    if x_lo > x_hi {
+        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.0, 1.0);
+    }
+    for b in bounds.iter().filter(|b| b.y.is_finite()) {
+        y_hi = y_hi.max(b.y);
+    }
+    let (y_lo, y_hi, step) = ticks(y_lo.min(0.0), y_hi);
+    let mut out = String::new();
+    frame(&mut out, title, x_label, y_label);
+    let y = y_axis(&mut out, y_lo, y_hi, step);
+    let x_span = (x_hi - x_lo).max(1e-12);
+    let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
+    let (_, _, xt_step) = ticks(x_lo, x_hi);
+    // Ticks at round multiples of the step inside the data range (log-scale x starts anywhere).
+    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
+    while t <= x_hi + xt_step * 1e-9 {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            x(t),
+            H - BOTTOM + 16.0,
+            fmt_tick(t)
+        );
+        t += xt_step;
+    }
+    let mut entries = Vec::new();
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .filter(finite)
+            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        entries.push((name.clone(), colour, false));
+    }
+    for b in bounds.iter().filter(|b| b.y.is_finite()) {
+        let colour = COLOURS[b.series % COLOURS.len()];
+        let _ = writeln!(
+            out,
+            r#"<line x1="{LEFT}" x2="{}" y1="{yb:.1}" y2="{yb:.1}" stroke="{colour}" stroke-width="1.2" stroke-dasharray="6,4"/>"#,
+            W - RIGHT,
+            yb = y(b.y)
+        );
+        if let Some(mx) = b.mark_x.filter(|m| m.is_finite()) {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+                x(mx),
+                y(b.y)
+            );
+        }
+    }
+    legend(&mut out, &entries);
+    if !bounds.is_empty() {
+        let (lx, ly) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * entries.len() as f64);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="#555" stroke-dasharray="6,4"/><text x="{}" y="{}">{}</text>"##,
+            lx + 16.0,
+            lx + 22.0,
+            ly + 4.0,
+            esc(bound_label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +392,36 @@ mod tests {
         );
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn line_chart_with_bounds_draws_dashed_bounds_in_range_and_markers() {
+        let svg = line_chart_with_bounds(
+            "λ",
+            "epoch",
+            "λ_H^1",
+            &[
+                ("a".into(), vec![(0.0, 1.0), (1.0, 5.0)]),
+                ("b".into(), vec![(0.0, 2.0), (1.0, 3.0)]),
+            ],
+            &[
+                Bound {
+                    series: 0,
+                    y: 4.0,
+                    mark_x: Some(0.75),
+                },
+                Bound {
+                    series: 1,
+                    y: 40.0,
+                    mark_x: None,
+                },
+            ],
+            "2/η",
+        );
+        // Two bounds and the legend sample are dashed; one marker; the axis reaches 40.
+        assert_eq!(svg.matches("stroke-dasharray").count(), 3);
+        assert_eq!(svg.matches("<circle").count(), 1);
+        assert!(svg.contains(">40<") && svg.contains("2/η"));
+        assert!(svg.contains(&format!("stroke=\"{}\" stroke-width=\"1.2\"", COLOURS[1])));
     }
 }

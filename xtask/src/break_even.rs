@@ -1,0 +1,376 @@
+//! `cargo xtask reproduce break-even`: the break-even conjectures (Jastrzebski et al. ICLR
+//! 2020, SCIENCE.md §5.1) from the η × S sweep: λ_H^1, λ_K^1 and λ_K^*/λ_K^1 compared at
+//! matched training accuracy, the maxima against η and S, where λ_H^1 first meets 2/η, and
+//! verdicts computed by `breakeven_runner::claims::trend_verdict`.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use breakeven_runner::claims::{sig4, trend_verdict, TrendGroup, Verdict};
+use breakeven_runner::matched::{first_crossing, max_until_accuracy, value_at_accuracy};
+use breakeven_runner::plot::{line_chart_with_bounds, Bound};
+
+use crate::break_even_runs::{
+    group_by, group_levels, level_step, load_sweep, pct, plain_chart, series, table_levels, Metric,
+    Trajectory, ACC_AXIS, DEFINITION,
+};
+use crate::reproduce::{out_dir, page_head_defined_by, profile_device, write, ReproduceArgs};
+
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    let sweep = load_sweep(args)?;
+    let runs = &sweep.runs;
+    let out_dir = out_dir(args)?;
+    let stem = format!("break-even-{}", args.profile);
+    let device = profile_device(args, &sweep.profile.base);
+    let mut page = page_head_defined_by(
+        args,
+        DEFINITION,
+        &sweep.exp.title,
+        &device,
+        &sweep.profile.description,
+        &sweep.exp.source,
+    );
+    let step = level_step(runs);
+    let _ = writeln!(
+        page,
+        "- Training accuracy: accuracy on the fixed measurement subset of the training set (`tracking.measure_subset` images, eval mode) at every logged step; λ_H^1 (Lanczos), λ_K^1, Tr(K) and λ_K^*/λ_K^1 (Gram matrix of the first `tracking.k_examples` per-example gradients) are measured on the same subset.\n\
+         - Matched accuracy: a run's value at accuracy a is read where the run FIRST reaches a, interpolated linearly in accuracy between the two logged points around it (`breakeven_runner::matched`). Levels are multiples of {} above every compared run's starting accuracy, up to the best accuracy all of them reach.\n\
+         - Maximum of λ along a trajectory: the largest logged value from initialization up to the first point at or above the highest level all runs of the comparison group reach (so every run's maximum covers the same stretch of learning).\n\
+         - The same runs feed `cargo xtask reproduce batch-variance --profile {}` (Tr(K) vs S, SCIENCE.md §5.4).",
+        pct(step),
+        args.profile
+    );
+    for n in &sweep.notes {
+        let _ = writeln!(page, "- {n}");
+    }
+    if runs.is_empty() {
+        page.push_str("\nNo finished runs.\n");
+        return finish(&out_dir, &stem, &page);
+    }
+
+    run_table(&mut page, runs);
+    plots(&mut page, &out_dir, &stem, runs)?;
+    let levels = table_levels(runs, step);
+    let metrics: [(&str, Metric); 3] = [
+        ("λ_H^1", |t| &t.lambda_h),
+        ("λ_K^1", |t| &t.lambda_k),
+        ("λ_K^*/λ_K^1", |t| &t.k_ratio),
+    ];
+    for (name, m) in metrics {
+        let _ = writeln!(page, "\n### {name} at matched training accuracy\n");
+        level_table(&mut page, runs, &levels, m);
+    }
+
+    page.push_str("\n## Claims (verdicts computed from the runs above)\n\n");
+    let crossed = runs
+        .iter()
+        .filter(|t| first_crossing(&Trajectory::curve(&t.step, &t.lambda_h), 2.0 / t.lr).is_some())
+        .count();
+    let _ = writeln!(
+        page,
+        "The conjectures are about trajectories past the break-even point, where λ_H^1 meets the stability bound 2/η (SCIENCE.md §5.1): {crossed} of {} runs met it (column \"λ_H^1 first ≥ 2/η\" above); in runs that did not, the claims are tested before the break-even point only.\n",
+        runs.len()
+    );
+    let indices = |g: Vec<(_, Vec<usize>)>| g.into_iter().map(|g| g.1).collect::<Vec<_>>();
+    let by_s = indices(group_by(runs, |t| (t.batch as u64, t.seed)));
+    let by_lr = indices(group_by(runs, |t| (t.lr.to_bits(), t.seed)));
+    let s_name = |t: &Trajectory| format!("S = {}{}", t.batch, seed_suffix(runs, t));
+    let lr_name = |t: &Trajectory| format!("η = {}{}", t.lr, seed_suffix(runs, t));
+    let max_groups = |groups: &[Vec<usize>],
+                      x: fn(&Trajectory) -> f64,
+                      name: &dyn Fn(&Trajectory) -> String,
+                      m: Metric|
+     -> Vec<TrendGroup> {
+        groups
+            .iter()
+            .filter_map(|idx| {
+                let top = *group_levels(runs, idx, step).last()?;
+                let points = idx
+                    .iter()
+                    .map(|&i| {
+                        let t = &runs[i];
+                        Some((x(t), max_until_accuracy(&t.points(m(t)), top)?))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(TrendGroup {
+                    name: format!("{} (up to {})", name(&runs[idx[0]]), pct(top)),
+                    points,
+                })
+            })
+            .collect()
+    };
+    let level_groups = |groups: &[Vec<usize>],
+                        x: fn(&Trajectory) -> f64,
+                        name: &dyn Fn(&Trajectory) -> String,
+                        m: Metric|
+     -> Vec<TrendGroup> {
+        let mut out = Vec::new();
+        for idx in groups {
+            for level in group_levels(runs, idx, step) {
+                let points = idx
+                    .iter()
+                    .map(|&i| {
+                        let t = &runs[i];
+                        Some((x(t), value_at_accuracy(&t.points(m(t)), level)?))
+                    })
+                    .collect::<Option<Vec<_>>>();
+                if let Some(points) = points {
+                    out.push(TrendGroup {
+                        name: format!("{} at {}", name(&runs[idx[0]]), pct(level)),
+                        points,
+                    });
+                }
+            }
+        }
+        out
+    };
+    let lr: fn(&Trajectory) -> f64 = |t| t.lr;
+    let batch: fn(&Trajectory) -> f64 = |t| t.batch as f64;
+    let lh: Metric = |t| &t.lambda_h;
+    let lk: Metric = |t| &t.lambda_k;
+    let kr: Metric = |t| &t.k_ratio;
+    let claims: [(&str, Vec<TrendGroup>, bool); 6] = [
+        (
+            "(a) Larger η ⇒ smaller maximum λ_H^1 (at each S)",
+            max_groups(&by_s, lr, &s_name, lh),
+            false,
+        ),
+        (
+            "(a) Larger η ⇒ smaller maximum λ_K^1 (at each S)",
+            max_groups(&by_s, lr, &s_name, lk),
+            false,
+        ),
+        (
+            "(b) Smaller S ⇒ smaller maximum λ_H^1 (at each η)",
+            max_groups(&by_lr, batch, &lr_name, lh),
+            true,
+        ),
+        (
+            "(b) Smaller S ⇒ smaller maximum λ_K^1 (at each η)",
+            max_groups(&by_lr, batch, &lr_name, lk),
+            true,
+        ),
+        (
+            "(c) Larger η ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each S and level)",
+            level_groups(&by_s, lr, &s_name, kr),
+            true,
+        ),
+        (
+            "(c) Smaller S ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each η and level)",
+            level_groups(&by_lr, batch, &lr_name, kr),
+            false,
+        ),
+    ];
+    for (claim, groups, increasing) in &claims {
+        claim_line(
+            &mut page,
+            claim,
+            trend_verdict(groups, *increasing).as_ref(),
+        );
+        for g in groups.iter().filter(|_| !claim.starts_with("(c)")) {
+            let vals: Vec<String> = g
+                .points
+                .iter()
+                .map(|(x, y)| format!("{x} → {}", sig4(*y)))
+                .collect();
+            let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
+        }
+    }
+    page.push_str("\nRule: per comparison group (runs that differ only in η, or only in S) the Spearman rank correlation between the setting and the statistic; a claim is supported when the mean over groups, signed in the claimed direction, is at least 0.5. Groups whose runs share no accuracy level above their starts are left out.\n");
+    // The maxima against η (log10) and S (log2), one line per comparison group.
+    let maxima = |groups: &[TrendGroup], what: &str, x: fn(f64) -> f64| {
+        groups
+            .iter()
+            .map(|g| {
+                let mut pts: Vec<(f64, f64)> = g.points.iter().map(|&(a, b)| (x(a), b)).collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // The legend drops the "(up to …)" the claim lines give.
+                let short = g.name.split(" (").next().unwrap_or(&g.name);
+                (format!("{what}, {short}"), pts)
+            })
+            .collect::<Vec<_>>()
+    };
+    let vs_lr = [
+        maxima(&claims[0].1, "λ_H^1", f64::log10),
+        maxima(&claims[1].1, "λ_K^1", f64::log10),
+    ]
+    .concat();
+    let vs_s = [
+        maxima(&claims[2].1, "λ_H^1", f64::log2),
+        maxima(&claims[3].1, "λ_K^1", f64::log2),
+    ]
+    .concat();
+    for (suffix, title, x_label, series) in [
+        (
+            "max-vs-lr",
+            "Maximum λ_H^1 and λ_K^1 against the learning rate",
+            "log10 η",
+            vs_lr,
+        ),
+        (
+            "max-vs-batch",
+            "Maximum λ_H^1 and λ_K^1 against the batch size",
+            "log2 S",
+            vs_s,
+        ),
+    ] {
+        if series.iter().all(|s| s.1.len() < 2) {
+            continue;
+        }
+        let file = format!("{stem}-{suffix}.svg");
+        write(
+            &out_dir.join(&file),
+            &plain_chart(
+                title,
+                x_label,
+                "maximum eigenvalue (up to the group's matched accuracy)",
+                &series,
+            ),
+        )?;
+        let _ = writeln!(page, "\n![{suffix}]({file})");
+    }
+    finish(&out_dir, &stem, &page)
+}
+
+fn finish(out_dir: &std::path::Path, stem: &str, page: &str) -> Result<()> {
+    let md = out_dir.join(format!("{stem}.md"));
+    write(&md, page)?;
+    println!("wrote {}", md.display());
+    Ok(())
+}
+
+/// `, seed N` when the sweep has several seeds.
+fn seed_suffix(runs: &[Trajectory], t: &Trajectory) -> String {
+    if runs.iter().any(|r| r.seed != t.seed) {
+        format!(", seed {}", t.seed)
+    } else {
+        String::new()
+    }
+}
+
+/// Per run: length, final accuracy, maxima over the whole run, and where λ_H^1 first meets 2/η.
+fn run_table(page: &mut String, runs: &[Trajectory]) {
+    page.push_str("\n## Runs\n\n| Run | steps (epochs) | final training acc. (%) | max λ_H^1 | max λ_K^1 | λ_H^1 first ≥ 2/η at step (epoch) |\n|---|---|---|---|---|---|\n");
+    for t in runs {
+        let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
+        let max = |v: &[f64]| {
+            v.iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .reduce(f64::max)
+                .map_or("—".into(), sig4)
+        };
+        let bound = 2.0 / t.lr;
+        let crossing = match (
+            first_crossing(&Trajectory::curve(&t.step, &t.lambda_h), bound),
+            first_crossing(&Trajectory::curve(&t.epoch, &t.lambda_h), bound),
+        ) {
+            (Some(s), Some(e)) => format!("{s:.0} ({e:.2})"),
+            _ => format!("never (2/η = {})", sig4(bound)),
+        };
+        let _ = writeln!(
+            page,
+            "| {} | {:.0} ({:.2}) | {:.1} | {} | {} | {crossing} |",
+            t.label,
+            last(&t.step),
+            last(&t.epoch),
+            100.0 * last(&t.acc),
+            max(&t.lambda_h),
+            max(&t.lambda_k),
+        );
+    }
+}
+
+/// A run × level table of one metric ("—" where the run never reaches the level).
+fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
+    if levels.is_empty() {
+        page.push_str("No accuracy level above the runs' starting accuracy was reached.\n");
+        return;
+    }
+    let head: Vec<String> = levels.iter().map(|&l| pct(l)).collect();
+    let _ = writeln!(
+        page,
+        "| Run | {} |\n|---|{}",
+        head.join(" | "),
+        "---|".repeat(levels.len())
+    );
+    for t in runs {
+        let cells: Vec<String> = levels
+            .iter()
+            .map(|&l| value_at_accuracy(&t.points(m(t)), l).map_or("—".into(), sig4))
+            .collect();
+        let _ = writeln!(page, "| {} | {} |", t.label, cells.join(" | "));
+    }
+}
+
+fn plots(
+    page: &mut String,
+    out_dir: &std::path::Path,
+    stem: &str,
+    runs: &[Trajectory],
+) -> Result<()> {
+    let epoch: fn(&Trajectory) -> Vec<f64> = |t| t.epoch.clone();
+    let acc: fn(&Trajectory) -> Vec<f64> = Trajectory::best_acc_so_far;
+    let bounds: Vec<Bound> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Bound {
+            series: i,
+            y: 2.0 / t.lr,
+            mark_x: first_crossing(&Trajectory::curve(&t.epoch, &t.lambda_h), 2.0 / t.lr),
+        })
+        .collect();
+    let mut files = vec![(
+        "lambda-h-epoch",
+        line_chart_with_bounds(
+            "λ_H^1 during training, with each run's stability bound 2/η",
+            "epoch",
+            "λ_H^1 (measurement subset)",
+            &series(runs, epoch, |t| &t.lambda_h, 1.0),
+            &bounds,
+            "2/η (circle: first crossing)",
+        ),
+    )];
+    for (file, title, y, m) in [
+        (
+            "lambda-h-acc",
+            "λ_H^1 against training accuracy",
+            "λ_H^1",
+            (|t| &t.lambda_h) as Metric,
+        ),
+        (
+            "lambda-k-acc",
+            "λ_K^1 against training accuracy",
+            "λ_K^1",
+            |t| &t.lambda_k,
+        ),
+        (
+            "k-ratio-acc",
+            "λ_K^*/λ_K^1 against training accuracy",
+            "λ_K^*/λ_K^1",
+            |t| &t.k_ratio,
+        ),
+    ] {
+        files.push((
+            file,
+            plain_chart(title, ACC_AXIS, y, &series(runs, acc, m, 100.0)),
+        ));
+    }
+    let _ = writeln!(page, "\n## Plots\n");
+    for (suffix, svg) in files {
+        let file = format!("{stem}-{suffix}.svg");
+        write(&out_dir.join(&file), &svg)?;
+        let _ = writeln!(page, "![{suffix}]({file})\n");
+    }
+    Ok(())
+}
+
+fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
+    let _ = match v {
+        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(
+            page,
+            "- **{claim}**: no comparison group with two settings and a shared accuracy level; cannot decide."
+        ),
+    };
+}

@@ -1,0 +1,355 @@
+//! The break-even sweep (`experiments/break-even.toml`: η × S, plain SGD, dense curvature
+//! tracking) run through the table machinery and read back as trajectories; shared by the
+//! `break-even` and `batch-variance` reports, which read the same runs.
+
+use anyhow::{Context, Result};
+use breakeven_runner::matched::{matched_levels, AccPoint};
+use breakeven_runner::metrics::read_metrics;
+use breakeven_runner::plot::line_chart_with_bounds;
+use breakeven_runner::sweep::{Experiment, Profile, RunSpec};
+use breakeven_runner::table::{run_table, RowState, TableProgress};
+
+use crate::reproduce::{data_roots, project_root, ReproduceArgs};
+
+/// The experiment file both reports read.
+pub(crate) const DEFINITION: &str = "break-even";
+
+/// Logs one line per run (no bars: the runs are short and the log goes to CI).
+struct LogProgress;
+impl TableProgress for LogProgress {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
+    }
+}
+
+/// One finished run, at its logged points that carry curvature.
+pub(crate) struct Trajectory {
+    pub label: String,
+    pub lr: f64,
+    pub batch: usize,
+    pub seed: u64,
+    pub step: Vec<f64>,
+    pub epoch: Vec<f64>,
+    /// Accuracy on the fixed measurement subset of the training set (eval mode), in [0, 1].
+    pub acc: Vec<f64>,
+    pub lambda_h: Vec<f64>,
+    pub lambda_k: Vec<f64>,
+    pub k_trace: Vec<f64>,
+    pub k_ratio: Vec<f64>,
+}
+
+impl Trajectory {
+    /// (accuracy, metric) points in step order.
+    pub fn points(&self, metric: &[f64]) -> Vec<AccPoint> {
+        self.acc
+            .iter()
+            .zip(metric)
+            .map(|(&acc, &value)| AccPoint { acc, value })
+            .collect()
+    }
+
+    /// (x, metric) pairs, e.g. (epoch, λ_H^1), without unmeasured (NaN) values.
+    pub fn curve(x: &[f64], metric: &[f64]) -> Vec<(f64, f64)> {
+        x.iter()
+            .zip(metric)
+            .filter(|p| p.1.is_finite())
+            .map(|(&a, &b)| (a, b))
+            .collect()
+    }
+
+    /// The best accuracy reached so far at each point: the x of the "against training accuracy"
+    /// plots, so that each curve reads like the first-reach rule of the matched comparisons.
+    pub fn best_acc_so_far(&self) -> Vec<f64> {
+        let mut best = f64::NEG_INFINITY;
+        self.acc
+            .iter()
+            .map(|&a| {
+                best = best.max(a);
+                best
+            })
+            .collect()
+    }
+
+    pub fn acc_points(&self) -> Vec<AccPoint> {
+        self.points(&self.acc)
+    }
+}
+
+/// The sweep: its profile, the finished runs, and page notes on rows or runs that did not run.
+pub(crate) struct Sweep {
+    pub exp: Experiment,
+    pub profile: Profile,
+    pub runs: Vec<Trajectory>,
+    pub notes: Vec<String>,
+}
+
+/// Runs the break-even sweep for `args.profile` (finished runs are skipped; with
+/// `--report-only` nothing is trained) under `runs/break-even-<profile>` and reads every
+/// finished run back.
+pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
+    breakeven_runner::enable_second_order()?;
+    let root = project_root();
+    let def = root.join("experiments").join(format!("{DEFINITION}.toml"));
+    let mut exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
+    if let Some(device) = &args.device {
+        if let Some(p) = exp.profiles.get_mut(&args.profile) {
+            p.base.insert("device".into(), device.clone().into());
+        }
+    }
+    let profile = exp.profile(&args.profile)?.clone();
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
+        root.join("runs")
+            .join(format!("{DEFINITION}-{}", args.profile))
+    });
+    let outcomes = run_table(
+        &exp,
+        &args.profile,
+        &runs_dir,
+        &data_roots(args),
+        !args.report_only,
+        &mut LogProgress,
+    )?;
+    let (mut runs, mut notes) = (Vec::new(), Vec::new());
+    for o in &outcomes {
+        let specs = match &o.state {
+            RowState::Missing { message, .. } => {
+                notes.push(format!("{}: not run: {message}", o.row.setting));
+                continue;
+            }
+            RowState::Ran { runs, errors, .. } => {
+                for (dir, e) in errors {
+                    notes.push(format!("run {} failed: {e}", dir.display()));
+                }
+                runs
+            }
+        };
+        for (spec, summary) in specs {
+            if summary.is_none() {
+                notes.push(format!("run {} has not finished", spec.dir.display()));
+                continue;
+            }
+            let path = spec.dir.join("metrics.jsonl");
+            let records =
+                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+            let nan = f64::NAN;
+            let mut t = Trajectory {
+                label: format!(
+                    "η={}, S={}",
+                    spec.config.optim.lr, spec.config.data.batch_size
+                ),
+                lr: spec.config.optim.lr,
+                batch: spec.config.data.batch_size,
+                seed: spec.seed,
+                step: vec![],
+                epoch: vec![],
+                acc: vec![],
+                lambda_h: vec![],
+                lambda_k: vec![],
+                k_trace: vec![],
+                k_ratio: vec![],
+            };
+            if profile.seeds.len() > 1 {
+                t.label.push_str(&format!(", seed {}", spec.seed));
+            }
+            for r in &records {
+                let (Some(c), Some(acc)) = (&r.curvature, r.measure_acc) else {
+                    continue;
+                };
+                t.step.push(r.step as f64);
+                t.epoch.push(r.epoch);
+                t.acc.push(acc);
+                t.lambda_h.push(c.lambda_h.first().copied().unwrap_or(nan));
+                t.lambda_k.push(c.lambda_k1.unwrap_or(nan));
+                t.k_trace.push(c.k_trace.unwrap_or(nan));
+                t.k_ratio.push(c.k_ratio.unwrap_or(nan));
+            }
+            runs.push(t);
+        }
+    }
+    Ok(Sweep {
+        exp,
+        profile,
+        runs,
+        notes,
+    })
+}
+
+/// Step between compared accuracy levels: 5 points, 10 when the runs span more than 40.
+pub(crate) fn level_step(runs: &[Trajectory]) -> f64 {
+    let best = runs
+        .iter()
+        .flat_map(|r| r.acc.iter().copied())
+        .fold(0.0, f64::max);
+    let start = runs
+        .iter()
+        .filter_map(|r| r.acc.first().copied())
+        .fold(1.0, f64::min);
+    if best - start > 0.4 {
+        0.1
+    } else {
+        0.05
+    }
+}
+
+/// Every level at which at least one run can be read (above every run's start, up to the
+/// best accuracy of any run), for the per-level tables.
+pub(crate) fn table_levels(runs: &[Trajectory], step: f64) -> Vec<f64> {
+    let start = runs
+        .iter()
+        .filter_map(|r| r.acc.first().copied())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let best = runs
+        .iter()
+        .flat_map(|r| r.acc.iter().copied())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !(start.is_finite() && best.is_finite()) {
+        return vec![];
+    }
+    // One stand-in run from the latest start to the best accuracy.
+    let span = [
+        AccPoint {
+            acc: start,
+            value: 0.0,
+        },
+        AccPoint {
+            acc: best,
+            value: 0.0,
+        },
+    ];
+    matched_levels(&[&span], step)
+}
+
+/// Groups of run indices that share everything but one setting: `key` gives what they share.
+pub(crate) fn group_by<K: PartialEq + Clone>(
+    runs: &[Trajectory],
+    key: impl Fn(&Trajectory) -> K,
+) -> Vec<(K, Vec<usize>)> {
+    let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let k = key(r);
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    groups
+}
+
+/// The accuracy levels all runs of a group reach (see `matched_levels`).
+pub(crate) fn group_levels(runs: &[Trajectory], idx: &[usize], step: f64) -> Vec<f64> {
+    let pts: Vec<Vec<AccPoint>> = idx.iter().map(|&i| runs[i].acc_points()).collect();
+    let refs: Vec<&[AccPoint]> = pts.iter().map(Vec::as_slice).collect();
+    matched_levels(&refs, step)
+}
+
+/// `x%` for a level in [0, 1].
+pub(crate) fn pct(level: f64) -> String {
+    format!("{:.0}%", 100.0 * level)
+}
+
+/// Which metric of a trajectory.
+pub(crate) type Metric = fn(&Trajectory) -> &[f64];
+
+/// One plot series per run: (scale · x, metric) at the points where the metric was measured.
+pub(crate) fn series(
+    runs: &[Trajectory],
+    x: fn(&Trajectory) -> Vec<f64>,
+    m: Metric,
+    scale: f64,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    runs.iter()
+        .map(|t| {
+            let pts = Trajectory::curve(&x(t), m(t))
+                .into_iter()
+                .map(|(a, b)| (scale * a, b))
+                .collect();
+            (t.label.clone(), pts)
+        })
+        .collect()
+}
+
+/// A line chart without bounds (its x ticks sit at round values also when x starts anywhere).
+pub(crate) fn plain_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    line_chart_with_bounds(title, x_label, y_label, series, &[], "")
+}
+
+/// The x label of the plots against training accuracy.
+pub(crate) const ACC_AXIS: &str = "best training accuracy so far (%, measurement subset)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lr: f64, batch: usize, acc: &[f64]) -> Trajectory {
+        Trajectory {
+            label: format!("η={lr}, S={batch}"),
+            lr,
+            batch,
+            seed: 0,
+            step: (0..acc.len()).map(|i| i as f64).collect(),
+            epoch: (0..acc.len()).map(|i| i as f64).collect(),
+            acc: acc.to_vec(),
+            lambda_h: vec![1.0; acc.len()],
+            lambda_k: vec![1.0; acc.len()],
+            k_trace: vec![1.0; acc.len()],
+            k_ratio: vec![1.0; acc.len()],
+        }
+    }
+
+    #[test]
+    fn every_profile_is_an_eta_by_batch_grid_of_tracked_plain_sgd_runs() {
+        let def = project_root()
+            .join("experiments")
+            .join(format!("{DEFINITION}.toml"));
+        let exp = Experiment::load(&def).unwrap();
+        for name in ["smoke", "cpu", "paper"] {
+            let profile = exp.profile(name).unwrap();
+            let mut cells = std::collections::BTreeSet::new();
+            for row in exp.rows_in(name) {
+                for s in exp
+                    .expand_row(name, row, std::path::Path::new("/r"))
+                    .unwrap()
+                {
+                    let c = &s.config;
+                    assert_eq!(c.optim.momentum, 0.0, "{name}: plain SGD");
+                    assert!(
+                        c.tracking.curvature && c.tracking.lanczos_iters > 0,
+                        "{name}"
+                    );
+                    assert!(cells.insert((c.optim.lr.to_bits(), c.data.batch_size, s.seed)));
+                }
+            }
+            let batches = exp.rows_in(name).len();
+            assert!(batches >= 2 && profile.lr_grid.len() >= 2, "{name}");
+            assert_eq!(
+                cells.len(),
+                batches * profile.lr_grid.len() * profile.seeds.len()
+            );
+        }
+    }
+
+    #[test]
+    fn levels_groups_and_best_accuracy_so_far() {
+        let runs = [
+            run(0.1, 16, &[0.1, 0.3, 0.25, 0.5]),
+            run(0.03, 16, &[0.12, 0.2, 0.33]),
+            run(0.1, 64, &[0.09, 0.22]),
+        ];
+        assert_eq!(runs[0].best_acc_so_far(), vec![0.1, 0.3, 0.3, 0.5]);
+        // Span 0.5 − 0.09 > 0.4: steps of 10 points.
+        assert_eq!(level_step(&runs), 0.1);
+        assert_eq!(level_step(&runs[1..]), 0.05);
+        // Tables: above the latest start (0.12) up to the best of any run (0.5).
+        assert_eq!(table_levels(&runs, 0.1), vec![0.2, 0.3, 0.4, 0.5]);
+        // Groups by S, and the levels all runs of the S = 16 group reach (up to 0.33).
+        let by_s = group_by(&runs, |t| t.batch);
+        assert_eq!(by_s, vec![(16, vec![0, 1]), (64, vec![2])]);
+        assert_eq!(group_levels(&runs, &by_s[0].1, 0.1), vec![0.2, 0.3]);
+        assert_eq!(pct(0.3), "30%");
+    }
+}
