@@ -3,6 +3,7 @@
 mod batch_variance;
 mod break_even;
 mod break_even_runs;
+mod early_phase;
 mod edge_of_stability;
 mod fetch;
 mod fisher_explosion;

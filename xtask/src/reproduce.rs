@@ -107,6 +107,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         "fisher-explosion" => return crate::fisher_explosion::reproduce(args),
         "edge-of-stability" => return crate::edge_of_stability::reproduce(args),
         "lca" => return crate::lca::reproduce(args),
+        "early-phase" => return crate::early_phase::reproduce(args),
         "break-even" => return crate::break_even::reproduce(args),
         "batch-variance" => return crate::batch_variance::reproduce(args),
         _ => {}
@@ -385,7 +386,14 @@ pub(crate) fn profile_device(args: &ReproduceArgs, base: &toml::Table) -> String
     })
 }
 
+/// Writes `text` atomically. A plot (`*.svg`) also gets its PNG rendering beside it (issue 7:
+/// every plot as SVG and PNG), so every page's plots come in both formats.
 pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
+    if path.extension().is_some_and(|e| e == "svg") {
+        return breakeven_runner::plot::write_svg_and_png(path, text)
+            .map(|_| ())
+            .with_context(|| format!("writing {} and its PNG", path.display()));
+    }
     breakeven_runner::atomic::write_atomic(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -246,6 +246,280 @@ pub fn line_chart(
     out
 }
 
+/// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
+pub use crate::raster::write_svg_and_png;
+
+/// Marker shapes that tell scatter series apart independently of the colour scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Circle,
+    Triangle,
+    Square,
+    Diamond,
+}
+
+impl Marker {
+    /// The i-th shape (cycling).
+    pub fn nth(i: usize) -> Self {
+        [Self::Circle, Self::Triangle, Self::Square, Self::Diamond][i % 4]
+    }
+
+    fn svg(self, x: f64, y: f64, fill: &str, tip: &str) -> String {
+        let r = 5.0;
+        let body = match self {
+            Self::Circle => format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="{r}""#),
+            Self::Square => format!(
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}""#,
+                x - r * 0.85,
+                y - r * 0.85,
+                r * 1.7,
+                r * 1.7
+            ),
+            Self::Triangle => format!(
+                r#"<polygon points="{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}""#,
+                y - r * 1.2,
+                x - r * 1.1,
+                y + r * 0.8,
+                x + r * 1.1,
+                y + r * 0.8
+            ),
+            Self::Diamond => format!(
+                r#"<polygon points="{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}""#,
+                y - r * 1.2,
+                x + r,
+                y + r * 1.2,
+                x - r
+            ),
+        };
+        format!(
+            r#"{body} fill="{fill}" stroke="black" stroke-width="0.6"><title>{}</title></{}>"#,
+            esc(tip),
+            self.tag()
+        )
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Circle => "circle",
+            Self::Square => "rect",
+            Self::Triangle | Self::Diamond => "polygon",
+        }
+    }
+}
+
+/// One scatter series: points (x, y, colour value) drawn with one marker shape, optionally
+/// joined in order by a thin line (a trajectory).
+#[derive(Debug, Clone)]
+pub struct ScatterSeries {
+    pub label: String,
+    pub marker: Marker,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// Viridis (perceptually uniform, colour-blind safe) at five stops.
+const VIRIDIS: [(f64, f64, f64); 5] = [
+    (68.0, 1.0, 84.0),
+    (59.0, 82.0, 139.0),
+    (33.0, 145.0, 140.0),
+    (94.0, 201.0, 98.0),
+    (253.0, 231.0, 37.0),
+];
+
+/// The viridis colour of `t` ∈ [0, 1] (clamped) as `#rrggbb`.
+pub fn viridis(t: f64) -> String {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (VIRIDIS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = pos - i as f64;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    let mix = |u: f64, v: f64| (u + (v - u) * f).round() as u8;
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        mix(a.0, b.0),
+        mix(a.1, b.1),
+        mix(a.2, b.2)
+    )
+}
+
+/// Colour of points whose colour value is not finite.
+const NO_VALUE: &str = "#bbbbbb";
+
+/// A scatter plot coloured by a continuous value (viridis, with a labelled colour bar), one
+/// marker shape per series, and with `connect` a thin line through each series in order
+/// (solid for the first series, dashed for the others). Points with a non-finite x or y are
+/// skipped; a non-finite colour value is drawn grey.
+pub fn scatter_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    colour_label: &str,
+    series: &[ScatterSeries],
+    connect: bool,
+) -> String {
+    let finite = |p: &&(f64, f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all = || series.iter().flat_map(|s| s.points.iter()).filter(finite);
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    let (mut c_lo, mut c_hi) = (f64::MAX, f64::MIN);
+    for &(x, y, c) in all() {
+        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
+        if c.is_finite() {
+            (c_lo, c_hi) = (c_lo.min(c), c_hi.max(c));
+        }
+    }
+    if x_lo > x_hi {
+        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if c_lo > c_hi {
+        (c_lo, c_hi) = (0.0, 1.0);
+    }
+    let (y_lo, y_hi, y_step) = ticks(y_lo, y_hi);
+    let (x_lo, x_hi, x_step) = ticks(x_lo, x_hi);
+    let (c_lo, c_hi, c_step) = ticks(c_lo, c_hi);
+    let mut out = String::new();
+    frame(&mut out, title, x_label, y_label);
+    let y = y_axis(&mut out, y_lo, y_hi, y_step);
+    let x = |v: f64| LEFT + (v - x_lo) / (x_hi - x_lo) * (W - RIGHT - LEFT);
+    let mut t = x_lo;
+    while t <= x_hi + x_step * 1e-9 {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{xt:.1}" x2="{xt:.1}" y1="{TOP}" y2="{}" stroke="#eee"/><text x="{xt:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            H - BOTTOM,
+            H - BOTTOM + 16.0,
+            fmt_tick(t),
+            xt = x(t)
+        );
+        t += x_step;
+    }
+    let colour = |c: f64| {
+        if c.is_finite() {
+            viridis((c - c_lo) / (c_hi - c_lo))
+        } else {
+            NO_VALUE.to_string()
+        }
+    };
+    if connect {
+        for (i, s) in series.iter().enumerate() {
+            let path: Vec<String> = s
+                .points
+                .iter()
+                .filter(finite)
+                .map(|&(a, b, _)| format!("{:.1},{:.1}", x(a), y(b)))
+                .collect();
+            let dash = if i == 0 {
+                ""
+            } else {
+                r#" stroke-dasharray="5 3""#
+            };
+            let _ = writeln!(
+                out,
+                r##"<polyline fill="none" stroke="#777" stroke-width="1"{dash} points="{}"/>"##,
+                path.join(" ")
+            );
+        }
+    }
+    for s in series {
+        for &(a, b, c) in s.points.iter().filter(finite) {
+            let tip = format!(
+                "{}: ({}, {}), {colour_label} = {}",
+                s.label,
+                fmt_tick(a),
+                fmt_tick(b),
+                if c.is_finite() {
+                    fmt_tick(c)
+                } else {
+                    "—".into()
+                }
+            );
+            let _ = writeln!(out, "{}", s.marker.svg(x(a), y(b), &colour(c), &tip));
+        }
+    }
+    // Legend: one grey marker (and line style) per series.
+    for (i, s) in series.iter().enumerate() {
+        let (lx, ly) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * i as f64);
+        if connect {
+            let dash = if i == 0 {
+                ""
+            } else {
+                r#" stroke-dasharray="5 3""#
+            };
+            let _ = writeln!(
+                out,
+                r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="#777"{dash}/>"##,
+                lx + 16.0
+            );
+        }
+        let _ = writeln!(out, "{}", s.marker.svg(lx + 8.0, ly, "#999", &s.label));
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            lx + 22.0,
+            ly + 4.0,
+            esc(&s.label)
+        );
+    }
+    colour_bar(
+        &mut out,
+        colour_label,
+        c_lo,
+        c_hi,
+        c_step,
+        TOP + 30.0 + 20.0 * series.len() as f64,
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A vertical colour bar in the right margin from `top` to the bottom of the plot area, with
+/// tick labels and its title above it.
+fn colour_bar(out: &mut String, label: &str, lo: f64, hi: f64, step: f64, top: f64) {
+    const STRIPS: usize = 64;
+    let (bx, bw) = (W - RIGHT + 20.0, 16.0);
+    let top = top + 16.0;
+    let bottom = H - BOTTOM;
+    let _ = writeln!(
+        out,
+        r#"<text x="{bx}" y="{:.1}" class="colour-bar-label">{}</text>"#,
+        top - 8.0,
+        esc(label)
+    );
+    let h = (bottom - top) / STRIPS as f64;
+    for k in 0..STRIPS {
+        // Strip k (from the bottom) shows the colour of its centre value.
+        let t = (k as f64 + 0.5) / STRIPS as f64;
+        let _ = writeln!(
+            out,
+            r#"<rect class="colour-bar" x="{bx}" y="{:.2}" width="{bw}" height="{:.2}" fill="{}"/>"#,
+            bottom - (k + 1) as f64 * h,
+            h + 0.3,
+            viridis(t)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<rect x="{bx}" y="{top:.1}" width="{bw}" height="{:.1}" fill="none" stroke="black" stroke-width="0.6"/>"#,
+        bottom - top
+    );
+    let mut t = lo;
+    while t <= hi + step * 1e-9 {
+        let ty = bottom - (t - lo) / (hi - lo) * (bottom - top);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{}" x2="{}" y1="{ty:.1}" y2="{ty:.1}" stroke="black"/><text x="{}" y="{:.1}">{}</text>"#,
+            bx + bw,
+            bx + bw + 4.0,
+            bx + bw + 7.0,
+            ty + 4.0,
+            fmt_tick(t)
+        );
+        t += step;
+    }
+}
+
 /// A dashed horizontal line at `y` in the colour of series number `series`, with a marker at
 /// (`mark_x`, `y`) when given: a run's stability bound 2/η and where its λ_H^1 first meets it.
 #[derive(Debug, Clone, PartialEq)]
@@ -392,6 +666,71 @@ mod tests {
         );
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn scatter_chart_has_markers_per_series_colour_bar_and_labels() {
+        let series = vec![
+            ScatterSeries {
+                label: "η = 0.1".into(),
+                marker: Marker::Circle,
+                points: vec![(0.0, 0.0, 1.0), (1.0, 2.0, 3.0), (f64::NAN, 1.0, 2.0)],
+            },
+            ScatterSeries {
+                label: "η = 0.01".into(),
+                marker: Marker::Triangle,
+                points: vec![(0.0, 0.0, 1.0), (-1.0, 1.5, f64::NAN), (-2.0, 3.0, 5.0)],
+            },
+        ];
+        let svg = scatter_chart(
+            "PCA <of> predictions",
+            "PC1",
+            "PC2",
+            "log10 λ_K^1",
+            &series,
+            true,
+        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            svg.contains("PCA &lt;of&gt; predictions")
+                && svg.contains(">PC1<")
+                && svg.contains("log10 λ_K^1")
+        );
+        // Two finite circles + one legend circle; three triangles + one legend triangle.
+        assert_eq!(svg.matches("<circle").count(), 2 + 1);
+        assert_eq!(svg.matches("<polygon").count(), 3 + 1);
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            2,
+            "one trajectory line per series"
+        );
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            2,
+            "second series dashed (line and legend)"
+        );
+        assert!(!svg.contains("NaN"));
+        // The colour bar: 64 strips from the lowest to the highest colour, labelled ticks.
+        assert_eq!(svg.matches(r#"class="colour-bar""#).count(), 64);
+        assert!(
+            svg.contains(r##"fill="#bbbbbb""##),
+            "non-finite colour value drawn grey"
+        );
+        assert!(svg.contains(&format!(r#"fill="{}""#, viridis(0.0))) || svg.contains("#440154"));
+        assert!(
+            svg.contains(">1<") && svg.contains(">5<"),
+            "colour-bar ticks cover 1..5"
+        );
+    }
+
+    #[test]
+    fn viridis_runs_from_purple_to_yellow_and_clamps() {
+        assert_eq!(viridis(0.0), "#440154");
+        assert_eq!(viridis(1.0), "#fde725");
+        assert_eq!(viridis(-3.0), viridis(0.0));
+        assert_eq!(viridis(7.0), viridis(1.0));
+        assert_eq!(viridis(0.5), "#21918c");
+        assert_eq!(Marker::nth(5), Marker::Triangle);
     }
 
     #[test]

@@ -89,6 +89,28 @@ pub fn run_table(
     execute: bool,
     progress: &mut dyn TableProgress,
 ) -> Result<Vec<RowOutcome>, RunError> {
+    run_table_with(
+        exp,
+        profile,
+        root,
+        data_roots,
+        execute,
+        progress,
+        &TrainOptions::default(),
+    )
+}
+
+/// As [`run_table`], training every run with `options` (its `data_dir` and `bar` are set per
+/// run; e.g. `keep_all_checkpoints` for analyses of whole trajectories).
+pub fn run_table_with(
+    exp: &Experiment,
+    profile: &str,
+    root: &Path,
+    data_roots: &[PathBuf],
+    execute: bool,
+    progress: &mut dyn TableProgress,
+    options: &TrainOptions,
+) -> Result<Vec<RowOutcome>, RunError> {
     exp.profile(profile)?;
     let rows = exp.rows_in(profile);
     // Expand (and so validate) every row first: a bad definition fails before any training.
@@ -128,7 +150,7 @@ pub fn run_table(
             let opts = TrainOptions {
                 data_dir: data_dir.clone(),
                 bar: progress.run_bar(),
-                ..Default::default()
+                ..options.clone()
             };
             if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
                 tracing::error!(run = %spec.dir.display(), "failed: {e}");

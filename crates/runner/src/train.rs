@@ -34,6 +34,9 @@ pub struct TrainOptions {
     pub bar: Option<indicatif::ProgressBar>,
     /// Test hook: return `Interrupted` right after this step, as if the process were killed.
     pub stop_after_step: Option<u64>,
+    /// Keep every checkpoint instead of only the newest few (analyses of the whole trajectory,
+    /// e.g. the early-phase embedding, read them all back).
+    pub keep_all_checkpoints: bool,
 }
 
 /// How a call to [`train`] ended.
@@ -194,7 +197,9 @@ pub fn train(
                 &state,
                 &rng,
             )?;
-            prune_checkpoints(&ckpt_dir, KEEP_CHECKPOINTS)?;
+            if !opts.keep_all_checkpoints {
+                prune_checkpoints(&ckpt_dir, KEEP_CHECKPOINTS)?;
+            }
         }
         if let Some(b) = &bar {
             b.set_position(state.step);
