@@ -8,6 +8,7 @@
 
 use candle_core::Var;
 
+use crate::detached::backward_detached;
 use crate::error::{CurvatureError, Result};
 use crate::linalg::{axpy, dot, jacobi_eigen, scale};
 use crate::loss::{batch_loss, LossFn};
@@ -46,7 +47,7 @@ pub fn per_example_gradients<L: LossFn + ?Sized>(
                 reason: format!("per-example gradients need batches of one example, got {size}"),
             });
         }
-        data.extend(grads_to_vec(&l.backward()?, vars)?);
+        data.extend(grads_to_vec(&backward_detached(&l)?, vars)?);
         losses.push(
             l.flatten_all()?
                 .to_dtype(candle_core::DType::F64)?

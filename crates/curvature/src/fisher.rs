@@ -10,6 +10,7 @@ use candle_core::{DType, IndexOp, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::detached::backward_detached;
 use crate::error::{CurvatureError, Result};
 use crate::ggn::{sandwich, softmax_hessian_times};
 use crate::operator::{check_len, LinearOperator};
@@ -172,7 +173,7 @@ pub fn fisher_trace<F: LogitsFn + ?Sized>(
         };
         for (n, pn) in p.iter().enumerate() {
             let sq_norm = |c: usize| -> Result<f64> {
-                let g = grads_to_vec(&logp.i((n, c))?.backward()?, vars)?;
+                let g = grads_to_vec(&backward_detached(&logp.i((n, c))?)?, vars)?;
                 Ok(g.iter().map(|x| x * x).sum())
             };
             match (kind, rng.as_mut()) {

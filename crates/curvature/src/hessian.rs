@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use candle_core::{Tensor, Var};
 
+use crate::detached::backward_detached;
 use crate::error::{CurvatureError, Result};
 use crate::linalg::{axpy, scale};
 use crate::loss::{batch_loss, loss_and_gradient, LossFn};
@@ -128,7 +129,8 @@ fn hvp_of_batch(grads: &[Option<Tensor>], vars: &[Var], vt: &[Tensor]) -> Result
         }
     }
     match s {
-        Some(s) => Ok(Some(grads_to_vec(&s.backward()?, vars)?)),
+        // Nothing differentiates Hv again: no graph needs keeping (detached.rs).
+        Some(s) => Ok(Some(grads_to_vec(&backward_detached(&s)?, vars)?)),
         None => Ok(None),
     }
 }

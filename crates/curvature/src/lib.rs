@@ -45,6 +45,7 @@
 
 mod covariance;
 mod dense;
+mod detached;
 mod error;
 mod fisher;
 mod ggn;
@@ -69,6 +70,7 @@ pub use covariance::{
     CovarianceSummary, Normalization, PerExampleGradients,
 };
 pub use dense::DenseMatrix;
+pub use detached::{backward_detached, detached_worker_available};
 pub use error::{CurvatureError, Result};
 pub use fisher::{fisher_trace, FisherKind, FisherOperator, FisherTrace};
 pub use ggn::{GgnOperator, OutputLoss};
@@ -83,7 +85,7 @@ pub use loss::{loss_and_gradient, BatchedLoss, LossFn, Reduction};
 pub use operator::{materialize, Counted, LinearOperator};
 pub use params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
 pub use power::{power_iteration, PowerConfig, PowerEstimate};
-pub use probe::{check_double_backprop, enable_double_backprop};
+pub use probe::{candle_keeps_graphs, check_double_backprop, enable_double_backprop};
 pub use slq::{spectral_density, SlqConfig, SpectralDensity};
 pub use softmax::{log_softmax, softmax_detached, BatchedLogits, LogitsFn};
 pub use summary::{hessian_summary, HessianSummary, HessianSummaryConfig, TraceMethod};

@@ -7,6 +7,7 @@
 
 use candle_core::{Tensor, Var};
 
+use crate::detached::backward_detached;
 use crate::error::{CurvatureError, Result};
 use crate::linalg::{axpy, scale};
 use crate::params::{grads_to_vec, num_params};
@@ -118,7 +119,7 @@ pub fn loss_and_gradient<L: LossFn + ?Sized>(
     let (mut value, mut total) = (0.0, 0usize);
     for b in 0..nb {
         let (l, n) = batch_loss(loss, b)?;
-        let grads = l.backward()?;
+        let grads = backward_detached(&l)?;
         axpy(n as f64, &grads_to_vec(&grads, vars)?, &mut g);
         value += n as f64
             * l.flatten_all()?

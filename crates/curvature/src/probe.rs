@@ -27,6 +27,9 @@ pub fn enable_double_backprop() -> Result<()> {
         .map(|s| !s.is_empty() && s != "0")
         .unwrap_or(false);
     if !set {
+        // The worker that runs last backward passes without graphs latches Candle's flag off
+        // now, before the variable is set (detached.rs).
+        crate::detached::start_worker();
         // Racy only against concurrent environment reads; see the doc comment.
         std::env::set_var(VAR, "1");
     }
@@ -35,6 +38,22 @@ pub fn enable_double_backprop() -> Result<()> {
 
 /// Runs the probe `d²/dx² x³ |_{x=1} = 6` on the current thread.
 pub fn check_double_backprop() -> Result<()> {
+    let got = probe_second_derivative()?;
+    if (got - 6.0).abs() > 1e-9 {
+        return Err(CurvatureError::DoubleBackpropDisabled { got });
+    }
+    Ok(())
+}
+
+/// Whether Candle keeps gradient graphs on the current thread, i.e. whether double backprop
+/// works here (latching Candle's flag if this is the thread's first backward pass).
+pub fn candle_keeps_graphs() -> Result<bool> {
+    Ok((probe_second_derivative()? - 6.0).abs() <= 1e-9)
+}
+
+/// `d²/dx² x³` at x = 1 by double backprop: 6 when Candle keeps graphs, something else (4 in
+/// Candle 0.11) when it detaches the intermediate gradients.
+fn probe_second_derivative() -> Result<f64> {
     let x = Var::new(1.0f64, &Device::Cpu)?;
     let t = x.as_tensor();
     let y = t.mul(t)?.mul(t)?;
@@ -45,14 +64,10 @@ pub fn check_double_backprop() -> Result<()> {
             "probe first derivative (missing)",
         ))?
         .clone();
-    let got = match dy.backward()?.get(t) {
+    Ok(match dy.backward()?.get(t) {
         Some(d2) => d2.to_dtype(DType::F64)?.to_scalar::<f64>()?,
         None => 0.0,
-    };
-    if (got - 6.0).abs() > 1e-9 {
-        return Err(CurvatureError::DoubleBackpropDisabled { got });
-    }
-    Ok(())
+    })
 }
 
 /// Remembers which threads passed the probe, so operators re-probe when moved to a new thread.

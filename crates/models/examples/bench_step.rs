@@ -79,6 +79,13 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
 
 /// The child: build the model, time `kind`, print `RESULT {json}`.
 fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Result<()> {
+    if kind == "hvp" {
+        breakeven_curvature::enable_double_backprop()?;
+        anyhow::ensure!(
+            breakeven_curvature::detached_worker_available(),
+            "no detached backward worker"
+        );
+    }
     let spec: ModelSpec = serde_json::from_str(spec_json)?;
     let model = build(&spec, (3, 32, 32), 10, DType::F32, &Device::Cpu, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -101,7 +108,8 @@ fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Resu
                 for (p, v) in model.params().iter().zip(&v) {
                     gv = (gv + (g.get(&p.var).expect("parameter in graph") * v)?.sum_all()?)?;
                 }
-                let h = gv.backward()?;
+                // As breakeven-curvature's HessianOperator: the last pass keeps no graph.
+                let h = breakeven_curvature::backward_detached(&gv)?;
                 h.get(&model.params()[0].var)
                     .expect("parameter in graph")
                     .sum_all()?
@@ -265,10 +273,9 @@ fn main() -> anyhow::Result<()> {
             ours_cmd
                 .args(["--child", spec, kind, &reps, &batch])
                 .env("RAYON_NUM_THREADS", &threads);
-            // Double backprop needs Candle's graphs kept (SCIENCE.md §7); only the HVP child sets it.
-            if kind == "hvp" {
-                ours_cmd.env("CANDLE_GRAD_DO_NOT_DETACH", "1");
-            }
+            // Double backprop needs Candle's graphs kept (SCIENCE.md §7): the HVP child turns
+            // it on itself (enable_double_backprop), after starting the detached worker.
+            ours_cmd.env_remove("CANDLE_GRAD_DO_NOT_DETACH");
             let mut torch_cmd = Command::new("python3");
             torch_cmd.args([script, "--model", key, "--kind", kind, "--reps", &reps]);
             torch_cmd.args(["--batch", &batch, "--threads", &threads]);
