@@ -7,6 +7,7 @@
 //! they must not move the running statistics a second time. When P is taken on the whole batch,
 //! the plain pass's logits are reused: they are the same function of θ.
 
+use breakeven_curvature::backward_detached;
 use breakeven_models::{cross_entropy, Mode, Model};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
@@ -149,8 +150,16 @@ impl Penalizer {
         let fuse = applied && double && cfg.alpha != 0.0;
         let plain_needed =
             !fuse || (whole && matches!(cfg.kind, PenaltyKind::Gp | PenaltyKind::Gpx));
+        // GP/GPx on the whole batch differentiate this gradient again; every other plain
+        // gradient is only read, so its pass keeps no graph (breakeven_curvature::detached).
+        let again =
+            applied && double && whole && matches!(cfg.kind, PenaltyKind::Gp | PenaltyKind::Gpx);
         let plain_store = if plain_needed {
-            Some(loss_t.backward()?)
+            Some(if again {
+                loss_t.backward()?
+            } else {
+                backward_detached(&loss_t)?
+            })
         } else {
             None
         };
@@ -328,7 +337,7 @@ impl Ctx<'_> {
             Some((loss, alpha)) => (loss + p.affine(alpha, 0.0)?)?,
             None => p,
         };
-        let dp = grads_of(self.params, &target.backward()?)?
+        let dp = grads_of(self.params, &backward_detached(&target)?)?
             .iter()
             .map(Tensor::detach)
             .collect();

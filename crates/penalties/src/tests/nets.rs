@@ -15,11 +15,14 @@ use rand_chacha::ChaCha8Rng;
 
 /// Double backprop needs `CANDLE_GRAD_DO_NOT_DETACH` set before this thread's first backward:
 /// candle-core reads it once per thread into a thread-local (`backprop.rs`). Every test calls
-/// this first; setting it once per process is enough since each test thread reads it afresh.
+/// this first, as the runner does: the first call also starts curvature's detaching worker, so
+/// these tests check the penalized gradients that run their last pass there.
 pub fn enable_double_backprop() {
     static ONCE: Once = Once::new();
-    // Edition 2021: `set_var` is a safe fn; std serializes it with its own environment lock.
-    ONCE.call_once(|| std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1"));
+    ONCE.call_once(|| {
+        breakeven_curvature::enable_double_backprop().expect("double backprop on this thread");
+    });
+    breakeven_curvature::check_double_backprop().expect("double backprop on this thread");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
