@@ -15,32 +15,6 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 
 use super::conv_cpu::{self, Elem, Geom};
 
-thread_local! {
-    /// Whether Candle keeps gradient graphs on this thread (`CANDLE_GRAD_DO_NOT_DETACH`, which
-    /// its `backprop.rs` latches once per thread). Without it Candle detaches every gradient,
-    /// so our backward ops need not record a graph either: that keeps each layer's output
-    /// gradient from living on in the GradStore. Asked of Candle, not read from the
-    /// environment: a thread may have latched before the variable changed (breakeven-curvature
-    /// runs last backward passes on such a thread).
-    static DO_NOT_DETACH: bool = candle_keeps_graphs().unwrap_or(true);
-}
-
-/// Whether Candle keeps graphs here: d²/dx² x³ at 1 comes out 6 only then (4 when Candle
-/// detaches intermediate gradients). The same probe as breakeven-curvature's, which this
-/// crate cannot depend on. Latches Candle's flag if this is the thread's first backward pass,
-/// exactly as the pass about to run would.
-fn candle_keeps_graphs() -> Result<bool> {
-    let x = candle_core::Var::new(1.0f64, &candle_core::Device::Cpu)?;
-    let t = x.as_tensor();
-    let dy = t.mul(t)?.mul(t)?.backward()?.get(t).cloned();
-    let Some(dy) = dy else { return Ok(false) };
-    let d2 = match dy.backward()?.get(t) {
-        Some(d2) => d2.to_scalar::<f64>()?,
-        None => 0.0,
-    };
-    Ok((d2 - 6.0).abs() < 1e-9)
-}
-
 /// Applies a backward op, recording it for double backprop only when Candle keeps graphs.
 fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
     a: &Tensor,
@@ -48,7 +22,7 @@ fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
     op: C,
 ) -> Result<Tensor> {
     let (a, b) = (a.contiguous()?, b.contiguous()?);
-    if DO_NOT_DETACH.with(|d| *d) {
+    if super::grad_graphs_kept() {
         a.apply_op2(&b, op)
     } else {
         a.apply_op2_no_bwd(&b, &op)
@@ -61,7 +35,7 @@ pub(super) fn apply_bwd1<C: CustomOp1 + Send + Sync + 'static>(
     op: C,
 ) -> Result<Tensor> {
     let a = a.contiguous()?;
-    if DO_NOT_DETACH.with(|d| *d) {
+    if super::grad_graphs_kept() {
         a.apply_op1(op)
     } else {
         a.apply_op1_no_bwd(&op)
