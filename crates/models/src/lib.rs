@@ -1,6 +1,7 @@
 //! Model architectures for breakeven, with PyTorch `state_dict` names, seeded initialization
 //! and operations whose first- and second-order gradients are proven right.
 
+mod alloc;
 pub mod arch;
 mod error;
 pub mod init;
@@ -12,6 +13,7 @@ pub mod reference;
 mod spec;
 pub mod store;
 
+pub use alloc::keep_freed_memory;
 pub use error::ModelError;
 pub use loss::{accuracy, correct_count, cross_entropy};
 pub use spec::{build, ModelSpec};

@@ -64,6 +64,8 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.quiet);
+    // Reuse freed activation buffers instead of faulting in fresh pages every step.
+    breakeven_models::keep_freed_memory();
     let progress = !cli.quiet;
     match cli.command {
         Command::Train {
