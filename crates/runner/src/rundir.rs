@@ -77,16 +77,30 @@ impl RunDir {
     pub fn create(&self, config: &RunConfig) -> Result<(), RunError> {
         std::fs::create_dir_all(self.checkpoint_dir()).map_err(|e| RunError::io(&self.root, e))?;
         if self.config_path().exists() {
-            let old = RunConfig::load(&self.config_path())?;
-            if !same_run(&old, config) {
-                return Err(RunError::RunDir {
-                    path: self.root.clone(),
-                    message: "holds a run with a different config; choose another --run-dir".into(),
-                });
-            }
-            return Ok(());
+            return self.check_same(config);
         }
         write_atomic(&self.config_path(), config.to_toml()?.as_bytes())
+    }
+
+    /// Refuses a directory whose run (finished or not) has another config than `config`,
+    /// naming the keys that differ: a finished cell of a sweep must never be reused for a
+    /// changed definition. A directory without a config passes.
+    pub fn check_same(&self, config: &RunConfig) -> Result<(), RunError> {
+        if !self.config_path().exists() {
+            return Ok(());
+        }
+        let old = RunConfig::load(&self.config_path())?;
+        if same_run(&old, config) {
+            return Ok(());
+        }
+        Err(RunError::RunDir {
+            path: self.root.clone(),
+            message: format!(
+                "holds a run with a different config ({} differ); remove it or choose another \
+                 --run-dir / --runs-dir",
+                differing_keys(&old, config).join(", ")
+            ),
+        })
     }
 
     /// The resolved config of an existing run.
@@ -125,12 +139,54 @@ impl RunDir {
 }
 
 /// Configs equal up to provenance (a resumed run may be on a later commit or another data path).
-fn same_run(a: &RunConfig, b: &RunConfig) -> bool {
-    let strip = |c: &RunConfig| RunConfig {
+fn strip(c: &RunConfig) -> RunConfig {
+    RunConfig {
         provenance: None,
         ..c.clone()
-    };
+    }
+}
+
+fn same_run(a: &RunConfig, b: &RunConfig) -> bool {
     strip(a) == strip(b)
+}
+
+/// Dotted keys whose values differ between two configs (provenance aside).
+fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
+    fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let flat = |c: &RunConfig| {
+        let mut out = Vec::new();
+        if let Ok(v) = toml::Value::try_from(strip(c)) {
+            flatten("", &v, &mut out);
+        }
+        out
+    };
+    let (fa, fb) = (flat(a), flat(b));
+    let mut keys: Vec<String> = fa
+        .iter()
+        .filter(|kv| !fb.contains(kv))
+        .chain(fb.iter().filter(|kv| !fa.contains(kv)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        keys.push("some values".into());
+    }
+    keys
 }
 
 /// `git rev-parse HEAD` (+ `-dirty` when the tree has changes), or `unknown` outside a checkout.

@@ -58,6 +58,7 @@ pub fn train(
 ) -> Result<Outcome, RunError> {
     config.validate()?;
     if let Some(summary) = run_dir.summary()? {
+        run_dir.check_same(config)?;
         tracing::info!(run = %run_dir.root.display(), "already finished");
         return Ok(Outcome::Finished(summary));
     }

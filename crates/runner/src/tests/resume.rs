@@ -223,3 +223,30 @@ fn killed_process_resumes_bit_identically() {
     assert_eq!((a.final_metrics, a.steps), (b.final_metrics, b.steps));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A finished run is reused only for the config it was trained with: after an edit of the
+/// experiment, the old cell is refused with the keys that changed, never silently reported.
+#[test]
+fn finished_run_with_another_config_is_refused_naming_the_keys() {
+    let dir = temp_dir("finished-other");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    let run = RunDir::new(dir.join("run"));
+    train(&config, &run, &TrainOptions::default()).unwrap();
+    // Same config: the finished summary comes back.
+    assert!(matches!(
+        train(&config, &run, &TrainOptions::default()).unwrap(),
+        Outcome::Finished(_)
+    ));
+    config.optim.lr *= 2.0;
+    config.data.batch_size += 1;
+    let err = train(&config, &run, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different config"), "{err}");
+    assert!(
+        err.contains("optim.lr") && err.contains("data.batch_size"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
