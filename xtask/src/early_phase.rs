@@ -13,7 +13,7 @@ use breakeven_runner::early_phase::{
     LAMBDA_RATIO_THRESHOLD,
 };
 use breakeven_runner::pca::pca_2d;
-use breakeven_runner::plot::{line_chart, scatter_chart, Marker, ScatterSeries};
+use breakeven_runner::plot::{scatter_chart, Marker, ScatterSeries};
 use breakeven_runner::rundir::Summary;
 use breakeven_runner::sweep::{Experiment, RunSpec};
 use breakeven_runner::table::{run_table_with, RowState, TableProgress};
@@ -217,29 +217,32 @@ fn write_row(
         ),
     )?;
     let curve_file = format!("{stem}-{key}-lambda-vs-accuracy.svg");
-    let curves: Vec<(String, Vec<(f64, f64)>)> = runs
+    // Accuracy is not monotone along SGD: points (coloured by epoch), not a line.
+    let curves: Vec<ScatterSeries> = runs
         .iter()
-        .map(|r| {
-            let pts = r
+        .enumerate()
+        .map(|(i, r)| ScatterSeries {
+            label: format!("{} (η={})", r.label, r.lr),
+            marker: Marker::nth(i),
+            points: r
                 .points
                 .iter()
                 .filter_map(|p| {
-                    Some((
-                        100.0 * p.train_acc,
-                        p.lambda_k1.filter(|l| *l > 0.0)?.log10(),
-                    ))
+                    let l = p.lambda_k1.filter(|l| *l > 0.0)?;
+                    Some((100.0 * p.train_acc, l.log10(), p.epoch))
                 })
-                .collect();
-            (format!("{} (η={})", r.label, r.lr), pts)
+                .collect(),
         })
         .collect();
     write(
         &out_dir.join(&curve_file),
-        &line_chart(
+        &scatter_chart(
             &format!("{setting}: λ_K^1 against training accuracy"),
             "training accuracy (%) at the checkpoint",
             "log10 λ_K^1",
+            "epoch",
             &curves,
+            false,
         ),
     )?;
     let png = |f: &str| f.replace(".svg", ".png");

@@ -484,7 +484,7 @@ fn colour_bar(out: &mut String, label: &str, lo: f64, hi: f64, step: f64, top: f
     let _ = writeln!(
         out,
         r#"<text x="{bx}" y="{:.1}" class="colour-bar-label">{}</text>"#,
-        top - 8.0,
+        top - 14.0,
         esc(label)
     );
     let h = (bottom - top) / STRIPS as f64;
