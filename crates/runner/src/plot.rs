@@ -558,7 +558,8 @@ pub fn line_chart_with_bounds(
     let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
     let (_, _, xt_step) = ticks(x_lo, x_hi);
     // Ticks at round multiples of the step inside the data range (log-scale x starts anywhere).
-    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
+    // `+ 0.0` turns a −0 into 0 (no "-0" label).
+    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step + 0.0;
     while t <= x_hi + xt_step * 1e-9 {
         let _ = writeln!(
             out,
