@@ -214,8 +214,10 @@ pub fn line_chart(
     let y = y_axis(&mut out, y_lo, y_hi, step);
     let x_span = (x_hi - x_lo).max(1e-12);
     let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
-    let (xt_lo, xt_hi, xt_step) = ticks(x_lo, x_hi);
-    let mut t = xt_lo.max(x_lo);
+    let (_, xt_hi, xt_step) = ticks(x_lo, x_hi);
+    // The first round multiple of the step inside the data (log-scale x starts anywhere: a
+    // start at x_lo itself gave labels like -1.5229).
+    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
     while t <= xt_hi.min(x_hi) + xt_step * 1e-9 {
         let _ = writeln!(
             out,
@@ -647,6 +649,18 @@ mod tests {
             2 + 1,
             "two paper dots and one legend marker"
         );
+    }
+
+    #[test]
+    fn line_chart_x_ticks_are_round_on_a_log_axis() {
+        let svg = line_chart(
+            "t",
+            "log10 x",
+            "y",
+            &[("a".to_string(), vec![(-1.5229, 1.0), (0.3, 2.0)])],
+        );
+        assert!(!svg.contains(">-1.5229<"), "{svg}");
+        assert!(svg.contains(">-1<") || svg.contains(">-1.0<"), "{svg}");
     }
 
     #[test]
