@@ -8,6 +8,7 @@ mod edge_of_stability;
 mod fetch;
 mod fisher_explosion;
 mod lca;
+mod memorization;
 mod reproduce;
 
 use clap::{Parser, Subcommand};

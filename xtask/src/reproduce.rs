@@ -107,6 +107,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         "fisher-explosion" => return crate::fisher_explosion::reproduce(args),
         "edge-of-stability" => return crate::edge_of_stability::reproduce(args),
         "lca" => return crate::lca::reproduce(args),
+        "memorization" => return crate::memorization::reproduce(args),
         "early-phase" => return crate::early_phase::reproduce(args),
         "break-even" => return crate::break_even::reproduce(args),
         "batch-variance" => return crate::batch_variance::reproduce(args),

@@ -14,6 +14,7 @@ pub mod lca;
 pub mod lca_report;
 pub mod matched;
 pub mod measure;
+pub mod memorization;
 pub mod metrics;
 pub mod objective;
 pub mod pca;

@@ -264,9 +264,15 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         }
         None => None,
     };
-    // The whole training set is evaluated once, at the end: streamed, not kept on the device.
+    // The whole training set is evaluated once, at the end: streamed, not kept on the device;
+    // against the labels trained on (noisy ones included), so it measures the fit.
+    let mut train_eval_loader =
+        Loader::new(train.clone(), train_idx.clone(), eval_cfg(EVAL_BATCH))?;
+    if let Some(n) = &noisy {
+        train_eval_loader = train_eval_loader.with_labels(n.labels.clone())?;
+    }
     let train_eval = StreamedSet {
-        loader: Loader::new(train.clone(), train_idx.clone(), eval_cfg(EVAL_BATCH))?,
+        loader: train_eval_loader,
         dtype,
     };
 

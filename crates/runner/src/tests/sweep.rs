@@ -222,3 +222,37 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
     assert!(md.contains("![Synthetic blobs"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn label_noise_experiments_expand_into_valid_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    for name in ["memorization", "table2"] {
+        let exp = Experiment::load(&dir.join(format!("{name}.toml"))).unwrap();
+        for profile in ["smoke", "cpu", "paper"] {
+            let rows = exp.rows_in(profile);
+            assert!(!rows.is_empty(), "{name}/{profile}");
+            for row in rows {
+                let specs = exp.expand_row(profile, row, Path::new("/r")).unwrap();
+                assert!(
+                    specs.iter().all(|s| s.config.data.label_noise > 0.0),
+                    "{name}/{profile}/{}: every run has noisy labels",
+                    row.key
+                );
+                // Table 2's Mixup column gets Mixup from its column overrides, no other does.
+                for s in &specs {
+                    assert_eq!(
+                        s.config.data.mixup_alpha > 0.0,
+                        s.column == "mixup",
+                        "{name}/{profile}/{}/{}",
+                        row.key,
+                        s.column
+                    );
+                }
+            }
+        }
+    }
+    let table2 = Experiment::load(&dir.join("table2.toml")).unwrap();
+    let paper_rows: Vec<_> = table2.rows.iter().filter(|r| !r.paper.is_empty()).collect();
+    assert_eq!(paper_rows.len(), 4, "two noise levels × two architectures");
+    assert!(paper_rows.iter().all(|r| r.paper.len() == 5));
+}

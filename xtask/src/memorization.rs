@@ -1,0 +1,283 @@
+//! `cargo xtask reproduce memorization`: memorization under label noise (SCIENCE.md §5.3)
+//! through the table1 sweep machinery: clean vs noisy training accuracy per run, the noisy fit
+//! of every run against its clean fit, and verdicts computed by `breakeven_runner::memorization`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use breakeven_runner::claims::Verdict;
+use breakeven_runner::memorization::{
+    fit_curve, matched_clean_level, memorization_verdict, noisy_fit_at, FitPoint, MIN_LEARNED,
+    RATIO_THRESHOLD,
+};
+use breakeven_runner::metrics::{read_metrics, MetricsRecord};
+use breakeven_runner::plot::line_chart;
+use breakeven_runner::sweep::{Experiment, RunSpec};
+use breakeven_runner::table::{run_table, RowState, TableProgress};
+
+use crate::reproduce::{
+    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+};
+
+/// Logs one line per run (no bars).
+struct LogProgress;
+impl TableProgress for LogProgress {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
+    }
+}
+
+/// One finished run of a noise level.
+struct RunFit {
+    column: String,
+    label: String,
+    seed: u64,
+    noise: f64,
+    wall_s: f64,
+    records: Vec<MetricsRecord>,
+    curve: Vec<FitPoint>,
+    test_acc: Option<f64>,
+}
+
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    breakeven_runner::enable_second_order()?;
+    let root = project_root();
+    let def = root.join("experiments").join("memorization.toml");
+    let mut exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
+    let profile = exp.profile(&args.profile)?.clone();
+    if let Some(device) = &args.device {
+        if let Some(p) = exp.profiles.get_mut(&args.profile) {
+            p.base.insert("device".into(), device.clone().into());
+        }
+    }
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
+        root.join("runs")
+            .join(format!("memorization-{}", args.profile))
+    });
+    let outcomes = run_table(
+        &exp,
+        &args.profile,
+        &runs_dir,
+        &data_roots(args),
+        !args.report_only,
+        &mut LogProgress,
+    )?;
+
+    let out_dir = out_dir(args)?;
+    let stem = format!("memorization-{}", args.profile);
+    let device = profile_device(args, &profile.base);
+    let mut page = page_head(args, &exp.title, &device, &profile.description, &exp.source);
+    let _ = writeln!(
+        page,
+        "- Accuracies are in eval mode on a fixed seeded subset of the training set \
+         (`tracking.noise_subset`), split by the noise mask into clean and noisy examples; \
+         \"noisy (trained labels)\" counts predictions of the wrong label the model is trained on \
+         (memorization), \"noisy (true labels)\" predictions of the example's real class.\n\
+         - Verdict rule [ours]: the matched point of a noise level is the lowest of its runs' best \
+         clean training accuracies (so every run reaches it; it must be at least {:.0} points above \
+         every run's initial clean accuracy). Each run is read where its clean accuracy first \
+         reaches that level (linear interpolation between log points), giving its memorization \
+         ratio R = (noisy accuracy − initial noisy accuracy) / (clean accuracy − initial clean \
+         accuracy): wrong labels fitted per right label fitted, gains since initialization so that \
+         chance-level agreement (about 1/C on both sides) does not count. A penalty slows memorization more than clean \
+         learning when R_penalty ≤ {RATIO_THRESHOLD} · R_baseline (same seed).",
+        100.0 * MIN_LEARNED
+    );
+    if args.profile == "smoke" {
+        page.push_str(
+            "- Smoke scale: a few dozen steps on 128 images, where penalized runs barely leave \
+             chance level; the verdicts below check the pipeline, not the claim.\n",
+        );
+    }
+
+    for o in &outcomes {
+        let _ = writeln!(page, "\n## {}\n", o.row.setting);
+        let runs = match &o.state {
+            RowState::Missing { message, .. } => {
+                let _ = writeln!(page, "Not run: {message}");
+                continue;
+            }
+            RowState::Ran { runs, errors, .. } => {
+                for (dir, e) in errors {
+                    let _ = writeln!(page, "- run {} failed: {e}", dir.display());
+                }
+                runs
+            }
+        };
+        let mut fits = Vec::new();
+        for (spec, summary) in runs {
+            let Some(summary) = summary else { continue };
+            let path = spec.dir.join("metrics.jsonl");
+            let records =
+                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+            let col = exp.columns.iter().find(|c| c.key == spec.column);
+            let alpha = if spec.config.penalty.kind == "none" {
+                String::new()
+            } else {
+                format!(", α={}", spec.config.penalty.alpha)
+            };
+            fits.push(RunFit {
+                column: spec.column.clone(),
+                label: format!(
+                    "{}{alpha}, seed {}",
+                    col.map_or(spec.column.as_str(), |c| c.label.as_str()),
+                    spec.seed
+                ),
+                seed: spec.seed,
+                noise: spec.config.data.label_noise,
+                wall_s: summary.wall_s,
+                curve: fit_curve(&records),
+                records,
+                test_acc: summary.final_metrics.test_acc.map(|a| 100.0 * a),
+            });
+        }
+        write_row(
+            &mut page,
+            &out_dir,
+            &stem,
+            &o.row.key,
+            &o.row.setting,
+            &fits,
+        )?;
+    }
+    let md = out_dir.join(format!("{stem}.md"));
+    write(&md, &page)?;
+    println!("wrote {}", md.display());
+    Ok(())
+}
+
+/// The per-run table, the plots and the verdicts of one noise level.
+fn write_row(
+    page: &mut String,
+    out_dir: &Path,
+    stem: &str,
+    key: &str,
+    setting: &str,
+    fits: &[RunFit],
+) -> Result<()> {
+    let curves: Vec<&[FitPoint]> = fits.iter().map(|f| f.curve.as_slice()).collect();
+    // Plot titles must fit the figure: the noise level names the row.
+    let short = fits.first().map_or(setting.to_string(), |f| {
+        format!("{:.0}% label noise", 100.0 * f.noise)
+    });
+    let level = matched_clean_level(&curves);
+    let wall: f64 = fits.iter().map(|f| f.wall_s).sum();
+    let _ = writeln!(
+        page,
+        "Training wall time of these runs: {:.1} min.\n",
+        wall / 60.0
+    );
+    page.push_str(
+        "Final training accuracy (%) on the tracking subset, final test accuracy (%), and the \
+         noisy accuracy at the matched clean level (%, epoch in brackets) with the run's memorization ratio R.\n\n\
+         | Run | clean | noisy (trained labels) | noisy (true labels) | test | noisy at matched point |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let pct = |a: Option<f64>| a.map_or("—".into(), |a| format!("{:.1}", 100.0 * a));
+    for f in fits {
+        let last = f.records.last();
+        let matched = level
+            .and_then(|l| noisy_fit_at(&f.curve, l))
+            .map_or("—".into(), |m| {
+                let r = m.ratio().map_or("—".into(), |r| format!("{r:.3}"));
+                format!("{:.1} ({:.1}); R = {r}", 100.0 * m.noisy, m.epoch)
+            });
+        let _ = writeln!(
+            page,
+            "| {} | {} | {} | {} | {} | {matched} |",
+            f.label,
+            pct(last.and_then(|r| r.train_acc_clean)),
+            pct(last.and_then(|r| r.train_acc_noisy)),
+            pct(last.and_then(|r| r.train_acc_noisy_true)),
+            f.test_acc.map_or("—".into(), |a| format!("{a:.1}")),
+        );
+    }
+
+    // Noisy fit against clean fit, every run on one plot: the claim in one picture. The
+    // diagonal marks fitting wrong labels as fast as right ones.
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = fits
+        .iter()
+        .map(|f| {
+            let pts = f.curve.iter().map(|p| (100.0 * p.1, 100.0 * p.2)).collect();
+            (f.label.clone(), pts)
+        })
+        .collect();
+    series.push(("equal fit (y = x)".into(), vec![(0.0, 0.0), (100.0, 100.0)]));
+    let fit_file = format!("{stem}-{key}-noisy-vs-clean.svg");
+    write(
+        &out_dir.join(&fit_file),
+        &line_chart(
+            &format!("{short}: noisy vs clean training accuracy"),
+            "clean examples fitted (training accuracy, %)",
+            "noisy examples fitted to their wrong labels (%)",
+            &series,
+        ),
+    )?;
+    let _ = writeln!(page, "\n![noisy vs clean]({fit_file})\n");
+    // Per run: the three accuracies over epochs.
+    for (i, f) in fits.iter().enumerate() {
+        let over = |g: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+            f.records
+                .iter()
+                .filter_map(|r| Some((r.epoch, 100.0 * g(r)?)))
+                .collect()
+        };
+        let series = vec![
+            ("clean".to_string(), over(|r| r.train_acc_clean)),
+            (
+                "noisy (wrong labels)".to_string(),
+                over(|r| r.train_acc_noisy),
+            ),
+            (
+                "noisy (true labels)".to_string(),
+                over(|r| r.train_acc_noisy_true),
+            ),
+        ];
+        let file = format!("{stem}-{key}-{}-{i}.svg", f.column);
+        write(
+            &out_dir.join(&file),
+            &line_chart(
+                &format!("{short}, {}: training accuracy", f.label),
+                "epoch",
+                "training accuracy on the tracking subset (%)",
+                &series,
+            ),
+        )?;
+        let _ = writeln!(page, "![{}]({file})\n", f.label);
+    }
+
+    page.push_str("### Claim (verdicts computed from the runs above)\n\n");
+    let claim = "The penalty slows the learning of noisy examples more than that of clean ones";
+    let Some(level) = level else {
+        let _ = writeln!(
+            page,
+            "- **{claim}**: the runs learned too little (or are missing) for a matched point."
+        );
+        return Ok(());
+    };
+    for f in fits.iter().filter(|f| f.column != "baseline") {
+        let base = fits
+            .iter()
+            .find(|b| b.column == "baseline" && b.seed == f.seed);
+        let v = base.and_then(|b| {
+            memorization_verdict(
+                &noisy_fit_at(&b.curve, level)?,
+                &noisy_fit_at(&f.curve, level)?,
+            )
+        });
+        claim_line(page, &format!("{claim} ({})", f.label), v.as_ref());
+    }
+    Ok(())
+}
+
+fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
+    let _ = match v {
+        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(
+            page,
+            "- **{claim}**: undecided: no baseline run of this seed, or the baseline had fitted no \
+             noisy example by the matched point."
+        ),
+    };
+}
