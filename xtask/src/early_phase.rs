@@ -40,6 +40,7 @@ struct Run {
     label: String,
     lr: f64,
     summary: Summary,
+    classes: usize,
     points: Vec<TrajectoryPoint>,
 }
 
@@ -102,17 +103,15 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         let mut runs = Vec::new();
         for (spec, summary) in specs {
             let Some(summary) = summary else { continue };
-            let points =
-                breakeven_runner::early_phase::trajectory(&spec.dir, o.data_dir.as_deref())
-                    .with_context(|| {
-                        format!("embedding the checkpoints of {}", spec.dir.display())
-                    })?;
+            let t = breakeven_runner::early_phase::trajectory(&spec.dir, o.data_dir.as_deref())
+                .with_context(|| format!("embedding the checkpoints of {}", spec.dir.display()))?;
             let col = exp.columns.iter().find(|c| c.key == spec.column);
             runs.push(Run {
                 label: col.map_or(spec.column.clone(), |c| c.label.clone()),
                 lr: spec.config.optim.lr,
                 summary: summary.clone(),
-                points,
+                classes: t.classes,
+                points: t.points,
             });
         }
         write_row(
@@ -173,7 +172,18 @@ fn write_row(
         page.push_str("\nNeeds two finished runs at different learning rates with checkpoints.\n");
         return Ok(());
     }
-    let classes = infer_classes(&large.points, runs)?;
+    let classes = large.classes;
+    let len = large.points[0].predictions.len();
+    if let Some(r) = runs
+        .iter()
+        .find(|r| r.classes != classes || r.points.iter().any(|p| p.predictions.len() != len))
+    {
+        bail!(
+            "run {} has predictions of another shape than run {} (different test subsets or class counts)",
+            r.label,
+            large.label
+        );
+    }
 
     // PCA of both trajectories together.
     let rows: Vec<Vec<f64>> = runs
@@ -328,30 +338,6 @@ fn scatter_series(
                 .collect(),
         })
         .collect()
-}
-
-/// Classes per test example: the prediction vector length over the test-set size, read from
-/// the first checkpoint (every softmax row sums to 1, so the total is the example count).
-fn infer_classes(points: &[TrajectoryPoint], runs: &[Run]) -> Result<usize> {
-    let p = &points[0].predictions;
-    let examples = p.iter().sum::<f64>().round() as usize;
-    if examples == 0 || p.len() % examples != 0 {
-        bail!(
-            "cannot tell the number of classes from a prediction vector of length {}",
-            p.len()
-        );
-    }
-    let len = p.len();
-    if let Some(r) = runs
-        .iter()
-        .find(|r| r.points.iter().any(|q| q.predictions.len() != len))
-    {
-        bail!(
-            "run {} has prediction vectors of a different length (test subsets differ)",
-            r.label
-        );
-    }
-    Ok(len / examples)
 }
 
 fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {

@@ -33,17 +33,29 @@ pub struct TrajectoryPoint {
     pub predictions: Vec<f64>,
 }
 
+/// The checkpoints of one run, with the number of classes of its predictions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    /// Classes per test example in `predictions` (0 when the run has no checkpoints).
+    pub classes: usize,
+    pub points: Vec<TrajectoryPoint>,
+}
+
+/// Per checkpoint: its step and its softmax predictions (example-major).
+pub type StepPredictions = Vec<(u64, Vec<f64>)>;
+
 /// Softmax predictions (example-major, f64) of every checkpoint kept in `run_dir`, on the run's
-/// own test subset (`data.test_subset`, the first N test images: the same for every run).
+/// own test subset (`data.test_subset`, the first N test images: the same for every run), and
+/// the number of classes (0 when there is no checkpoint).
 pub fn checkpoint_predictions(
     run_dir: &Path,
     data_dir: Option<&Path>,
-) -> Result<Vec<(u64, Vec<f64>)>, RunError> {
+) -> Result<(usize, StepPredictions), RunError> {
     let run = RunDir::new(run_dir);
     let config = run.load_config()?;
     let checkpoints = list_checkpoints(&run.checkpoint_dir())?;
     if checkpoints.is_empty() {
-        return Ok(vec![]);
+        return Ok((0, vec![]));
     }
     let data = load_data(&config, data_dir)?;
     let mut p = prepare(&config, data, open_device(&config.device)?)?;
@@ -60,7 +72,7 @@ pub fn checkpoint_predictions(
         }
         out.push((step, probs));
     }
-    Ok(out)
+    Ok((p.num_classes, out))
 }
 
 /// Softmax of one row of logits (max-shifted, so large logits do not overflow).
@@ -73,13 +85,11 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
 
 /// The trajectory of a run: its checkpoints (with predictions) joined by step with its logged
 /// metrics. Checkpoints at steps that were not logged are left out (no accuracy to colour by).
-pub fn trajectory(
-    run_dir: &Path,
-    data_dir: Option<&Path>,
-) -> Result<Vec<TrajectoryPoint>, RunError> {
+pub fn trajectory(run_dir: &Path, data_dir: Option<&Path>) -> Result<Trajectory, RunError> {
     let records = read_metrics(&RunDir::new(run_dir).metrics_path())?;
+    let (classes, predictions) = checkpoint_predictions(run_dir, data_dir)?;
     let mut points = Vec::new();
-    for (step, predictions) in checkpoint_predictions(run_dir, data_dir)? {
+    for (step, predictions) in predictions {
         let Some(r) = records.iter().find(|r| r.step == step) else {
             continue;
         };
@@ -91,7 +101,7 @@ pub fn trajectory(
             predictions,
         });
     }
-    Ok(points)
+    Ok(Trajectory { classes, points })
 }
 
 /// The index of the first point whose training accuracy reaches `level`.
@@ -367,7 +377,9 @@ mod tests {
             ..Default::default()
         };
         crate::train(&config, &RunDir::new(dir.join("all")), &opts).unwrap();
-        let points = trajectory(&dir.join("all"), None).unwrap();
+        let t = trajectory(&dir.join("all"), None).unwrap();
+        assert_eq!(t.classes, 4);
+        let points = t.points;
         let records = read_metrics(&RunDir::new(dir.join("all")).metrics_path()).unwrap();
         // Every logged step (dense every 4 steps, plus epoch ends) has a checkpoint.
         assert_eq!(points.len(), records.len());
