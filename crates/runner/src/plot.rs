@@ -89,6 +89,8 @@ fn y_axis(out: &mut String, lo: f64, hi: f64, step: f64) -> impl Fn(f64) -> f64 
 }
 
 fn fmt_tick(v: f64) -> String {
+    // -0.0 (a rounded tiny negative) is labelled "0", not "-0".
+    let v = if v == 0.0 { 0.0 } else { v };
     if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
         format!("{v:.1e}")
     } else {
@@ -660,6 +662,7 @@ mod tests {
             &[("a".to_string(), vec![(-1.5229, 1.0), (0.3, 2.0)])],
         );
         assert!(!svg.contains(">-1.5229<"), "{svg}");
+        assert!(!svg.contains(">-0<"), "{svg}");
         assert!(svg.contains(">-1<") || svg.contains(">-1.0<"), "{svg}");
     }
 

@@ -224,7 +224,15 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
         out,
         "- The CIFAR-10 copy used here was recovered from a JPEG (quality 75) version of the data set \
          (PSNR ≈ 30 dB against the original); labels and splits are exact. Accuracies on it are close \
-         to, but not strictly comparable with, published CIFAR-10 numbers."
+         to, but not strictly comparable with, published CIFAR-10 numbers. Its 50,000 training \
+         records hold only 10,262 distinct images (most repeated five times); runs train and \
+         validate on distinct images only (`data.dedup`), so the validation split shares no \
+         image with training."
+    );
+    let _ = writeln!(
+        out,
+        "- One seed per cell unless the profile lists more: a difference of a point or two \
+         between columns can be seed-to-seed noise."
     );
     let _ = writeln!(
         out,
