@@ -254,7 +254,7 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         ),
     )];
     // Per chosen setting (first seed): test accuracy and, when tracked, Tr(F) along training.
-    let (mut acc, mut fisher) = (Vec::new(), Vec::new());
+    let (mut acc, mut train_acc, mut fisher) = (Vec::new(), Vec::new(), Vec::new());
     for (col, cell) in exp.columns.iter().zip(cells) {
         let Some(h) = cell.chosen else { continue };
         let Some((spec, _)) = runs
@@ -266,13 +266,14 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         let path = spec.dir.join("metrics.jsonl");
         let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
         let name = format!("{} ({h})", col.label);
-        acc.push((
-            name.clone(),
+        let series = |f: fn(&breakeven_runner::metrics::MetricsRecord) -> Option<f64>| {
             records
                 .iter()
-                .filter_map(|r| r.test_acc.map(|a| (r.epoch, 100.0 * a)))
-                .collect(),
-        ));
+                .filter_map(|r| f(r).map(|a| (r.epoch, 100.0 * a)))
+                .collect::<Vec<_>>()
+        };
+        acc.push((name.clone(), series(|r| r.test_acc)));
+        train_acc.push((name.clone(), series(|r| r.measure_acc)));
         let tr_f: Vec<(f64, f64)> = records
             .iter()
             .filter_map(|r| {
@@ -286,11 +287,24 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
             fisher.push((name, tr_f));
         }
     }
-    if !acc.is_empty() {
+    // Test accuracy where the profile tracks it along training (`tracking.eval_test`), else the
+    // training accuracy on the fixed measurement subset, which every run tracks.
+    if acc.iter().any(|(_, pts)| !pts.is_empty()) {
         let title = format!("{}: test accuracy during training", o.row.setting);
         out.push((
             "-curves",
             line_chart(&title, "epoch", "test accuracy (%)", &acc),
+        ));
+    } else if train_acc.iter().any(|(_, pts)| !pts.is_empty()) {
+        let title = format!("{}: training accuracy during training", o.row.setting);
+        out.push((
+            "-curves",
+            line_chart(
+                &title,
+                "epoch",
+                "training accuracy (%, measurement subset)",
+                &train_acc,
+            ),
         ));
     }
     if !fisher.is_empty() {

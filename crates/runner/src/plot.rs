@@ -48,11 +48,17 @@ fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>
+<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold"{}>{}</text>
 <text x="{}" y="{}" text-anchor="middle">{}</text>
 <text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>
 "#,
-        (LEFT + W - RIGHT) / 2.0,
+        // A title longer than the plot area is centred on the figure and squeezed into it.
+        if text_width(title, 15.0 * 1.08) > W - RIGHT - LEFT {
+            W / 2.0
+        } else {
+            (LEFT + W - RIGHT) / 2.0
+        },
+        squeeze(title, 15.0 * 1.08, W - 20.0),
         esc(title),
         (LEFT + W - RIGHT) / 2.0,
         H - 14.0,
@@ -98,6 +104,22 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// Estimated rendered width (px) of `text` in a sans-serif font of `px` (about 0.6 em a
+/// character on average).
+fn text_width(text: &str, px: f64) -> f64 {
+    0.6 * px * text.chars().count() as f64
+}
+
+/// SVG attributes that squeeze `text` into `avail` px when it would be wider (so that long
+/// titles and legend entries are never cut off at the figure's edge); empty otherwise.
+fn squeeze(text: &str, px: f64, avail: f64) -> String {
+    if text_width(text, px) > avail {
+        format!(r#" textLength="{avail:.0}" lengthAdjust="spacingAndGlyphs""#)
+    } else {
+        String::new()
+    }
+}
+
 fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
     for (i, (label, colour, marker)) in entries.iter().enumerate() {
         let (x, y) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * i as f64);
@@ -116,9 +138,10 @@ fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
         }
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="{}">{}</text>"#,
+            r#"<text x="{}" y="{}"{}>{}</text>"#,
             x + 22.0,
             y + 4.0,
+            squeeze(label, 12.0, RIGHT - 40.0),
             esc(label)
         );
     }
@@ -664,6 +687,20 @@ mod tests {
         assert!(!svg.contains(">-1.5229<"), "{svg}");
         assert!(!svg.contains(">-0<"), "{svg}");
         assert!(svg.contains(">-1<") || svg.contains(">-1.0<"), "{svg}");
+    }
+
+    #[test]
+    fn long_titles_and_legend_entries_are_squeezed_into_the_figure() {
+        let long = "x".repeat(120);
+        let svg = line_chart(
+            &long,
+            "x",
+            "y",
+            &[(long.clone(), vec![(0.0, 1.0), (1.0, 2.0)])],
+        );
+        assert_eq!(svg.matches("lengthAdjust").count(), 2, "{svg}");
+        let short = line_chart("t", "x", "y", &[("a".into(), vec![(0.0, 1.0), (1.0, 2.0)])]);
+        assert!(!short.contains("lengthAdjust"));
     }
 
     #[test]
