@@ -191,16 +191,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             .and_then(|d| d.as_str())
             .map(String::from)
     });
-    let mut command = format!(
-        "cargo xtask reproduce {} --profile {}",
-        args.experiment, args.profile
-    );
-    if let Some(d) = &args.device {
-        command.push_str(&format!(" --device {d}"));
-    }
-    if args.report_only {
-        command.push_str(" --report-only");
-    }
+    let command = command_line(args);
     let data_note: Vec<String> = outcomes
         .iter()
         .filter_map(|o| {
@@ -326,6 +317,24 @@ pub(crate) fn data_roots(args: &ReproduceArgs) -> Vec<PathBuf> {
     roots
 }
 
+/// The command that made a page, with the options that change what it reads or runs.
+pub(crate) fn command_line(args: &ReproduceArgs) -> String {
+    let mut command = format!(
+        "cargo xtask reproduce {} --profile {}",
+        args.experiment, args.profile
+    );
+    if let Some(d) = &args.device {
+        command.push_str(&format!(" --device {d}"));
+    }
+    if let Some(r) = &args.runs_dir {
+        command.push_str(&format!(" --runs-dir {}", r.display()));
+    }
+    if args.report_only {
+        command.push_str(" --report-only");
+    }
+    command
+}
+
 /// `--out-dir`, made absolute against the project root, and created.
 pub(crate) fn out_dir(args: &ReproduceArgs) -> Result<PathBuf> {
     let dir = if args.out_dir.is_absolute() {
@@ -369,15 +378,7 @@ pub(crate) fn page_head_defined_by(
 ) -> String {
     let mut page = format!("# {title} — profile `{}`\n\n", args.profile);
     page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
-    let report_only = if args.report_only {
-        " (--report-only)"
-    } else {
-        ""
-    };
-    page.push_str(&format!(
-        "- Command: `cargo xtask reproduce {} --profile {}`{report_only}\n",
-        args.experiment, args.profile
-    ));
+    page.push_str(&format!("- Command: `{}`\n", command_line(args)));
     page.push_str(&format!(
         "- Generated: {} (git {})\n",
         utc_now(),
