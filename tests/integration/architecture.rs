@@ -51,7 +51,10 @@ fn science_crates_point_one_way() {
         ("crates/models", &[][..]),
         ("crates/optim", &[][..]),
         ("crates/curvature", &[][..]),
-        ("crates/penalties", &["breakeven-models", "breakeven-curvature"][..]),
+        (
+            "crates/penalties",
+            &["breakeven-models", "breakeven-curvature"][..],
+        ),
     ] {
         let deps = normal_dependencies(dir);
         for dep in ours(&deps) {
