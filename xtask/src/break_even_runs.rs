@@ -6,21 +6,14 @@ use anyhow::{Context, Result};
 use breakeven_runner::matched::{matched_levels, AccPoint};
 use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart_with_bounds;
-use breakeven_runner::sweep::{Experiment, Profile, RunSpec};
-use breakeven_runner::table::{run_table, RowState, TableProgress};
+use breakeven_runner::sweep::{Experiment, Profile};
+use breakeven_runner::table::RowState;
+use breakeven_runner::TrainOptions;
 
-use crate::reproduce::{data_roots, project_root, ReproduceArgs};
+use crate::reproduce::{run_definition, ReproduceArgs};
 
 /// The experiment file both reports read.
 pub(crate) const DEFINITION: &str = "break-even";
-
-/// Logs one line per run (no bars: the runs are short and the log goes to CI).
-struct LogProgress;
-impl TableProgress for LogProgress {
-    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
-        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
-    }
-}
 
 /// One finished run, at its logged points that carry curvature.
 pub(crate) struct Trajectory {
@@ -87,28 +80,7 @@ pub(crate) struct Sweep {
 /// `--report-only` nothing is trained) under `runs/break-even-<profile>` and reads every
 /// finished run back.
 pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
-    breakeven_runner::enable_second_order()?;
-    let root = project_root();
-    let def = root.join("experiments").join(format!("{DEFINITION}.toml"));
-    let mut exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
-    if let Some(device) = &args.device {
-        if let Some(p) = exp.profiles.get_mut(&args.profile) {
-            p.base.insert("device".into(), device.clone().into());
-        }
-    }
-    let profile = exp.profile(&args.profile)?.clone();
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
-        root.join("runs")
-            .join(format!("{DEFINITION}-{}", args.profile))
-    });
-    let outcomes = run_table(
-        &exp,
-        &args.profile,
-        &runs_dir,
-        &data_roots(args),
-        !args.report_only,
-        &mut LogProgress,
-    )?;
+    let (exp, profile, outcomes) = run_definition(args, DEFINITION, &TrainOptions::default())?;
     let (mut runs, mut notes) = (Vec::new(), Vec::new());
     for o in &outcomes {
         let specs = match &o.state {
@@ -303,7 +275,7 @@ mod tests {
 
     #[test]
     fn every_profile_is_an_eta_by_batch_grid_of_tracked_plain_sgd_runs() {
-        let def = project_root()
+        let def = crate::reproduce::project_root()
             .join("experiments")
             .join(format!("{DEFINITION}.toml"));
         let exp = Experiment::load(&def).unwrap();

@@ -15,25 +15,15 @@ use breakeven_runner::early_phase::{
 use breakeven_runner::pca::pca_2d;
 use breakeven_runner::plot::{scatter_chart, Marker, ScatterSeries};
 use breakeven_runner::rundir::Summary;
-use breakeven_runner::sweep::{Experiment, RunSpec};
-use breakeven_runner::table::{run_table_with, RowState, TableProgress};
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
 };
 
 /// Matched training-accuracy levels: from 20% (well above chance, 10%) in steps of 5%.
 const LEVEL_START: f64 = 0.20;
 const LEVEL_STEP: f64 = 0.05;
-
-/// Logs one line per run.
-struct LogProgress;
-impl TableProgress for LogProgress {
-    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
-        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
-    }
-}
 
 /// One finished run and its trajectory.
 struct Run {
@@ -45,34 +35,12 @@ struct Run {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    breakeven_runner::enable_second_order()?;
-    let root = project_root();
-    let def = root.join("experiments").join("early-phase.toml");
-    let mut exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
-    let profile = exp.profile(&args.profile)?.clone();
-    if let Some(device) = &args.device {
-        if let Some(p) = exp.profiles.get_mut(&args.profile) {
-            p.base.insert("device".into(), device.clone().into());
-        }
-    }
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
-        root.join("runs")
-            .join(format!("early-phase-{}", args.profile))
-    });
     // Every checkpoint is kept: each one becomes a point of the embedding.
     let options = TrainOptions {
         keep_all_checkpoints: true,
         ..Default::default()
     };
-    let outcomes = run_table_with(
-        &exp,
-        &args.profile,
-        &runs_dir,
-        &data_roots(args),
-        !args.report_only,
-        &mut LogProgress,
-        &options,
-    )?;
+    let (exp, profile, outcomes) = run_definition(args, "early-phase", &options)?;
 
     let out_dir = out_dir(args)?;
     let stem = format!("early-phase-{}", args.profile);
@@ -87,18 +55,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     );
 
     for o in &outcomes {
-        let _ = writeln!(page, "\n## {}\n", o.row.setting);
-        let specs = match &o.state {
-            RowState::Missing { message, .. } => {
-                let _ = writeln!(page, "Not run: {message}");
-                continue;
-            }
-            RowState::Ran { runs, errors, .. } => {
-                for (dir, e) in errors {
-                    let _ = writeln!(page, "- run {} failed: {e}", dir.display());
-                }
-                runs
-            }
+        let Some(specs) = row_runs(&mut page, o) else {
+            continue;
         };
         let mut runs = Vec::new();
         for (spec, summary) in specs {

@@ -10,20 +10,11 @@ use breakeven_runner::claims::{
 };
 use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart;
-use breakeven_runner::sweep::{Experiment, RunSpec};
-use breakeven_runner::table::{run_table, RowState, TableProgress};
+use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
 };
-
-/// Logs one line per run (the sweep is short; no bars).
-struct LogProgress;
-impl TableProgress for LogProgress {
-    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
-        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
-    }
-}
 
 /// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
 /// final test accuracy (%).
@@ -40,30 +31,8 @@ struct RunCurve {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    breakeven_runner::enable_second_order()?;
-    let root = project_root();
-    let def = root.join("experiments").join("fisher-explosion.toml");
-    let exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
-    let profile = exp.profile(&args.profile)?.clone();
-    let mut exp = exp;
-    if let Some(device) = &args.device {
-        if let Some(p) = exp.profiles.get_mut(&args.profile) {
-            p.base.insert("device".into(), device.clone().into());
-        }
-    }
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
-        root.join("runs")
-            .join(format!("fisher-explosion-{}", args.profile))
-    });
-    let data_roots = data_roots(args);
-    let outcomes = run_table(
-        &exp,
-        &args.profile,
-        &runs_dir,
-        &data_roots,
-        !args.report_only,
-        &mut LogProgress,
-    )?;
+    let (exp, profile, outcomes) =
+        run_definition(args, "fisher-explosion", &TrainOptions::default())?;
 
     let out_dir = out_dir(args)?;
     let stem = format!("fisher-explosion-{}", args.profile);
@@ -72,18 +41,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     page.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every run of the sweep counts, not only the validation-chosen ones.\n");
 
     for o in &outcomes {
-        let _ = writeln!(page, "\n## {}\n", o.row.setting);
-        let runs = match &o.state {
-            RowState::Missing { message, .. } => {
-                let _ = writeln!(page, "Not run: {message}");
-                continue;
-            }
-            RowState::Ran { runs, errors, .. } => {
-                for (dir, e) in errors {
-                    let _ = writeln!(page, "- run {} failed: {e}", dir.display());
-                }
-                runs
-            }
+        let Some(runs) = row_runs(&mut page, o) else {
+            continue;
         };
         let mut curves = Vec::new();
         for (spec, summary) in runs {

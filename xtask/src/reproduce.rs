@@ -1,15 +1,17 @@
 //! `cargo xtask reproduce EXPERIMENT --profile P`: run a table's sweep through the runner,
 //! then write `docs/results/<experiment>-<profile>.md` and a plot per row.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::{bar_chart, line_chart};
 use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
-use breakeven_runner::rundir::git_revision;
-use breakeven_runner::sweep::{Experiment, RunSpec};
-use breakeven_runner::table::{run_table, RowOutcome, RowState, TableProgress};
+use breakeven_runner::rundir::{git_revision, Summary};
+use breakeven_runner::sweep::{Experiment, Profile, RunSpec};
+use breakeven_runner::table::{run_table, run_table_with, RowOutcome, RowState, TableProgress};
+use breakeven_runner::TrainOptions;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 #[derive(Debug, clap::Args)]
@@ -114,24 +116,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         _ => {}
     }
     breakeven_runner::enable_second_order()?;
-    let root = project_root();
-    let def = root
-        .join("experiments")
-        .join(format!("{}.toml", args.experiment));
-    let mut exp = Experiment::load(&def)
-        .with_context(|| format!("experiment definition {}", def.display()))?;
-    let profile = exp.profile(&args.profile)?.clone();
-    if let Some(device) = &args.device {
-        let p = exp
-            .profiles
-            .get_mut(&args.profile)
-            .expect("profile checked above");
-        p.base.insert("device".into(), device.clone().into());
-    }
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
-        root.join("runs")
-            .join(format!("{}-{}", args.experiment, args.profile))
-    });
+    let (exp, profile, runs_dir) = load_definition(args, &args.experiment)?;
     let data_roots = data_roots(args);
 
     let outcomes = if args.quiet {
@@ -167,12 +152,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         out
     };
 
-    let out_dir = if args.out_dir.is_absolute() {
-        args.out_dir.clone()
-    } else {
-        root.join(&args.out_dir)
-    };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out_dir = out_dir(args)?;
     let stem = format!("{}-{}", args.experiment, args.profile);
     let mut plots = Vec::new();
     for o in &outcomes {
@@ -306,6 +286,79 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         ));
     }
     Ok(out)
+}
+
+/// Logs one line per run: the reproductions with pages of their own (their runs are short, and
+/// the log goes to CI); table1 draws bars instead.
+pub(crate) struct LogProgress;
+impl TableProgress for LogProgress {
+    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
+    }
+}
+
+/// `experiments/<definition>.toml` with `--device` applied to `args.profile`, that profile,
+/// and where its runs live (`--runs-dir`, else `runs/<definition>-<profile>`).
+pub(crate) fn load_definition(
+    args: &ReproduceArgs,
+    definition: &str,
+) -> Result<(Experiment, Profile, PathBuf)> {
+    let root = project_root();
+    let def = root.join("experiments").join(format!("{definition}.toml"));
+    let mut exp = Experiment::load(&def)
+        .with_context(|| format!("experiment definition {}", def.display()))?;
+    let profile = exp.profile(&args.profile)?.clone();
+    if let (Some(device), Some(p)) = (&args.device, exp.profiles.get_mut(&args.profile)) {
+        p.base.insert("device".into(), device.clone().into());
+    }
+    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
+        root.join("runs")
+            .join(format!("{definition}-{}", args.profile))
+    });
+    Ok((exp, profile, runs_dir))
+}
+
+/// Runs the sweep of `experiments/<definition>.toml` for `args.profile` (finished runs are
+/// skipped; with `--report-only` nothing is trained) and returns the definition, the profile
+/// and every row's outcome.
+pub(crate) fn run_definition(
+    args: &ReproduceArgs,
+    definition: &str,
+    options: &TrainOptions,
+) -> Result<(Experiment, Profile, Vec<RowOutcome>)> {
+    breakeven_runner::enable_second_order()?;
+    let (exp, profile, runs_dir) = load_definition(args, definition)?;
+    let outcomes = run_table_with(
+        &exp,
+        &args.profile,
+        &runs_dir,
+        &data_roots(args),
+        !args.report_only,
+        &mut LogProgress,
+        options,
+    )?;
+    Ok((exp, profile, outcomes))
+}
+
+/// Writes the row's heading to `page`, then why it did not run or which of its runs failed;
+/// returns its runs when it ran.
+pub(crate) fn row_runs<'a>(
+    page: &mut String,
+    o: &'a RowOutcome,
+) -> Option<&'a [(RunSpec, Option<Summary>)]> {
+    let _ = writeln!(page, "\n## {}\n", o.row.setting);
+    match &o.state {
+        RowState::Missing { message, .. } => {
+            let _ = writeln!(page, "Not run: {message}");
+            None
+        }
+        RowState::Ran { runs, errors, .. } => {
+            for (dir, e) in errors {
+                let _ = writeln!(page, "- run {} failed: {e}", dir.display());
+            }
+            Some(runs)
+        }
+    }
 }
 
 /// Where data sets are looked for: `--data-dir` (or `BREAKEVEN_DATA`), then `./data`, then the
