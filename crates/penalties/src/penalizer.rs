@@ -280,6 +280,15 @@ impl Penalizer {
         // (bit for bit), the penalty still computed and reported.
         let grads = match plain {
             _ if fuse => dp,
+            // A plain gradient kept for differentiation (GP/GPx on the whole batch) took the
+            // graph-keeping backward, whose BatchNorm kernel differs from a plain step's in the
+            // low bits: take the plain step's own pass again.
+            Some(_) if cfg.alpha == 0.0 && again => {
+                grads_of(&params, &backward_detached(&loss_t)?)?
+                    .iter()
+                    .map(Tensor::detach)
+                    .collect()
+            }
             Some(plain) if cfg.alpha == 0.0 => plain.iter().map(Tensor::detach).collect(),
             Some(plain) => plain
                 .iter()

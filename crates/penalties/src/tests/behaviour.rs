@@ -42,11 +42,12 @@ fn state(net: &Net) -> Vec<Vec<u64>> {
     bits(&ts)
 }
 
+/// The plain gradient as the penalizer's plain passes take it: on curvature's detaching worker,
+/// where BatchNorm's backward is the fused kernel (its low bits differ from the graph-keeping
+/// composition that a backward on this thread would use).
 fn plain_grads(net: &Net, x: &Tensor, y: &Tensor) -> Vec<Tensor> {
-    let store = cross_entropy(&net.forward(x, Mode::Train).unwrap(), y)
-        .unwrap()
-        .backward()
-        .unwrap();
+    let loss = cross_entropy(&net.forward(x, Mode::Train).unwrap(), y).unwrap();
+    let store = breakeven_curvature::backward_detached(&loss).unwrap();
     net.vars()
         .iter()
         .map(|v| store.get(v.as_tensor()).unwrap().clone())
