@@ -36,6 +36,8 @@ enum DataCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Reuse freed activation buffers instead of faulting in fresh pages every step.
+    breakeven_runner::keep_freed_memory();
     let cli = Cli::parse();
     let quiet = matches!(&cli.command, Command::Reproduce(a) if a.quiet);
     let _ = tracing_subscriber::fmt()

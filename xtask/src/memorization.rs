@@ -13,20 +13,11 @@ use breakeven_runner::memorization::{
 };
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::line_chart;
-use breakeven_runner::sweep::{Experiment, RunSpec};
-use breakeven_runner::table::{run_table, RowState, TableProgress};
+use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
 };
-
-/// Logs one line per run (no bars).
-struct LogProgress;
-impl TableProgress for LogProgress {
-    fn run_started(&mut self, index: usize, total: usize, spec: &RunSpec) {
-        tracing::info!("run {}/{total}: {}", index + 1, spec.dir.display());
-    }
-}
 
 /// One finished run of a noise level.
 struct RunFit {
@@ -41,28 +32,7 @@ struct RunFit {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    breakeven_runner::enable_second_order()?;
-    let root = project_root();
-    let def = root.join("experiments").join("memorization.toml");
-    let mut exp = Experiment::load(&def).with_context(|| format!("reading {}", def.display()))?;
-    let profile = exp.profile(&args.profile)?.clone();
-    if let Some(device) = &args.device {
-        if let Some(p) = exp.profiles.get_mut(&args.profile) {
-            p.base.insert("device".into(), device.clone().into());
-        }
-    }
-    let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
-        root.join("runs")
-            .join(format!("memorization-{}", args.profile))
-    });
-    let outcomes = run_table(
-        &exp,
-        &args.profile,
-        &runs_dir,
-        &data_roots(args),
-        !args.report_only,
-        &mut LogProgress,
-    )?;
+    let (exp, profile, outcomes) = run_definition(args, "memorization", &TrainOptions::default())?;
 
     let out_dir = out_dir(args)?;
     let stem = format!("memorization-{}", args.profile);
@@ -92,18 +62,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     }
 
     for o in &outcomes {
-        let _ = writeln!(page, "\n## {}\n", o.row.setting);
-        let runs = match &o.state {
-            RowState::Missing { message, .. } => {
-                let _ = writeln!(page, "Not run: {message}");
-                continue;
-            }
-            RowState::Ran { runs, errors, .. } => {
-                for (dir, e) in errors {
-                    let _ = writeln!(page, "- run {} failed: {e}", dir.display());
-                }
-                runs
-            }
+        let Some(runs) = row_runs(&mut page, o) else {
+            continue;
         };
         let mut fits = Vec::new();
         for (spec, summary) in runs {

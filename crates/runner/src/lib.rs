@@ -31,6 +31,8 @@ pub mod track;
 pub mod train;
 pub mod validate;
 
+/// For binaries that train: glibc keeps freed activation buffers for reuse (models `alloc.rs`).
+pub use breakeven_models::keep_freed_memory;
 pub use config::RunConfig;
 pub use error::{Result, RunError};
 pub use rundir::{RunDir, RunStatus, Summary};
