@@ -14,7 +14,9 @@ use crate::break_even_runs::{
     group_by, group_levels, level_step, load_sweep, pct, plain_chart, series, table_levels, Metric,
     Trajectory, ACC_AXIS, DEFINITION,
 };
-use crate::reproduce::{out_dir, page_head_defined_by, profile_device, write, ReproduceArgs};
+use crate::reproduce::{
+    out_dir, page_head_defined_by, profile_device, write, write_page, ReproduceArgs,
+};
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let sweep = load_sweep(args)?;
@@ -233,10 +235,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
 }
 
 fn finish(out_dir: &std::path::Path, stem: &str, page: &str) -> Result<()> {
-    let md = out_dir.join(format!("{stem}.md"));
-    write(&md, page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    write_page(out_dir, stem, page)
 }
 
 /// `, seed N` when the sweep has several seeds.

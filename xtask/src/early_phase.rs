@@ -18,7 +18,7 @@ use breakeven_runner::rundir::Summary;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
 };
 
 /// Matched training-accuracy levels: from 20% (well above chance, 10%) in steps of 5%.
@@ -81,10 +81,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &runs,
         )?;
     }
-    let md = out_dir.join(format!("{stem}.md"));
-    write(&md, &page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    write_page(&out_dir, &stem, &page)
 }
 
 /// The run table, the plots and the verdicts of one row (one large-η and one small-η run).

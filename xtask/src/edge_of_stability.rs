@@ -16,7 +16,7 @@ use breakeven_runner::table::find_data;
 use serde::Deserialize;
 
 use crate::reproduce::{
-    data_roots, out_dir, page_head, profile_device, project_root, write, ReproduceArgs,
+    data_roots, out_dir, page_head, profile_device, project_root, write, write_page, ReproduceArgs,
 };
 
 /// `experiments/edge-of-stability.toml`.
@@ -240,8 +240,5 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         "**λ_H^1 rises to ≈ 2/η and hovers there**: {supported} of {decided} non-diverged runs support it → **{}**.",
         if overall { "supports" } else { "does not support" }
     );
-    let md = out_dir.join(format!("{stem}.md"));
-    write(&md, &page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    write_page(&out_dir, &stem, &page)
 }

@@ -13,7 +13,7 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
 };
 
 /// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
@@ -87,10 +87,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &curves,
         )?;
     }
-    let md = out_dir.join(format!("{stem}.md"));
-    write(&md, &page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    write_page(&out_dir, &stem, &page)
 }
 
 /// The per-run table, the two plots and the verdicts of one row.

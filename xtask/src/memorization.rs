@@ -16,7 +16,7 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, ReproduceArgs,
+    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
 };
 
 /// One finished run of a noise level.
@@ -101,10 +101,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &fits,
         )?;
     }
-    let md = out_dir.join(format!("{stem}.md"));
-    write(&md, &page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    write_page(&out_dir, &stem, &page)
 }
 
 /// The per-run table, the plots and the verdicts of one noise level.

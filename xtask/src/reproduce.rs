@@ -361,6 +361,14 @@ pub(crate) fn row_runs<'a>(
     }
 }
 
+/// Writes `page` as `<out_dir>/<stem>.md` (atomically) and says where.
+pub(crate) fn write_page(out_dir: &Path, stem: &str, page: &str) -> Result<()> {
+    let md = out_dir.join(format!("{stem}.md"));
+    write(&md, page)?;
+    println!("wrote {}", md.display());
+    Ok(())
+}
+
 /// Where data sets are looked for: `--data-dir` (or `BREAKEVEN_DATA`), then `./data`, then the
 /// shared folder beside the checkout (`../shared/data`).
 pub(crate) fn data_roots(args: &ReproduceArgs) -> Vec<PathBuf> {
