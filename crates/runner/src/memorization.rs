@@ -1,7 +1,7 @@
 //! The memorization claim (SCIENCE.md §5.3): with noisy labels, the Fisher penalty slows the
 //! learning of the noisy examples more than that of the clean ones. Judged at a matched point:
-//! every run of a noise level is read where its clean training accuracy first reaches the same
-//! level, and the noisy examples it has fitted by then are compared.
+//! a penalized run and its baseline are read where their clean training accuracy first reaches
+//! the same level, and the noisy examples each has fitted by then are compared.
 
 use crate::claims::{sig4, Verdict};
 use crate::metrics::MetricsRecord;
@@ -24,7 +24,8 @@ pub fn fit_curve(records: &[MetricsRecord]) -> Vec<FitPoint> {
         .collect()
 }
 
-/// The matched clean accuracy of a group of runs: the smallest of their best clean accuracies,
+/// The matched clean accuracy of runs (a penalized run and its baseline): the smallest of their
+/// best clean accuracies,
 /// so every run reaches it. `None` when a run has no points or the level is not
 /// [`MIN_LEARNED`] above every run's first logged clean accuracy.
 pub fn matched_clean_level(curves: &[&[FitPoint]]) -> Option<f64> {
