@@ -69,7 +69,14 @@ pub fn backward_detached(t: &Tensor) -> candle_core::Result<GradStore> {
     let (reply, answer) = channel();
     let t = t.clone();
     let job: Job = Box::new(move || {
-        let _ = reply.send(t.backward());
+        // A panic inside Candle's backward becomes an error here and the worker lives on.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.backward()))
+            .unwrap_or_else(|_| {
+                Err(candle_core::Error::Msg(
+                    "backward pass panicked on the detached worker".into(),
+                ))
+            });
+        let _ = reply.send(out);
     });
     let sent = queue
         .lock()
