@@ -1,11 +1,14 @@
 //! Principal component analysis in f64 for small sets of long vectors (e.g. a few hundred
 //! checkpoints, each embedded by thousands of softmax outputs): the top two components from
-//! the n×n Gram matrix of the centred rows, eigen-decomposed by cyclic Jacobi rotations.
+//! the n×n Gram matrix of the centred rows, eigen-decomposed by cyclic Jacobi rotations
+//! (`breakeven_curvature::linalg::jacobi_eigen`).
 //!
 //! With n points in d dimensions and n ≪ d, the non-zero eigenvalues of the d×d covariance
 //! XᵀX/n equal those of the n×n Gram matrix XXᵀ/n, and the scores of component k are
 //! X v_k = u_k √(n λ_k) (u_k the unit Gram eigenvector): no d×d matrix is ever formed
 //! (the same trick as λ_K^1 in SCIENCE.md §2). Jacobi costs O(n³) per sweep, fine for n ≤ ~500.
+
+use breakeven_curvature::linalg::jacobi_eigen;
 
 use crate::error::RunError;
 
@@ -18,77 +21,6 @@ pub struct Pca2 {
     pub variance: [f64; 2],
     /// Fraction of the total variance each component explains (0 when all points coincide).
     pub explained: [f64; 2],
-}
-
-/// Eigenvalues (descending) and unit eigenvectors (columns of the returned row-major matrix,
-/// `vectors[i * n + k]` = component i of eigenvector k) of the symmetric n×n matrix `a`.
-pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), RunError> {
-    if a.len() != n * n {
-        return Err(RunError::Other(format!(
-            "symmetric_eigen: matrix has {} entries, expected {n}×{n}",
-            a.len()
-        )));
-    }
-    if a.iter().any(|v| !v.is_finite()) {
-        return Err(RunError::Other(
-            "symmetric_eigen: matrix has non-finite entries".into(),
-        ));
-    }
-    let mut m = a.to_vec();
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    let scale: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| m[i * n + j] * m[i * n + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * scale.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = m[p * n + q];
-                if apq.abs() <= f64::MIN_POSITIVE {
-                    continue;
-                }
-                // Rotation zeroing m[p][q] (Golub & Van Loan, Algorithm 8.5.1).
-                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (mkp, mkq) = (m[k * n + p], m[k * n + q]);
-                    m[k * n + p] = c * mkp - s * mkq;
-                    m[k * n + q] = s * mkp + c * mkq;
-                }
-                for k in 0..n {
-                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
-                    m[p * n + k] = c * mpk - s * mqk;
-                    m[q * n + k] = s * mpk + c * mqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| m[b * n + b].total_cmp(&m[a * n + a]));
-    let values = order.iter().map(|&k| m[k * n + k]).collect();
-    let mut vectors = vec![0.0; n * n];
-    for (new, &old) in order.iter().enumerate() {
-        for i in 0..n {
-            vectors[i * n + new] = v[i * n + old];
-        }
-    }
-    Ok((values, vectors))
 }
 
 /// The top two principal components of `rows` (all of one length). Each component's sign is
@@ -126,7 +58,12 @@ pub fn pca_2d(rows: &[Vec<f64>]) -> Result<Pca2, RunError> {
         }
     }
     let total: f64 = (0..n).map(|i| gram[i * n + i]).sum();
-    let (values, vectors) = symmetric_eigen(&gram, n)?;
+    let eig = jacobi_eigen(n, &gram).map_err(|e| {
+        RunError::Other(format!(
+            "pca_2d: eigen-decomposition of the Gram matrix: {e}"
+        ))
+    })?;
+    let (values, vectors) = (&eig.values, &eig.vectors);
     let mut scores = vec![[0.0; 2]; n];
     let mut variance = [0.0; 2];
     for k in 0..2.min(n) {
@@ -134,7 +71,7 @@ pub fn pca_2d(rows: &[Vec<f64>]) -> Result<Pca2, RunError> {
         let lambda = values[k].max(0.0);
         variance[k] = lambda;
         let norm = (n as f64 * lambda).sqrt();
-        let col: Vec<f64> = (0..n).map(|i| vectors[i * n + k] * norm).collect();
+        let col: Vec<f64> = vectors[k].iter().map(|u| u * norm).collect();
         let peak = col
             .iter()
             .copied()
@@ -164,21 +101,22 @@ mod tests {
     fn jacobi_recovers_a_known_spectrum_and_orthonormal_vectors() {
         // [[2,1,0],[1,2,0],[0,0,5]]: eigenvalues 5, 3, 1 with vectors e3, (1,1,0)/√2, (1,−1,0)/√2.
         let a = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 5.0];
-        let (vals, vecs) = symmetric_eigen(&a, 3).unwrap();
+        let e = jacobi_eigen(3, &a).unwrap();
+        let (vals, vecs) = (&e.values, &e.vectors);
         for (got, want) in vals.iter().zip([5.0, 3.0, 1.0]) {
             assert!((got - want).abs() < 1e-12, "{vals:?}");
         }
-        assert!((vecs[2 * 3].abs() - 1.0).abs() < 1e-12);
+        assert!((vecs[0][2].abs() - 1.0).abs() < 1e-12);
         let r = 0.5f64.sqrt();
-        assert!((vecs[1].abs() - r).abs() < 1e-12 && (vecs[3 + 1].abs() - r).abs() < 1e-12);
+        assert!((vecs[1][0].abs() - r).abs() < 1e-12 && (vecs[1][1].abs() - r).abs() < 1e-12);
         for j in 0..3 {
             for k in 0..3 {
-                let dot: f64 = (0..3).map(|i| vecs[i * 3 + j] * vecs[i * 3 + k]).sum();
+                let dot: f64 = (0..3).map(|i| vecs[j][i] * vecs[k][i]).sum();
                 let want = if j == k { 1.0 } else { 0.0 };
                 assert!((dot - want).abs() < 1e-12);
             }
         }
-        assert!(symmetric_eigen(&a, 2).is_err());
+        assert!(jacobi_eigen(2, &a).is_err());
     }
 
     #[test]
@@ -229,12 +167,13 @@ mod tests {
                 }
             }
         }
-        let (vals, vecs) = symmetric_eigen(&cov, 3).unwrap();
+        let e = jacobi_eigen(3, &cov).unwrap();
+        let (vals, vecs) = (&e.values, &e.vectors);
         assert!((p.variance[0] - vals[0]).abs() < 1e-10 && (p.variance[1] - vals[1]).abs() < 1e-10);
         // Scores are projections on the covariance eigenvectors (up to sign).
         for (r, s) in rows.iter().zip(&p.scores) {
             for k in 0..2 {
-                let proj: f64 = (0..3).map(|j| (r[j] - mean[j]) * vecs[j * 3 + k]).sum();
+                let proj: f64 = (0..3).map(|j| (r[j] - mean[j]) * vecs[k][j]).sum();
                 assert!((proj.abs() - s[k].abs()).abs() < 1e-10);
             }
         }
