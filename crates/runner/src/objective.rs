@@ -86,10 +86,8 @@ pub fn step_objective(
             }
             Err(e) => return Err(RunError::Other(format!("penalized step {step}: {e}"))),
         };
-        // The penalized step does not return its logits; one extra forward with batch
-        // statistics (running statistics untouched) gives the step's accuracy.
-        let logits = model.forward(x, Mode::BatchStats)?.detach();
-        let correct = correct_count(&logits, y)?;
+        // The step's accuracy from the penalized step's own plain pass (no extra forward).
+        let correct = correct_count(&out.logits, y)?;
         return Ok(StepOutput {
             loss: out.loss,
             correct,
