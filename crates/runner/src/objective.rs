@@ -99,8 +99,19 @@ pub fn step_objective(
     let logits = model.forward(x, Mode::Train)?;
     let loss = cross_entropy(&logits, y)?;
     let correct = correct_count(&logits.detach(), y)?;
-    let loss_value = scalar(&loss)?;
-    let store = loss.backward()?;
+    plain_step(model, &loss, correct, n)
+}
+
+/// The gradients of a plain step's `loss`, taken as the penalizer takes its plain passes: on
+/// curvature's detaching worker, since nothing differentiates them again.
+fn plain_step(
+    model: &dyn Model,
+    loss: &Tensor,
+    correct: usize,
+    n: usize,
+) -> Result<StepOutput, RunError> {
+    let loss_value = scalar(loss)?;
+    let store = breakeven_curvature::backward_detached(loss)?;
     let grads = model
         .params()
         .iter()
@@ -135,21 +146,5 @@ pub fn mixup_objective(
         + (cross_entropy(&logits, labels_b)? * (1.0 - lambda))?)?;
     let major = if lambda >= 0.5 { labels_a } else { labels_b };
     let correct = correct_count(&logits.detach(), major)?;
-    let loss_value = scalar(&loss)?;
-    let store = loss.backward()?;
-    let grads = model
-        .params()
-        .iter()
-        .map(|p| match store.get(p.var.as_tensor()) {
-            Some(g) => Ok(g.detach()),
-            None => p.var.as_tensor().zeros_like(),
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(StepOutput {
-        loss: loss_value,
-        correct,
-        n,
-        penalty: None,
-        grads,
-    })
+    plain_step(model, &loss, correct, n)
 }
