@@ -220,57 +220,7 @@ pub fn line_chart(
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> String {
-    let pts = || {
-        series
-            .iter()
-            .flat_map(|(_, p)| p.iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-    };
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts() {
-        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
-    }
-    if x_lo > x_hi {
-        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let (y_lo, y_hi, step) = ticks(y_lo.min(0.0), y_hi);
-    let mut out = String::new();
-    frame(&mut out, title, x_label, y_label);
-    let y = y_axis(&mut out, y_lo, y_hi, step);
-    let x_span = (x_hi - x_lo).max(1e-12);
-    let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
-    let (_, xt_hi, xt_step) = ticks(x_lo, x_hi);
-    // The first round multiple of the step inside the data (log-scale x starts anywhere: a
-    // start at x_lo itself gave labels like -1.5229).
-    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
-    while t <= xt_hi.min(x_hi) + xt_step * 1e-9 {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            x(t),
-            H - BOTTOM + 16.0,
-            fmt_tick(t)
-        );
-        t += xt_step;
-    }
-    let mut entries = Vec::new();
-    for (i, (name, points)) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
-            path.join(" ")
-        );
-        entries.push((name.clone(), colour, false));
-    }
-    legend(&mut out, &entries);
-    out.push_str("</svg>\n");
-    out
+    line_chart_with_bounds(title, x_label, y_label, series, &[], "")
 }
 
 /// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
@@ -584,9 +534,9 @@ pub fn line_chart_with_bounds(
     let x_span = (x_hi - x_lo).max(1e-12);
     let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
     let (_, _, xt_step) = ticks(x_lo, x_hi);
-    // Ticks at round multiples of the step inside the data range (log-scale x starts anywhere).
-    // `+ 0.0` turns a −0 into 0 (no "-0" label).
-    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step + 0.0;
+    // Ticks at round multiples of the step inside the data range (a log-scale x starts
+    // anywhere: a start at x_lo itself gave labels like -1.5229).
+    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
     while t <= x_hi + xt_step * 1e-9 {
         let _ = writeln!(
             out,
