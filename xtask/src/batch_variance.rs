@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use breakeven_runner::claims::{sig4, trend_verdict, TrendGroup};
+use breakeven_runner::claims::{trend_verdict, TrendGroup};
 use breakeven_runner::matched::value_at_accuracy;
 
 use crate::break_even_runs::{
-    group_by, group_levels, level_step, load_sweep, pct, plain_chart, series, table_levels, Metric,
-    Trajectory, ACC_AXIS, DEFINITION,
+    group_by, group_levels, level_step, level_table, load_sweep, pct, plain_chart, series,
+    table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
 };
 use crate::reproduce::{out_dir, page_head_defined_by, profile_device, write, ReproduceArgs};
 
@@ -55,26 +55,9 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     // Tr(K) at every level some run reaches.
     let levels = table_levels(runs, step);
     page.push_str("\n## Tr(K) at matched training accuracy\n\n");
-    if levels.is_empty() {
-        page.push_str("No accuracy level above the runs' starting accuracy was reached.\n");
-    } else {
-        let head: Vec<String> = levels.iter().map(|&l| pct(l)).collect();
-        let _ = writeln!(
-            page,
-            "| Run | {} |\n|---|{}",
-            head.join(" | "),
-            "---|".repeat(levels.len())
-        );
-        for t in runs {
-            let cells: Vec<String> = levels
-                .iter()
-                .map(|&l| value_at_accuracy(&t.points(&t.k_trace), l).map_or("—".into(), sig4))
-                .collect();
-            let _ = writeln!(page, "| {} | {} |", t.label, cells.join(" | "));
-        }
-    }
-
     let k_trace: Metric = |t| &t.k_trace;
+    level_table(&mut page, runs, &levels, k_trace);
+
     page.push_str("\n## Plots\n\n");
     for (suffix, title, x_label, svg_series) in [
         (

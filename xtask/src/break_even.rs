@@ -11,8 +11,8 @@ use breakeven_runner::matched::{first_crossing, max_until_accuracy, value_at_acc
 use breakeven_runner::plot::{line_chart_with_bounds, Bound};
 
 use crate::break_even_runs::{
-    group_by, group_levels, level_step, load_sweep, pct, plain_chart, series, table_levels, Metric,
-    Trajectory, ACC_AXIS, DEFINITION,
+    group_by, group_levels, level_step, level_table, load_sweep, pct, plain_chart, series,
+    table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
 };
 use crate::reproduce::{
     out_dir, page_head_defined_by, profile_device, write, write_page, ReproduceArgs,
@@ -277,28 +277,6 @@ fn run_table(page: &mut String, runs: &[Trajectory]) {
             max(&t.lambda_h),
             max(&t.lambda_k),
         );
-    }
-}
-
-/// A run × level table of one metric ("—" where the run never reaches the level).
-fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
-    if levels.is_empty() {
-        page.push_str("No accuracy level above the runs' starting accuracy was reached.\n");
-        return;
-    }
-    let head: Vec<String> = levels.iter().map(|&l| pct(l)).collect();
-    let _ = writeln!(
-        page,
-        "| Run | {} |\n|---|{}",
-        head.join(" | "),
-        "---|".repeat(levels.len())
-    );
-    for t in runs {
-        let cells: Vec<String> = levels
-            .iter()
-            .map(|&l| value_at_accuracy(&t.points(m(t)), l).map_or("—".into(), sig4))
-            .collect();
-        let _ = writeln!(page, "| {} | {} |", t.label, cells.join(" | "));
     }
 }
 

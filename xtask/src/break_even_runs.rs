@@ -2,8 +2,11 @@
 //! tracking) run through the table machinery and read back as trajectories; shared by the
 //! `break-even` and `batch-variance` reports, which read the same runs.
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result};
-use breakeven_runner::matched::{matched_levels, AccPoint};
+use breakeven_runner::claims::sig4;
+use breakeven_runner::matched::{matched_levels, value_at_accuracy, AccPoint};
 use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart_with_bounds;
 use breakeven_runner::sweep::{Experiment, Profile};
@@ -252,6 +255,28 @@ pub(crate) fn plain_chart(
 
 /// The x label of the plots against training accuracy.
 pub(crate) const ACC_AXIS: &str = "best training accuracy so far (%, measurement subset)";
+
+/// A run × level table of one metric ("—" where the run never reaches the level).
+pub(crate) fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
+    if levels.is_empty() {
+        page.push_str("No accuracy level above the runs' starting accuracy was reached.\n");
+        return;
+    }
+    let head: Vec<String> = levels.iter().map(|&l| pct(l)).collect();
+    let _ = writeln!(
+        page,
+        "| Run | {} |\n|---|{}",
+        head.join(" | "),
+        "---|".repeat(levels.len())
+    );
+    for t in runs {
+        let cells: Vec<String> = levels
+            .iter()
+            .map(|&l| value_at_accuracy(&t.points(m(t)), l).map_or("—".into(), sig4))
+            .collect();
+        let _ = writeln!(page, "| {} | {} |", t.label, cells.join(" | "));
+    }
+}
 
 #[cfg(test)]
 mod tests {
