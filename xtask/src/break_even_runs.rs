@@ -4,16 +4,15 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use breakeven_runner::claims::sig4;
 use breakeven_runner::matched::{matched_levels, value_at_accuracy, AccPoint};
-use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart_with_bounds;
 use breakeven_runner::sweep::{Experiment, Profile};
 use breakeven_runner::table::RowState;
 use breakeven_runner::TrainOptions;
 
-use crate::reproduce::{run_definition, ReproduceArgs};
+use crate::reproduce::{run_definition, run_records, ReproduceArgs};
 
 /// The experiment file both reports read.
 pub(crate) const DEFINITION: &str = "break-even";
@@ -103,9 +102,7 @@ pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
                 notes.push(format!("run {} has not finished", spec.dir.display()));
                 continue;
             }
-            let path = spec.dir.join("metrics.jsonl");
-            let records =
-                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+            let records = run_records(spec)?;
             let nan = f64::NAN;
             let mut t = Trajectory {
                 label: format!(

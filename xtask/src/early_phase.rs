@@ -18,7 +18,8 @@ use breakeven_runner::rundir::Summary;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
+    column_label, out_dir, page_head, profile_device, row_runs, run_definition, write, write_page,
+    ReproduceArgs,
 };
 
 /// Matched training-accuracy levels: from 20% (well above chance, 10%) in steps of 5%.
@@ -63,9 +64,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             let Some(summary) = summary else { continue };
             let t = breakeven_runner::early_phase::trajectory(&spec.dir, o.data_dir.as_deref())
                 .with_context(|| format!("embedding the checkpoints of {}", spec.dir.display()))?;
-            let col = exp.columns.iter().find(|c| c.key == spec.column);
             runs.push(Run {
-                label: col.map_or(spec.column.clone(), |c| c.label.clone()),
+                label: column_label(&exp, spec).to_string(),
                 lr: spec.config.optim.lr,
                 summary: summary.clone(),
                 classes: t.classes,

@@ -4,16 +4,16 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use breakeven_runner::claims::{
     early_peak, peak_accuracy_verdict, peak_ratio_verdict, sig4, Verdict,
 };
-use breakeven_runner::metrics::read_metrics;
 use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
+    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
+    write_page, ReproduceArgs,
 };
 
 /// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
@@ -47,9 +47,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         let mut curves = Vec::new();
         for (spec, summary) in runs {
             let Some(summary) = summary else { continue };
-            let path = spec.dir.join("metrics.jsonl");
-            let records =
-                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+            let records = run_records(spec)?;
             let curve: Vec<(f64, f64)> = records
                 .iter()
                 .filter_map(|r| r.curvature.as_ref()?.fisher_trace.map(|f| (r.epoch, f)))
@@ -57,11 +55,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             // "Early": the dense tracking window (the first `dense_epochs` epochs), after the
             // initialization (shared by every run of a seed, so it cannot tell them apart).
             let early = spec.config.tracking.dense_epochs as f64;
-            let col = exp.columns.iter().find(|c| c.key == spec.column);
             curves.push(RunCurve {
                 label: format!(
                     "{} (η={}{})",
-                    col.map_or(spec.column.as_str(), |c| c.label.as_str()),
+                    column_label(&exp, spec),
                     spec.config.optim.lr,
                     if spec.config.penalty.kind == "none" {
                         String::new()

@@ -5,18 +5,19 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use breakeven_runner::claims::Verdict;
 use breakeven_runner::memorization::{
     fit_curve, matched_clean_level, memorization_verdict, noisy_fit_at, FitPoint, MIN_LEARNED,
     RATIO_THRESHOLD,
 };
-use breakeven_runner::metrics::{read_metrics, MetricsRecord};
+use breakeven_runner::metrics::MetricsRecord;
 use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    out_dir, page_head, profile_device, row_runs, run_definition, write, write_page, ReproduceArgs,
+    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
+    write_page, ReproduceArgs,
 };
 
 /// One finished run of a noise level.
@@ -71,10 +72,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         let mut fits = Vec::new();
         for (spec, summary) in runs {
             let Some(summary) = summary else { continue };
-            let path = spec.dir.join("metrics.jsonl");
-            let records =
-                read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
-            let col = exp.columns.iter().find(|c| c.key == spec.column);
+            let records = run_records(spec)?;
             let alpha = if spec.config.penalty.kind == "none" {
                 String::new()
             } else {
@@ -82,11 +80,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             };
             fits.push(RunFit {
                 column: spec.column.clone(),
-                label: format!(
-                    "{}{alpha}, seed {}",
-                    col.map_or(spec.column.as_str(), |c| c.label.as_str()),
-                    spec.seed
-                ),
+                label: format!("{}{alpha}, seed {}", column_label(&exp, spec), spec.seed),
                 seed: spec.seed,
                 noise: spec.config.data.label_noise,
                 wall_s: summary.wall_s,

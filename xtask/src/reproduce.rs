@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use breakeven_runner::metrics::read_metrics;
+use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::{bar_chart, line_chart};
 use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
 use breakeven_runner::rundir::{git_revision, Summary};
@@ -234,10 +234,9 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         else {
             continue;
         };
-        let path = spec.dir.join("metrics.jsonl");
-        let records = read_metrics(&path).with_context(|| format!("reading {}", path.display()))?;
+        let records = run_records(spec)?;
         let name = format!("{} ({h})", col.label);
-        let series = |f: fn(&breakeven_runner::metrics::MetricsRecord) -> Option<f64>| {
+        let series = |f: fn(&MetricsRecord) -> Option<f64>| {
             records
                 .iter()
                 .filter_map(|r| f(r).map(|a| (r.epoch, 100.0 * a)))
@@ -359,6 +358,20 @@ pub(crate) fn row_runs<'a>(
             Some(runs)
         }
     }
+}
+
+/// The metrics log of a run of the sweep.
+pub(crate) fn run_records(spec: &RunSpec) -> Result<Vec<MetricsRecord>> {
+    let path = breakeven_runner::RunDir::new(&spec.dir).metrics_path();
+    read_metrics(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The label of a run's column in its experiment definition (its key if the column is gone).
+pub(crate) fn column_label<'a>(exp: &'a Experiment, spec: &'a RunSpec) -> &'a str {
+    exp.columns
+        .iter()
+        .find(|c| c.key == spec.column)
+        .map_or(spec.column.as_str(), |c| c.label.as_str())
 }
 
 /// Writes `page` as `<out_dir>/<stem>.md` (atomically) and says where.
