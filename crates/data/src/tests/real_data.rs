@@ -5,14 +5,17 @@ use crate::{
     Normalization,
 };
 
+/// Where the real data set is, or `None` after printing why the test is skipped.
+fn located(name: DatasetName) -> Option<std::path::PathBuf> {
+    locate(name, Some(&super::test_data_root()))
+        .map_err(|e| eprintln!("SKIPPED: {e}"))
+        .ok()
+}
+
 #[test]
 fn real_cifar10_counts_labels_and_channel_statistics() {
-    let dir = match locate(DatasetName::Cifar10, Some(&super::test_data_root())) {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
+    let Some(dir) = located(DatasetName::Cifar10) else {
+        return;
     };
     let tt = load_cifar10(&dir).unwrap();
     assert_eq!((tt.train.len(), tt.test.len()), (50_000, 10_000));
@@ -33,12 +36,8 @@ fn real_cifar10_counts_labels_and_channel_statistics() {
 /// copy, not CIFAR-10; what must hold of any copy is asserted.
 #[test]
 fn real_cifar10_duplicates() {
-    let dir = match locate(DatasetName::Cifar10, Some(&super::test_data_root())) {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
+    let Some(dir) = located(DatasetName::Cifar10) else {
+        return;
     };
     let tt = load_cifar10(&dir).unwrap();
     let train = exact_duplicates(&tt.train);
@@ -66,12 +65,8 @@ fn real_cifar10_duplicates() {
 
 #[test]
 fn real_fashion_mnist_counts_and_first_labels() {
-    let dir = match locate(DatasetName::FashionMnist, Some(&super::test_data_root())) {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
+    let Some(dir) = located(DatasetName::FashionMnist) else {
+        return;
     };
     let tt = load_fashion_mnist(&dir).unwrap();
     assert_eq!((tt.train.len(), tt.test.len()), (60_000, 10_000));
