@@ -28,6 +28,8 @@ pub enum RunError {
     Model(#[from] breakeven_models::ModelError),
     #[error(transparent)]
     Optim(#[from] breakeven_optim::OptimError),
+    #[error("curvature: {0}")]
+    Curvature(#[from] breakeven_curvature::CurvatureError),
 }
 
 impl RunError {

@@ -149,10 +149,6 @@ pub fn batch_loss(
     }
 }
 
-fn curv(e: breakeven_curvature::CurvatureError) -> RunError {
-    RunError::Other(format!("curvature: {e}"))
-}
-
 /// Mean loss and gradient over the whole subset (batches weighted by size / n).
 pub fn full_gradient(
     model: &dyn Model,
@@ -164,20 +160,17 @@ pub fn full_gradient(
         let batch = &data.batches[b];
         Ok((batch_loss(model, kind, batch)?, batch.1.dim(0)?))
     });
-    loss_and_gradient(&mut loss, &vars).map_err(curv)
+    Ok(loss_and_gradient(&mut loss, &vars)?)
 }
 
 /// One GD step `θ ← θ − η g` on `model`'s parameters.
 pub fn gd_step(model: &dyn Model, grad: &[f64], lr: f64) -> Result<(), RunError> {
     let vars: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
-    let mut theta = params_to_vec(&vars).map_err(curv)?;
+    let mut theta = params_to_vec(&vars)?;
     for (t, g) in theta.iter_mut().zip(grad) {
         *t -= lr * g;
     }
-    for (v, t) in vars
-        .iter()
-        .zip(vec_to_tensors(&theta, &vars).map_err(curv)?)
-    {
+    for (v, t) in vars.iter().zip(vec_to_tensors(&theta, &vars)?) {
         v.set(&t)?;
     }
     Ok(())
@@ -197,7 +190,7 @@ pub fn top_hessian_eigen(
         let batch = &data.batches[b];
         Ok((batch_loss(model, kind, batch)?, batch.1.dim(0)?))
     });
-    let mut op = HessianOperator::new(vars, loss).map_err(curv)?;
+    let mut op = HessianOperator::new(vars, loss)?;
     let cfg = LanczosConfig {
         k: 1,
         max_iter: iters,
@@ -206,7 +199,7 @@ pub fn top_hessian_eigen(
         compute_residuals: false,
         ..Default::default()
     };
-    let mut eig = lanczos(&mut op, &cfg, seed).map_err(curv)?;
+    let mut eig = lanczos(&mut op, &cfg, seed)?;
     Ok((eig.eigenvalues[0], eig.eigenvectors.swap_remove(0)))
 }
 

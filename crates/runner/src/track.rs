@@ -35,10 +35,6 @@ pub fn should_log(t: &TrackingConfig, step: u64, steps_per_epoch: u64) -> bool {
     dense || epoch_end
 }
 
-fn curvature_error(e: breakeven_curvature::CurvatureError) -> RunError {
-    RunError::Other(format!("curvature: {e}"))
-}
-
 /// The `i`-th example of an evaluation set as a batch of one.
 fn example(set: &EvalSet, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
     let mut i = i;
@@ -80,7 +76,7 @@ pub fn measure_curvature(
                 y.dim(0)?,
             ))
         });
-        let op = HessianOperator::new(vars.clone(), loss).map_err(curvature_error)?;
+        let op = HessianOperator::new(vars.clone(), loss)?;
         let mut op = Counted::new(op);
         if t.lanczos_iters > 0 {
             let cfg = LanczosConfig {
@@ -90,7 +86,7 @@ pub fn measure_curvature(
                 compute_residuals: false,
                 ..Default::default()
             };
-            let eig = lanczos(&mut op, &cfg, lanczos_seed).map_err(curvature_error)?;
+            let eig = lanczos(&mut op, &cfg, lanczos_seed)?;
             let first = eig.eigenvalues[0];
             record.h_ratio = eig
                 .eigenvalues
@@ -103,11 +99,7 @@ pub fn measure_curvature(
             let cfg = HutchinsonConfig {
                 samples: t.hutchinson_samples,
             };
-            record.hessian_trace = Some(
-                hutchinson(&mut op, &cfg, hutch_seed)
-                    .map_err(curvature_error)?
-                    .trace,
-            );
+            record.hessian_trace = Some(hutchinson(&mut op, &cfg, hutch_seed)?.trace);
         }
         matvecs += op.matvecs as u64;
     }
@@ -122,7 +114,7 @@ pub fn measure_curvature(
         samples: 1,
         seed: fisher_seed,
     };
-    let fisher = fisher_trace(&mut logits, &vars, kind).map_err(curvature_error)?;
+    let fisher = fisher_trace(&mut logits, &vars, kind)?;
     record.fisher_trace = Some(fisher.trace);
     matvecs += fisher.backward_passes as u64;
 
@@ -130,15 +122,14 @@ pub fn measure_curvature(
         let (x, y) = example(set, i)?;
         Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
     });
-    let grads = per_example_gradients(&mut loss, &vars).map_err(curvature_error)?;
+    let grads = per_example_gradients(&mut loss, &vars)?;
     let cov = covariance_summary(
         &grads,
         &CovarianceConfig {
             k: 1,
             ..Default::default()
         },
-    )
-    .map_err(curvature_error)?;
+    )?;
     record.lambda_k1 = cov.eigenvalues.first().copied();
     record.k_trace = Some(cov.trace);
     record.k_ratio = Some(cov.conditioning);
