@@ -1,29 +1,35 @@
-//! Gradients of BatchNorm networks in a process where Candle drops gradient graphs (no
-//! `CANDLE_GRAD_DO_NOT_DETACH`, plain training): the fused first-order kernels run here,
-//! while the library's unit tests, which enable double backprop, run the composed ones.
+//! Gradients of BatchNorm and max-pooling networks in a process where Candle drops gradient
+//! graphs (no `CANDLE_GRAD_DO_NOT_DETACH`, plain training): the untracked backward ops run
+//! here, while the library's unit tests, which enable double backprop, run the tracked ones.
 
 use breakeven_models::{build, cross_entropy, init, Mode, ModelSpec};
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 
 #[test]
-fn batch_norm_nets_have_finite_difference_gradients_without_double_backprop() {
+fn batch_norm_and_pooling_nets_have_finite_difference_gradients_without_double_backprop() {
     assert!(
         std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none(),
         "this test needs the first-order path"
     );
-    for spec in [
-        ModelSpec::ResNet32 { width: 2 },
-        ModelSpec::Wrn {
-            depth: 10,
-            widen: 1,
-        },
+    // (model, input side): SimpleCNN and VGG max-pool, VGG also with BatchNorm.
+    for (spec, hw) in [
+        (ModelSpec::ResNet32 { width: 2 }, 8),
+        (
+            ModelSpec::Wrn {
+                depth: 10,
+                widen: 1,
+            },
+            8,
+        ),
+        (ModelSpec::SimpleCnn { width_mult: 0.125 }, 16),
+        (ModelSpec::Vgg11Bn { width: 2 }, 32),
     ] {
-        let model = build(&spec, (3, 8, 8), 3, DType::F64, &Device::Cpu, 5).unwrap();
+        let model = build(&spec, (3, hw, hw), 3, DType::F64, &Device::Cpu, 5).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
         let x = Tensor::from_vec(
-            init::normal(&mut rng, 3 * 3 * 64, 0.0, 1.0),
-            (3, 3, 8, 8),
+            init::normal(&mut rng, 3 * 3 * hw * hw, 0.0, 1.0),
+            (3, 3, hw, hw),
             &Device::Cpu,
         )
         .unwrap();

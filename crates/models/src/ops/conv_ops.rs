@@ -16,7 +16,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use super::conv_cpu::{self, Elem, Geom};
 
 /// Applies a backward op, recording it for double backprop only when Candle keeps graphs.
-fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
+pub(super) fn apply_bwd<C: CustomOp2 + Send + Sync + 'static>(
     a: &Tensor,
     b: &Tensor,
     op: C,

@@ -8,6 +8,7 @@ mod conv_im2col;
 mod conv_ops;
 #[cfg(test)]
 mod conv_tests;
+mod max_pool;
 mod pool;
 mod relu;
 

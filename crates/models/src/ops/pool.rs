@@ -1,11 +1,13 @@
-//! Pooling with correct first- and second-order gradients, built from reshape + reduce.
+//! Pooling with correct first- and second-order gradients.
 //!
 //! Candle 0.11.1's `Tensor::max_pool2d` backward scales the gradient by 1/k² and refuses
-//! kernel ≠ stride (SCIENCE.md §7). Reshaping N×C×H×W into N×C×H/k×k×W/k×k and taking `max`
-//! over the two window axes gives the gradient of `max` itself (a 0/1 mask), which is exact.
-//! Ties inside a window (equal maxima) send the full gradient to every tied entry, unlike
-//! PyTorch's single argmax; with real-valued activations ties have probability zero, except
-//! all-zero windows after a ReLU, whose entries then get gradient only where ReLU passes it.
+//! kernel ≠ stride (SCIENCE.md §7). On CPU, max-pooling runs on the fused ops of `max_pool.rs`
+//! (PyTorch's semantics: the gradient goes to the first maximum of each window). Elsewhere, and
+//! for average pooling, N×C×H×W is reshaped into N×C×H/k×k×W/k×k and reduced over the two
+//! window axes. For `max`, that gives the gradient of `max` itself (a 0/1 mask), which is exact,
+//! but ties inside a window send the full gradient to every tied entry. With real-valued
+//! activations ties have probability zero, except all-zero windows after a ReLU, whose entries
+//! then get gradient only where ReLU passes it: the same result as PyTorch's.
 
 use candle_core::{Result, Tensor};
 
@@ -30,8 +32,18 @@ fn windows(x: &Tensor, k: usize) -> Result<Tensor> {
     x.contiguous()?.reshape((n, c, ho, k, wo, k))
 }
 
-/// k×k max-pool with stride k (`torch.nn.MaxPool2d(k)`), differentiable to second order.
+/// k×k max-pool with stride k (`torch.nn.MaxPool2d(k)`), differentiable to second order. On
+/// CPU (f32, f64) the fused ops of `max_pool.rs` (gradient to the first maximum of a window, as
+/// PyTorch); elsewhere `max` over the window axes (gradient to every tied maximum).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if super::max_pool::fused(x) {
+        return super::max_pool::max_pool2d(x, k);
+    }
+    max_pool2d_windows(x, k)
+}
+
+/// [`max_pool2d`] by reshape and `max`, on any device.
+pub(super) fn max_pool2d_windows(x: &Tensor, k: usize) -> Result<Tensor> {
     windows(x, k)?.max(5)?.max(3)
 }
 
