@@ -12,16 +12,23 @@ use super::conv_im2col::{col2im, im2col};
 pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
     const ZERO: Self;
     const ONE: Self;
+    fn is_nan(self) -> bool;
 }
 
 impl Elem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
 }
 
 impl Elem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
 }
 
 /// Shapes of one convolution: input N×C×H×W, weight O×C×KH×KW, output N×O×HO×WO.

@@ -16,6 +16,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv_cpu::Elem;
 use super::conv_ops::{apply_bwd, by_dtype, Storage};
 
 /// Whether `x` runs on the fused CPU kernels.
@@ -58,26 +59,57 @@ impl Planes {
         self.ho * self.wo
     }
 
-    /// Index in the input plane of the first maximum of output `(i, j)`'s window.
-    fn argmax<T: PartialOrd + Copy>(&self, x: &[T], i: usize, j: usize) -> usize {
-        let mut best_at = i * self.k * self.w + j * self.k;
-        let mut best = x[best_at];
-        for a in 0..self.k {
-            let row = (i * self.k + a) * self.w + j * self.k;
-            for (b, &v) in x[row..row + self.k].iter().enumerate() {
-                // A NaN wins, as in PyTorch, and then stays: nothing is greater than NaN.
-                if (v > best || is_nan(v)) && !is_nan(best) {
-                    best = v;
-                    best_at = row + b;
-                }
+    /// Index in the input plane of the first maximum of output `(i, j)`'s window. A NaN wins,
+    /// as in PyTorch, and then stays (nothing is greater than NaN).
+    #[inline]
+    fn argmax<T: Elem + PartialOrd>(&self, x: &[T], i: usize, j: usize) -> usize {
+        let (k, w) = (self.k, self.w);
+        let start = i * k * w + j * k;
+        let window = &x[start..start + (k - 1) * w + k];
+        let (mut best, mut best_at) = (window[0], 0);
+        for a in 0..k {
+            for (b, &v) in window[a * w..a * w + k].iter().enumerate() {
+                (best, best_at) = step((best, best_at), (v, a * w + b));
             }
         }
-        best_at
+        start + best_at
     }
 }
 
-fn is_nan<T: PartialOrd>(v: T) -> bool {
-    v.partial_cmp(&v).is_none()
+/// Branch-free step of the running maximum (the comparison is a coin flip on real data): take
+/// `v` when it is greater, or NaN, unless a NaN is already held (`!(v <= best)` is
+/// `v > best || v.is_nan()`; `&` and `!` on bools keep it a select).
+#[inline(always)]
+fn step<T: Elem + PartialOrd>((best, best_at): (T, usize), (v, at): (T, usize)) -> (T, usize) {
+    #[allow(clippy::neg_cmp_op_on_partial_ord, clippy::nonminimal_bool)]
+    let take = !(v <= best) & !best.is_nan();
+    (if take { v } else { best }, if take { at } else { best_at })
+}
+
+impl Planes {
+    /// Calls `f(j, a)` with the input-plane index `a` of the first maximum of each window
+    /// `(i, j)` of output row `i`. 2×2 windows (every max-pool of our models) take a
+    /// straight-line path over two input rows.
+    #[inline]
+    fn row_argmax<T: Elem + PartialOrd>(&self, x: &[T], i: usize, mut f: impl FnMut(usize, usize)) {
+        if self.k != 2 {
+            for j in 0..self.wo {
+                f(j, self.argmax(x, i, j));
+            }
+            return;
+        }
+        let (w, top) = (self.w, 2 * i * self.w);
+        let (r0, r1) = (
+            &x[top..top + 2 * self.wo],
+            &x[top + w..top + w + 2 * self.wo],
+        );
+        for (j, (p, q)) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).enumerate() {
+            let at = top + 2 * j;
+            let m = step((p[0], at), (p[1], at + 1));
+            let m = step(m, (q[0], at + w));
+            f(j, step(m, (q[1], at + w + 1)).1);
+        }
+    }
 }
 
 /// Planes per parallel task: enough work per task to be worth a split.
@@ -86,8 +118,8 @@ fn planes_per_task(p: &Planes) -> usize {
 }
 
 /// `out[plane][o] = u[plane][a(x)[o]]`: `MaxPool` (with `u = x`) and `Gather`.
-fn gather<T: PartialOrd + Copy + Send + Sync + Default>(u: &[T], x: &[T], p: &Planes) -> Vec<T> {
-    let mut out = vec![T::default(); u.len() / p.hw * p.out_len()];
+fn gather<T: Elem + PartialOrd>(u: &[T], x: &[T], p: &Planes) -> Vec<T> {
+    let mut out = vec![T::ZERO; u.len() / p.hw * p.out_len()];
     let per = planes_per_task(p);
     out.par_chunks_mut(per * p.out_len())
         .enumerate()
@@ -95,10 +127,8 @@ fn gather<T: PartialOrd + Copy + Send + Sync + Default>(u: &[T], x: &[T], p: &Pl
             for (q, o) in chunk.chunks_exact_mut(p.out_len()).enumerate() {
                 let plane = (t * per + q) * p.hw;
                 let (u, x) = (&u[plane..plane + p.hw], &x[plane..plane + p.hw]);
-                for i in 0..p.ho {
-                    for j in 0..p.wo {
-                        o[i * p.wo + j] = u[p.argmax(x, i, j)];
-                    }
+                for (i, row) in o.chunks_exact_mut(p.wo).enumerate() {
+                    p.row_argmax(x, i, |j, a| row[j] = u[a]);
                 }
             }
         });
@@ -106,8 +136,8 @@ fn gather<T: PartialOrd + Copy + Send + Sync + Default>(u: &[T], x: &[T], p: &Pl
 }
 
 /// `dx[plane][a(x)[o]] = dy[plane][o]`, zero elsewhere: `Scatter`.
-fn scatter<T: PartialOrd + Copy + Send + Sync + Default>(dy: &[T], x: &[T], p: &Planes) -> Vec<T> {
-    let mut dx = vec![T::default(); x.len()];
+fn scatter<T: Elem + PartialOrd>(dy: &[T], x: &[T], p: &Planes) -> Vec<T> {
+    let mut dx = vec![T::ZERO; x.len()];
     let per = planes_per_task(p);
     dx.par_chunks_mut(per * p.hw)
         .enumerate()
@@ -116,10 +146,8 @@ fn scatter<T: PartialOrd + Copy + Send + Sync + Default>(dy: &[T], x: &[T], p: &
                 let plane = t * per + q;
                 let x = &x[plane * p.hw..(plane + 1) * p.hw];
                 let g = &dy[plane * p.out_len()..(plane + 1) * p.out_len()];
-                for i in 0..p.ho {
-                    for j in 0..p.wo {
-                        d[p.argmax(x, i, j)] = g[i * p.wo + j];
-                    }
+                for (i, row) in g.chunks_exact(p.wo).enumerate() {
+                    p.row_argmax(x, i, |j, a| d[a] = row[j]);
                 }
             }
         });
@@ -132,7 +160,7 @@ struct MaxPool {
 }
 
 impl MaxPool {
-    fn fwd<T: Storage + PartialOrd + Default>(
+    fn fwd<T: Storage + PartialOrd>(
         &self,
         s: &CpuStorage,
         l: &Layout,
@@ -166,7 +194,7 @@ struct Scatter {
 }
 
 impl Scatter {
-    fn fwd<T: Storage + PartialOrd + Default>(
+    fn fwd<T: Storage + PartialOrd>(
         &self,
         dy: (&CpuStorage, &Layout),
         x: (&CpuStorage, &Layout),
@@ -222,7 +250,7 @@ struct Gather {
 }
 
 impl Gather {
-    fn fwd<T: Storage + PartialOrd + Default>(
+    fn fwd<T: Storage + PartialOrd>(
         &self,
         u: (&CpuStorage, &Layout),
         x: (&CpuStorage, &Layout),
