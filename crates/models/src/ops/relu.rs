@@ -8,6 +8,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::conv_ops::apply_bwd;
+
 /// `max(x, 0)`, differentiable to any order.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !fused(x) {
@@ -54,7 +56,7 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(g.contiguous()?.apply_op2(&x.contiguous()?, ReluGrad)?))
+        apply_bwd(g, x, ReluGrad).map(Some)
     }
 }
 
@@ -101,7 +103,7 @@ impl CustomOp2 for ReluGrad {
         gg: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((
-            Some(gg.contiguous()?.apply_op2(&x.contiguous()?, ReluGrad)?),
+            Some(apply_bwd(gg, x, ReluGrad)?),
             None,
         ))
     }
