@@ -47,7 +47,12 @@ fn cell_text(c: &CellResult, errors: usize) -> String {
                 .train_mean
                 .map(|t| format!(" [{t:.1}]"))
                 .unwrap_or_default();
-            format!("{m:.2} ± {s:.2}{train}")
+            // One seed has no spread to report: a "± 0.00" would read as a measured zero.
+            if c.seeds > 1 {
+                format!("{m:.2} ± {s:.2}{train}")
+            } else {
+                format!("{m:.2}{train}")
+            }
         }
         _ if c.pending > 0 && errors > 0 => "error".into(),
         _ if c.pending > 0 => "pending".into(),
@@ -114,7 +119,7 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     let _ = writeln!(out, "## Measured\n");
     let _ = writeln!(
         out,
-        "Test accuracy (%) of the setting chosen on the validation split, mean ± std over seeds; \
+        "Test accuracy (%) of the setting chosen on the validation split, mean ± std over seeds (no ± with one seed); \
          in brackets the final training accuracy (%, eval mode, no augmentation).\n"
     );
     header(&mut out, exp);
