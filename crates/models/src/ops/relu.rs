@@ -102,10 +102,7 @@ impl CustomOp2 for ReluGrad {
         _res: &Tensor,
         gg: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            Some(apply_bwd(gg, x, ReluGrad)?),
-            None,
-        ))
+        Ok((Some(apply_bwd(gg, x, ReluGrad)?), None))
     }
 }
 
