@@ -1,3 +1,4 @@
 //! Cross-crate tests: one binary, a module per concern.
 
 mod architecture;
+mod vendor_patch;
