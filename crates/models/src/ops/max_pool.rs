@@ -29,6 +29,16 @@ pub(super) fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     x.contiguous()?.apply_op1(MaxPool { k })
 }
 
+/// Branch-free step of the running maximum (the comparison is a coin flip on real data): take
+/// `v` when it is greater, or NaN, unless a NaN is already held (`!(v <= best)` is
+/// `v > best || v.is_nan()`; `&` and `!` on bools keep it a select).
+#[inline(always)]
+fn step<T: Elem + PartialOrd>((best, best_at): (T, usize), (v, at): (T, usize)) -> (T, usize) {
+    #[allow(clippy::neg_cmp_op_on_partial_ord, clippy::nonminimal_bool)]
+    let take = !(v <= best) & !best.is_nan();
+    (if take { v } else { best }, if take { at } else { best_at })
+}
+
 /// Input and output plane sizes of a k×k pool of `dims` (N×C×H×W), checked.
 #[derive(Debug, Clone, Copy)]
 struct Planes {
@@ -40,19 +50,18 @@ struct Planes {
 }
 
 impl Planes {
-    fn new(op: &str, shape: &Shape, k: usize) -> Result<(Self, usize)> {
-        let (n, c, h, w) = shape.dims4()?;
+    fn new(op: &str, shape: &Shape, k: usize) -> Result<Self> {
+        let (_, _, h, w) = shape.dims4()?;
         if k == 0 || h < k || w < k {
             candle_core::bail!("{op}: window {k}×{k} does not fit input {:?}", shape.dims());
         }
-        let p = Planes {
+        Ok(Planes {
             k,
             w,
             hw: h * w,
             ho: h / k,
             wo: w / k,
-        };
-        Ok((p, n * c))
+        })
     }
 
     fn out_len(&self) -> usize {
@@ -74,19 +83,7 @@ impl Planes {
         }
         start + best_at
     }
-}
 
-/// Branch-free step of the running maximum (the comparison is a coin flip on real data): take
-/// `v` when it is greater, or NaN, unless a NaN is already held (`!(v <= best)` is
-/// `v > best || v.is_nan()`; `&` and `!` on bools keep it a select).
-#[inline(always)]
-fn step<T: Elem + PartialOrd>((best, best_at): (T, usize), (v, at): (T, usize)) -> (T, usize) {
-    #[allow(clippy::neg_cmp_op_on_partial_ord, clippy::nonminimal_bool)]
-    let take = !(v <= best) & !best.is_nan();
-    (if take { v } else { best }, if take { at } else { best_at })
-}
-
-impl Planes {
     /// Calls `f(j, a)` with the input-plane index `a` of the first maximum of each window
     /// `(i, j)` of output row `i`. 2×2 windows (every max-pool of our models) take a
     /// straight-line path over two input rows.
@@ -166,10 +163,9 @@ impl MaxPool {
         l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (p, planes) = Planes::new(op, l.shape(), self.k)?;
+        let p = Planes::new(op, l.shape(), self.k)?;
         let x = T::slice(s, l, op)?;
         let (n, c, _, _) = l.shape().dims4()?;
-        debug_assert_eq!(planes, n * c);
         Ok((T::wrap(gather(x, x, &p)), Shape::from((n, c, p.ho, p.wo))))
     }
 }
@@ -200,7 +196,7 @@ impl Scatter {
         x: (&CpuStorage, &Layout),
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (p, planes) = Planes::new(op, x.1.shape(), self.k)?;
+        let p = Planes::new(op, x.1.shape(), self.k)?;
         let (n, c, _, _) = x.1.shape().dims4()?;
         if dy.1.shape().dims() != [n, c, p.ho, p.wo] {
             candle_core::bail!(
@@ -212,7 +208,6 @@ impl Scatter {
                 k = self.k
             );
         }
-        debug_assert_eq!(planes, n * c);
         let dx = scatter(T::slice(dy.0, dy.1, op)?, T::slice(x.0, x.1, op)?, &p);
         Ok((T::wrap(dx), x.1.shape().clone()))
     }
@@ -263,7 +258,7 @@ impl Gather {
                 x.1.shape()
             );
         }
-        let (p, _) = Planes::new(op, x.1.shape(), self.k)?;
+        let p = Planes::new(op, x.1.shape(), self.k)?;
         let (n, c, _, _) = x.1.shape().dims4()?;
         let out = gather(T::slice(u.0, u.1, op)?, T::slice(x.0, x.1, op)?, &p);
         Ok((T::wrap(out), Shape::from((n, c, p.ho, p.wo))))
