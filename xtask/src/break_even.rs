@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use breakeven_runner::claims::{sig4, trend_verdict, TrendGroup, Verdict};
+use breakeven_runner::claims::{sig4, trend_verdict, TrendGroup};
 use breakeven_runner::matched::{first_crossing, max_until_accuracy, value_at_accuracy};
 use breakeven_runner::plot::{line_chart_with_bounds, Bound};
 
@@ -15,8 +15,12 @@ use crate::break_even_runs::{
     table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
 };
 use crate::reproduce::{
-    out_dir, page_head_defined_by, profile_device, write, write_page, ReproduceArgs,
+    claim_line, out_dir, page_head_defined_by, profile_device, write, write_page, ReproduceArgs,
 };
+
+/// What a verdict line says when the runs cannot decide a claim.
+const UNDECIDED: &str =
+    "no comparison group with two settings and a shared accuracy level; cannot decide.";
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let sweep = load_sweep(args)?;
@@ -168,6 +172,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &mut page,
             claim,
             trend_verdict(groups, *increasing).as_ref(),
+            UNDECIDED,
         );
         for g in groups.iter().filter(|_| !claim.starts_with("(c)")) {
             let vals: Vec<String> = g
@@ -340,14 +345,4 @@ fn plots(
         let _ = writeln!(page, "![{suffix}]({file})\n");
     }
     Ok(())
-}
-
-fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
-    let _ = match v {
-        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
-        None => writeln!(
-            page,
-            "- **{claim}**: no comparison group with two settings and a shared accuracy level; cannot decide."
-        ),
-    };
 }

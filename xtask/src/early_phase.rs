@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
-use breakeven_runner::claims::{sig4, Verdict};
+use breakeven_runner::claims::sig4;
 use breakeven_runner::early_phase::{
     lambda_ratio_verdict, match_runs, matched_levels, separation_verdict, TrajectoryPoint,
     LAMBDA_RATIO_THRESHOLD,
@@ -18,9 +18,12 @@ use breakeven_runner::rundir::Summary;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    column_label, out_dir, page_head, profile_device, row_runs, run_definition, write, write_page,
-    ReproduceArgs,
+    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition, write,
+    write_page, ReproduceArgs,
 };
+
+/// What a verdict line says when the runs cannot decide a claim.
+const UNDECIDED: &str = "not enough matched accuracy levels to decide.";
 
 /// Matched training-accuracy levels: from 20% (well above chance, 10%) in steps of 5%.
 const LEVEL_START: f64 = 0.20;
@@ -260,11 +263,13 @@ fn write_row(
         page,
         &format!("At matched training accuracy the small-η run has the larger λ_K^1 (median ratio ≥ {LAMBDA_RATIO_THRESHOLD})"),
         lambda_ratio_verdict(&matched).as_ref(),
+        UNDECIDED,
     );
     claim_line(
         page,
         "The two trajectories separate as training proceeds (distance at matched accuracy rises with the level: Spearman ρ ≥ 0.5 and last/first ≥ 2)",
         separation_verdict(&matched).as_ref(),
+        UNDECIDED,
     );
     Ok(())
 }
@@ -293,14 +298,4 @@ fn scatter_series(
                 .collect(),
         })
         .collect()
-}
-
-fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
-    let _ = match v {
-        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
-        None => writeln!(
-            page,
-            "- **{claim}**: not enough matched accuracy levels to decide."
-        ),
-    };
 }

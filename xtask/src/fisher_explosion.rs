@@ -12,9 +12,12 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
-    write_page, ReproduceArgs,
+    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
+    run_records, write, write_page, ReproduceArgs,
 };
+
+/// What a verdict line says when the runs cannot decide a claim.
+const UNDECIDED: &str = "not enough finished, non-diverged runs to decide.";
 
 /// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
 /// final test accuracy (%).
@@ -178,6 +181,7 @@ fn write_row(
         page,
         "With a small η, Tr(F) rises to a larger early peak than with a large η",
         v1.as_ref(),
+        UNDECIDED,
     );
     let (peaks, accs): (Vec<f64>, Vec<f64>) = curves
         .iter()
@@ -188,6 +192,7 @@ fn write_row(
         page,
         "A larger early Tr(F) peak predicts worse final test accuracy",
         v2.as_ref(),
+        UNDECIDED,
     );
     // The same two rules on the peak over the whole run: where the small-η explosion comes
     // later than the dense window (a long fit at a small η), the early window misses it.
@@ -208,6 +213,7 @@ fn write_row(
         page,
         "Over the whole run, Tr(F) peaks higher with a small η than with a large η",
         whole_run(v3).as_ref(),
+        UNDECIDED,
     );
     let (peaks, accs): (Vec<f64>, Vec<f64>) = curves
         .iter()
@@ -217,16 +223,7 @@ fn write_row(
         page,
         "A larger Tr(F) peak over the run predicts worse final test accuracy",
         whole_run(peak_accuracy_verdict(&peaks, &accs)).as_ref(),
+        UNDECIDED,
     );
     Ok(())
-}
-
-fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
-    let _ = match v {
-        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
-        None => writeln!(
-            page,
-            "- **{claim}**: not enough finished, non-diverged runs to decide."
-        ),
-    };
 }

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use breakeven_runner::claims::Verdict;
 use breakeven_runner::memorization::{
     fit_curve, matched_clean_level, memorization_verdict, noisy_fit_at, FitPoint, MIN_LEARNED,
     RATIO_THRESHOLD,
@@ -16,9 +15,13 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
-    write_page, ReproduceArgs,
+    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
+    run_records, write, write_page, ReproduceArgs,
 };
+
+/// What a verdict line says when the runs cannot decide a claim.
+const UNDECIDED: &str = "undecided: no baseline run of this seed, the runs learned too little \
+             for a matched point, or the baseline had fitted no noisy example by then.";
 
 /// One finished run of a noise level.
 struct RunFit {
@@ -228,18 +231,12 @@ fn write_row(
                 &noisy_fit_at(&f.curve, level)?,
             )
         });
-        claim_line(page, &format!("{claim} ({})", f.label), v.as_ref());
+        claim_line(
+            page,
+            &format!("{claim} ({})", f.label),
+            v.as_ref(),
+            UNDECIDED,
+        );
     }
     Ok(())
-}
-
-fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>) {
-    let _ = match v {
-        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
-        None => writeln!(
-            page,
-            "- **{claim}**: undecided: no baseline run of this seed, the runs learned too little \
-             for a matched point, or the baseline had fitted no noisy example by then."
-        ),
-    };
 }

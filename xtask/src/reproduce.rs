@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use breakeven_runner::claims::Verdict;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::{bar_chart, line_chart};
 use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
@@ -509,4 +510,13 @@ pub(crate) fn utc_now() -> String {
         rem / 3600,
         rem % 3600 / 60
     )
+}
+
+/// A claim's verdict line on a results page: what was measured and the verdict, or, without a
+/// verdict, the reproduction's reason the runs cannot decide (`undecided`).
+pub fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>, undecided: &str) {
+    let _ = match v {
+        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(page, "- **{claim}**: {undecided}"),
+    };
 }
