@@ -9,6 +9,8 @@
 //! - `Scatter`  (dy, x)  → dx = dy placed at a(x),  bwd: d(dy) = `Gather`(g, x);
 //! - `Gather`   (u, x)   → u[a(x)],                 bwd: du = `Scatter`(g, x).
 //!
+//! `Scatter` and `Gather` are the two ways of one op, [`Route`].
+//!
 //! None of them passes a gradient to `x` through the index map (its derivative is zero almost
 //! everywhere).
 
@@ -180,94 +182,86 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        apply_bwd(dy, x, Scatter { k: self.k }).map(Some)
+        apply_bwd(dy, x, Route::scatter(self.k)).map(Some)
     }
 }
 
-/// The output gradient `dy` (N×C×H/k×W/k) placed at each window's maximum of `x` (N×C×H×W).
-struct Scatter {
-    k: usize,
+/// Which way a [`Route`] moves values between the window maxima of `x` and the pooled grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// `dy` (N×C×H/k×W/k) placed at each window's maximum of `x` (N×C×H×W), zero elsewhere.
+    Scatter,
+    /// `u` (N×C×H×W, the shape of `x`) read at each window's maximum of `x`.
+    Gather,
 }
 
-impl Scatter {
+/// The two linear maps of a pool's index map, `Route(v, x)`: each is the adjoint of the other,
+/// so each one's backward is the other.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    k: usize,
+    way: Way,
+}
+
+impl Route {
+    fn scatter(k: usize) -> Self {
+        Route {
+            k,
+            way: Way::Scatter,
+        }
+    }
+
+    fn gather(k: usize) -> Self {
+        Route {
+            k,
+            way: Way::Gather,
+        }
+    }
+
+    fn adjoint(self) -> Self {
+        match self.way {
+            Way::Scatter => Route::gather(self.k),
+            Way::Gather => Route::scatter(self.k),
+        }
+    }
+
     fn fwd<T: Storage + PartialOrd>(
         &self,
-        dy: (&CpuStorage, &Layout),
+        v: (&CpuStorage, &Layout),
         x: (&CpuStorage, &Layout),
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
         let p = Planes::new(op, x.1.shape(), self.k)?;
         let (n, c, _, _) = x.1.shape().dims4()?;
-        if dy.1.shape().dims() != [n, c, p.ho, p.wo] {
+        let pooled = Shape::from((n, c, p.ho, p.wo));
+        let (expected, out_shape) = match self.way {
+            Way::Scatter => (&pooled, x.1.shape().clone()),
+            Way::Gather => (x.1.shape(), pooled.clone()),
+        };
+        if v.1.shape() != expected {
             candle_core::bail!(
-                "{op}: gradient {:?} does not fit a {k}×{k} pool of {:?}: expected [{n}, {c}, {}, {}]",
-                dy.1.shape(),
+                "{op}: operand {:?} does not fit a {k}×{k} pool of input {:?}: expected {:?}",
+                v.1.shape(),
                 x.1.shape(),
-                p.ho,
-                p.wo,
+                expected.dims(),
                 k = self.k
             );
         }
-        let dx = scatter(T::slice(dy.0, dy.1, op)?, T::slice(x.0, x.1, op)?, &p);
-        Ok((T::wrap(dx), x.1.shape().clone()))
+        let (v, x) = (T::slice(v.0, v.1, op)?, T::slice(x.0, x.1, op)?);
+        let out = match self.way {
+            Way::Scatter => scatter(v, x, &p),
+            Way::Gather => gather(v, x, &p),
+        };
+        Ok((T::wrap(out), out_shape))
     }
 }
 
-impl CustomOp2 for Scatter {
+impl CustomOp2 for Route {
     fn name(&self) -> &'static str {
-        "breakeven-max-pool2d-scatter"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(self.name(), s1.dtype(), T => self.fwd::<T>((s1, l1), (s2, l2)))
-    }
-
-    fn bwd(
-        &self,
-        _dy: &Tensor,
-        x: &Tensor,
-        _dx: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(apply_bwd(g, x, Gather { k: self.k })?), None))
-    }
-}
-
-/// `u` (N×C×H×W) read at each window's maximum of `x` (same shape).
-struct Gather {
-    k: usize,
-}
-
-impl Gather {
-    fn fwd<T: Storage + PartialOrd>(
-        &self,
-        u: (&CpuStorage, &Layout),
-        x: (&CpuStorage, &Layout),
-    ) -> Result<(CpuStorage, Shape)> {
-        let op = self.name();
-        if u.1.shape() != x.1.shape() {
-            candle_core::bail!(
-                "{op}: operand {:?} and pooled input {:?} differ in shape",
-                u.1.shape(),
-                x.1.shape()
-            );
+        match self.way {
+            Way::Scatter => "breakeven-max-pool2d-scatter",
+            Way::Gather => "breakeven-max-pool2d-gather",
         }
-        let p = Planes::new(op, x.1.shape(), self.k)?;
-        let (n, c, _, _) = x.1.shape().dims4()?;
-        let out = gather(T::slice(u.0, u.1, op)?, T::slice(x.0, x.1, op)?, &p);
-        Ok((T::wrap(out), Shape::from((n, c, p.ho, p.wo))))
-    }
-}
-
-impl CustomOp2 for Gather {
-    fn name(&self) -> &'static str {
-        "breakeven-max-pool2d-gather"
     }
 
     fn cpu_fwd(
@@ -282,12 +276,12 @@ impl CustomOp2 for Gather {
 
     fn bwd(
         &self,
-        _u: &Tensor,
+        _v: &Tensor,
         x: &Tensor,
         _out: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(apply_bwd(g, x, Scatter { k: self.k })?), None))
+        Ok((Some(apply_bwd(g, x, self.adjoint())?), None))
     }
 }
 
@@ -412,8 +406,8 @@ mod tests {
         let x = input();
         let u = (input().sin().unwrap() * 3.0).unwrap();
         let dy = max_pool2d(&input().cos().unwrap(), 2).unwrap();
-        let dx = dy.apply_op2(&x, Scatter { k: 2 }).unwrap();
-        let gu = u.apply_op2(&x, Gather { k: 2 }).unwrap();
+        let dx = dy.apply_op2(&x, Route::scatter(2)).unwrap();
+        let gu = u.apply_op2(&x, Route::gather(2)).unwrap();
         let lhs = (dx * &u)
             .unwrap()
             .sum_all()
@@ -454,7 +448,7 @@ mod tests {
         );
         let bad = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F64, &Device::Cpu).unwrap();
         let err = bad
-            .apply_op2(&input(), Scatter { k: 2 })
+            .apply_op2(&input(), Route::scatter(2))
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected [2, 3, 2, 3]"), "{err}");
