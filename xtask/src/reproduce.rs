@@ -22,7 +22,7 @@ pub struct ReproduceArgs {
     /// Scale: `smoke` (CI, minutes), `cpu` (about an hour on 2 cores), `paper` (published scale, GPU).
     #[arg(long, default_value = "smoke")]
     pub profile: String,
-    /// Data directory searched first (then ./data and ../shared/data, then the default search path).
+    /// Data directory, the only one searched when given (default: ./data).
     #[arg(long, env = "BREAKEVEN_DATA")]
     pub data_dir: Option<PathBuf>,
     /// Where run directories go (default: runs/<experiment>-<profile>).
@@ -383,13 +383,13 @@ pub(crate) fn write_page(out_dir: &Path, stem: &str, page: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where data sets are looked for: `--data-dir` (or `BREAKEVEN_DATA`), then `./data`, then the
-/// shared folder beside the checkout (`../shared/data`).
+/// Where data sets are looked for: `--data-dir` (or `$BREAKEVEN_DATA`) alone when given, else
+/// the project's `./data`.
 pub(crate) fn data_roots(args: &ReproduceArgs) -> Vec<PathBuf> {
-    let root = project_root();
-    let mut roots: Vec<PathBuf> = args.data_dir.iter().cloned().collect();
-    roots.extend([root.join("data"), root.join("../shared/data")]);
-    roots
+    vec![args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| project_root().join("data"))]
 }
 
 /// The command that made a page, with the options that change what it reads or runs.

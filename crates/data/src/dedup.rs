@@ -1,13 +1,11 @@
 //! Exact duplicate images: found by their bytes, so that a validation split never holds a copy
 //! of a training image and a "subset of n" means n distinct images.
 //!
-//! Why this exists: the CIFAR-10 copy shared with this project (recovered from JPEG) holds only
-//! 10,262 distinct images among its 50,000 training records, most of them five times, once per
-//! batch file (`cargo test -p breakeven-data real_cifar10_duplicates -- --nocapture` prints the
-//! count). A validation split carved at random from such a set is mostly copies of training
-//! images: it measured 70.8% validation against 49.9% test accuracy for the same SimpleCNN, and it
-//! would choose η* and α by memorization. The official release has no such repetition, so
-//! dropping exact repeats changes nothing there.
+//! Why this exists: a validation split carved at random from a set with repeats holds copies of
+//! training images and chooses η* and α by memorization (a corrupted CIFAR-10 copy this project
+//! once used repeated most images five times: 70.8% validation against 49.9% test accuracy). The
+//! official releases hold a few genuine repeats (CIFAR-100: 14 within train, 10 train images
+//! equal to test images); runs keep them by default, as published work does, and log them.
 
 use std::collections::HashMap;
 

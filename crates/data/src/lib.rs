@@ -2,12 +2,11 @@
 //!
 //! Readers ([`load_cifar10`], [`load_cifar100`], [`load_mnist`], [`load_fashion_mnist`],
 //! [`load_tiny_imagenet`], or [`load`] by name) keep pixels as `u8` (N×C×H×W) with `u32` labels.
-//! Data sets are found by [`locate`]: `--data-dir`, then `$BREAKEVEN_DATA`, then `./data`
-//! (Fashion-MNIST also in Debian's `/usr/share/datasets/fashion-mnist`). Bad files give a typed
+//! Data sets are found by [`locate`]: in `--data-dir` alone when given, else `$BREAKEVEN_DATA`,
+//! then `./data` (Fashion-MNIST also in Debian's `/usr/share/datasets/fashion-mnist`). Bad files give a typed
 //! [`DataError`] naming the file and what was expected; nothing panics on bad input.
 //!
-//! [`exact_duplicates`] finds repeated images (the shared CIFAR-10 copy repeats most of its
-//! training images five times), so splits can be made of distinct images.
+//! [`exact_duplicates`] finds repeated images, so splits can be made of distinct images on request.
 //!
 //! The [`Loader`] shuffles, augments ([`Augment::CIFAR`]), normalizes and mixes ([`Mixup`]) into
 //! f32 tensors; all randomness comes from ChaCha8 streams keyed by (seed, epoch, position), so the
@@ -57,7 +56,7 @@ pub use mixup::{MixInfo, Mixup};
 pub use noise::{symmetric_label_noise, NoisyLabels};
 pub use normalize::Normalization;
 pub use rng::epoch_permutation;
-pub use split::{class_balanced, first_n, validation_split};
+pub use split::{balanced_subset, first_n, validation_split};
 pub use tiny_imagenet::{load_tiny_imagenet, TINY_SIDE};
 
 /// Finds `name` (see [`locate`]) and reads its train and test splits (CIFAR-100: fine labels;

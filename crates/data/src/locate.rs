@@ -1,4 +1,8 @@
-//! Where data sets live: `--data-dir`, then `$BREAKEVEN_DATA`, then `./data` (and Debian's Fashion-MNIST).
+//! Where data sets live: an explicit `--data-dir` alone, or else `$BREAKEVEN_DATA`, then `./data`
+//! (and Debian's Fashion-MNIST).
+//!
+//! An explicit folder replaces the default search path rather than preceding it, so a caller (or a
+//! test) that names a folder gets the answer for that folder whatever the machine holds elsewhere.
 
 use std::path::{Path, PathBuf};
 
@@ -101,12 +105,14 @@ pub fn data_root(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
-/// The folders searched for `name`, in order of precedence.
+/// The folders searched for `name`, in order of precedence: `explicit/<folder>` alone when a root
+/// is given; otherwise `$BREAKEVEN_DATA/<folder>`, `./data/<folder>` and, for Fashion-MNIST,
+/// Debian's folder.
 pub fn candidate_dirs(name: DatasetName, explicit: Option<&Path>) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(dir) = explicit {
-        roots.push(dir.to_path_buf());
+        return vec![dir.join(name.folder())];
     }
+    let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(env) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
         roots.push(PathBuf::from(env));
     }
@@ -127,6 +133,17 @@ pub fn locate(name: DatasetName, explicit: Option<&Path>) -> Result<PathBuf> {
             tracing::debug!(dataset = name.as_str(), dir = %dir.display(), "found data set");
             return Ok(dir.clone());
         }
+    }
+    // A folder that is there but incomplete is named with the file it lacks, not as "not found".
+    if let Some(dir) = searched.iter().find(|d| d.is_dir()) {
+        return Err(DataError::MissingFile {
+            path: dir.join(name.marker()[0]),
+            expected: format!(
+                "the {} layout (the folder exists but is incomplete; `{}` downloads a whole copy)",
+                name.as_str(),
+                name.fetch_command()
+            ),
+        });
     }
     Err(DataError::NotFound {
         dataset: name.as_str(),
@@ -158,6 +175,23 @@ mod tests {
             "{msg}"
         );
         assert!(matches!(err, DataError::NotFound { .. }));
+        // Only the named folder is searched, whatever `$BREAKEVEN_DATA` or `./data` hold.
+        assert_eq!(
+            candidate_dirs(DatasetName::Cifar100, Some(tmp.path())),
+            vec![tmp.path().join("cifar-100-binary")]
+        );
+    }
+
+    #[test]
+    fn tiny_imagenet_folder_without_wnids_names_the_missing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("tiny-imagenet-200/train")).unwrap();
+        let err = locate(DatasetName::TinyImageNet, Some(tmp.path()))
+            .unwrap_err()
+            .to_string();
+        let wnids = tmp.path().join("tiny-imagenet-200/wnids.txt");
+        assert!(err.contains(&wnids.display().to_string()), "{err}");
+        assert!(!err.contains("not found"), "{err}");
     }
 
     #[test]
@@ -165,11 +199,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("mnist");
         std::fs::create_dir_all(&dir).unwrap();
-        // An empty folder is not a data set.
-        assert_ne!(
-            locate(DatasetName::Mnist, Some(tmp.path())).ok(),
-            Some(dir.clone())
-        );
+        // An empty folder is not a data set: the error names the file it lacks.
+        let err = locate(DatasetName::Mnist, Some(tmp.path())).unwrap_err();
+        assert!(matches!(err, DataError::MissingFile { .. }), "{err}");
+        assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), b"").unwrap();
         assert_eq!(locate(DatasetName::Mnist, Some(tmp.path())).unwrap(), dir);
     }

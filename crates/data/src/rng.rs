@@ -16,6 +16,7 @@ pub(crate) enum Purpose {
     Mixup = 3,
     Validation = 4,
     LabelNoise = 5,
+    Subset = 6,
 }
 
 /// A ChaCha8 generator keyed by (seed, purpose, a, b).

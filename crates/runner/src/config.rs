@@ -60,13 +60,14 @@ pub struct DataConfig {
     /// `cifar10`, `cifar100`, `fashion-mnist`, `mnist`, `tiny-imagenet` or `synthetic`
     /// (seeded Gaussian blobs, for tests and smoke runs without data).
     pub name: String,
-    /// Use only the first N training examples (after the validation split); absent = all.
+    /// Use only N training examples (after the validation split): a class-balanced draw seeded
+    /// by the run's seed; absent = all.
     #[serde(default)]
     pub subset: Option<usize>,
     /// Examples held out of the training set (seeded draw) for choosing η* and α.
     #[serde(default)]
     pub val_size: usize,
-    /// Use only the first N test examples; absent = all.
+    /// Use only N test examples: a class-balanced draw, the same for every run; absent = all.
     #[serde(default)]
     pub test_subset: Option<usize>,
     /// `none` or `flip-crop` (random horizontal flip + 4-pixel-padded random crop).
@@ -82,9 +83,10 @@ pub struct DataConfig {
     /// Mini-batch size S.
     pub batch_size: usize,
     /// Draw training and validation examples from distinct images only: drop records whose
-    /// bytes repeat an earlier training image or a test image (the shared CIFAR-10 copy repeats
-    /// most training images five times; see `breakeven_data::exact_duplicates`).
-    #[serde(default = "default_true")]
+    /// bytes repeat an earlier training image or a test image. Off by default: published numbers
+    /// use every record of the official releases, which hold a few genuine repeats (CIFAR-100: 14
+    /// within train, 10 train images equal to test images); every run logs what this would drop.
+    #[serde(default)]
     pub dedup: bool,
 }
 

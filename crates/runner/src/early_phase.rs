@@ -45,7 +45,7 @@ pub struct Trajectory {
 pub type StepPredictions = Vec<(u64, Vec<f64>)>;
 
 /// Softmax predictions (example-major, f64) of every checkpoint kept in `run_dir`, on the run's
-/// own test subset (`data.test_subset`, the first N test images: the same for every run), and
+/// own test subset (`data.test_subset`, a class-balanced draw: the same for every run), and
 /// the number of classes (0 when there is no checkpoint).
 pub fn checkpoint_predictions(
     run_dir: &Path,

@@ -10,7 +10,7 @@ use breakeven_curvature::{
     lanczos, loss_and_gradient, params_to_vec, vec_to_tensors, BatchedLoss, HessianOperator,
     LanczosConfig, Reduction,
 };
-use breakeven_data::{first_n, Dataset, Loader, LoaderConfig, Normalization};
+use breakeven_data::{balanced_subset, Dataset, Loader, LoaderConfig, Normalization};
 use breakeven_models::{build, correct_count, cross_entropy, Mode, Model, ModelSpec};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -93,8 +93,9 @@ pub fn one_hot(labels: &Tensor, classes: usize, dtype: DType) -> candle_core::Re
     Tensor::from_vec(data, (ys.len(), classes), labels.device())?.to_dtype(dtype)
 }
 
-/// The first `n` distinct training images of `train` (repeated records skipped, see
-/// [`crate::setup::training_pool`]), normalized with their own channel statistics.
+/// A class-balanced draw (seed 0, the same for every run) of `n` distinct training images of
+/// `train` (repeated records skipped, see [`crate::setup::training_pool`]), normalized with their
+/// own channel statistics.
 pub fn subset_data(
     train: Dataset,
     n: usize,
@@ -103,9 +104,11 @@ pub fn subset_data(
     device: &Device,
 ) -> Result<FullBatchData, RunError> {
     let all = crate::setup::training_pool(&train, None, true);
-    let idx = first_n(&all, n).map_err(|e| RunError::Invalid {
-        key: "n".into(),
-        message: e.to_string(),
+    let idx = balanced_subset(&train.labels, train.num_classes, &all, n, 0).map_err(|e| {
+        RunError::Invalid {
+            key: "n".into(),
+            message: e.to_string(),
+        }
     })?;
     let norm = Normalization::from_dataset(&train, Some(&idx))?;
     let (input, num_classes) = (

@@ -280,9 +280,6 @@ pub fn render_lca_markdown(exp: &LcaExperiment, runs: &[LcaRun<'_>], page: &LcaP
     out.push_str("- LCA uses Simpson's rule (the paper's RK4 for an integrand of the path parameter alone). On ReLU / max-pool nets the gradient jumps where the path crosses a kink, so the error falls only like O(h), not h⁴: the integration error above is measured, not assumed small.\n");
     out.push_str("- ΔL is the change of the mean loss on a fixed seeded measurement subset of the training set, not on the mini-batch of the step nor the full training set.\n");
     out.push_str("- \"Hurt among non-zero\" excludes parameters whose allocation is exactly 0 (did not move or had zero gradient along the whole path, e.g. dead ReLU units).\n");
-    if runs.iter().any(|(_, c, _)| c.data.name == "cifar10") {
-        out.push_str("- The CIFAR-10 copy used here was recovered from a JPEG (quality 75) version of the data set (PSNR ≈ 30 dB against the original); labels and splits are exact. Numbers on it are close to, but not strictly comparable with, published CIFAR-10 numbers.\n");
-    }
     out
 }
 

@@ -227,12 +227,8 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     let _ = writeln!(out, "## Caveats\n");
     let _ = writeln!(
         out,
-        "- The CIFAR-10 copy used here was recovered from a JPEG (quality 75) version of the data set \
-         (PSNR ≈ 30 dB against the original); labels and splits are exact. Accuracies on it are close \
-         to, but not strictly comparable with, published CIFAR-10 numbers. Its 50,000 training \
-         records hold only 10,262 distinct images (most repeated five times); runs train and \
-         validate on distinct images only (`data.dedup`), so the validation split shares no \
-         image with training."
+        "- Data: the official CIFAR-10 and CIFAR-100 binary releases (checksums equal the \
+         publishers'), every record used (`data.dedup = false`, as in published work)."
     );
     let _ = writeln!(
         out,

@@ -33,32 +33,35 @@ pub struct RowOutcome {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Where `name` is: the first of `roots` that holds it, else the default search path. Errors
-/// with the data crate's message (search path and fetch command).
+/// Where `name` is: the first of `roots` that holds it, or, when `roots` is empty, the default
+/// search path (`$BREAKEVEN_DATA`, then `./data`). Named roots replace the default search, so a
+/// sweep told where its data is never picks up another copy. Errors with the data crate's
+/// message (every folder searched and the fetch command).
 pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunError> {
     if name == "synthetic" {
         return Ok(None);
     }
     let ds: DatasetName = name.parse()?;
+    let Some((first, rest)) = roots.split_first() else {
+        return locate(ds, None).map(|_| None).map_err(Into::into);
+    };
     for root in roots {
         if locate(ds, Some(root)).is_ok() {
             return Ok(Some(root.canonicalize().unwrap_or_else(|_| root.clone())));
         }
     }
-    match locate(ds, None) {
-        Ok(_) => Ok(None),
-        Err(e) if roots.is_empty() => Err(e.into()),
-        Err(e) => {
-            let searched: Vec<String> = roots
-                .iter()
-                .map(|r| r.join(ds.folder()).display().to_string())
-                .collect();
-            Err(RunError::Other(format!(
-                "{e}; also searched {}",
-                searched.join(", ")
-            )))
-        }
+    let err = locate(ds, Some(first)).expect_err("not found above");
+    if rest.is_empty() {
+        return Err(err.into());
     }
+    let searched: Vec<String> = rest
+        .iter()
+        .map(|r| r.join(ds.folder()).display().to_string())
+        .collect();
+    Err(RunError::Other(format!(
+        "{err}; also searched {}",
+        searched.join(", ")
+    )))
 }
 
 /// Callbacks of a table run (progress display).

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The data root for tests: `$BREAKEVEN_DATA`, resolved against the workspace root when relative
-/// (cargo runs a package's tests in the package's folder, while CI gives `../shared/data` from the
+/// (cargo runs a package's tests in the package's folder, while a relative path is given from the
 /// root), else `<workspace>/data`.
 pub(crate) fn test_data_root() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

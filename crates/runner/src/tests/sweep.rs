@@ -216,7 +216,7 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
     );
     assert!(
         md.contains("76.94")
-            && md.contains("JPEG")
+            && md.contains("official CIFAR-10")
             && md.contains("cargo xtask data fetch cifar100")
     );
     assert!(md.contains("![Synthetic blobs"));
