@@ -17,8 +17,14 @@ pub struct CellResult {
     /// Test and final train accuracy (%) of the chosen setting, mean and std over seeds.
     pub test_mean: Option<f64>,
     pub test_std: Option<f64>,
+    /// Test accuracy (%) of each finished seed of the chosen setting (the unit of replication).
+    #[serde(default)]
+    pub test_by_seed: Vec<f64>,
     pub train_mean: Option<f64>,
     pub seeds: usize,
+    /// Every seed of the chosen setting reached the stopping criterion (none hit the cap).
+    #[serde(default)]
+    pub converged: bool,
     /// Runs (of any hyper-parameter) that diverged, and that have not finished yet.
     pub diverged: usize,
     pub pending: usize,
@@ -38,60 +44,66 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Chooses per column on validation accuracy and aggregates test accuracy over seeds.
-/// `results` pairs each spec with its summary (`None`: not finished).
+/// The hyper-parameter with the best mean validation accuracy over the finished tuning runs
+/// of `runs` (one column's); a value with any diverged tuning run is not eligible (η* must be
+/// trainable on every seed). Ties go to the first value in the runs' order.
+pub fn choose(runs: &[(RunSpec, Option<Summary>)]) -> Option<f64> {
+    val_by_hyper(runs)
+        .into_iter()
+        .filter_map(|(h, v)| v.map(|v| (h, v)))
+        .fold(None::<(f64, f64)>, |best, (h, v)| match best {
+            Some((_, bv)) if bv >= v => best,
+            _ => Some((h, v)),
+        })
+        .map(|(h, _)| h)
+}
+
+/// Mean validation accuracy (%) of the tuning runs per hyper-parameter value, in the runs'
+/// order; `None` where no tuning run has finished or one diverged.
+fn val_by_hyper(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Option<f64>)> {
+    let tuning: Vec<_> = runs.iter().filter(|(s, _)| s.tuning).collect();
+    let mut hypers: Vec<f64> = tuning.iter().map(|(s, _)| s.hyper).collect();
+    hypers.dedup();
+    hypers
+        .into_iter()
+        .map(|h| {
+            let of_h = || tuning.iter().filter(move |(s, _)| s.hyper == h);
+            let diverged = of_h().any(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged));
+            let v: Vec<f64> = of_h()
+                .filter_map(|(_, r)| r.as_ref())
+                .filter_map(|r| r.final_metrics.val_acc)
+                .collect();
+            (h, (!v.is_empty() && !diverged).then(|| 100.0 * mean_std(&v).0))
+        })
+        .collect()
+}
+
+/// Chooses per column on validation accuracy (tuning runs only) and aggregates test accuracy
+/// over every finished seed of the chosen value. `results` pairs each spec with its summary
+/// (`None`: not finished).
 pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> Vec<CellResult> {
     columns
         .iter()
         .map(|col| {
-            let runs: Vec<_> = results
+            let runs: Vec<(RunSpec, Option<Summary>)> = results
                 .iter()
                 .filter(|(s, _)| s.column == col.key)
+                .cloned()
                 .collect();
-            let mut hypers: Vec<f64> = runs.iter().map(|(s, _)| s.hyper).collect();
-            hypers.dedup();
-            let finished = |h: f64| {
-                runs.iter()
-                    .filter(move |(s, r)| {
-                        s.hyper == h && r.as_ref().is_some_and(|r| r.status != RunStatus::Diverged)
-                    })
-                    .filter_map(|(_, r)| r.as_ref())
-            };
-            // A setting with any diverged seed is not eligible: η* must be trainable on every seed.
-            let eligible = |h: f64| {
-                !runs.iter().any(|(s, r)| {
-                    s.hyper == h && r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged)
-                })
-            };
-            let val_of = |r: &Summary| r.final_metrics.val_acc;
-            let val_by_hyper: Vec<(f64, Option<f64>)> = hypers
-                .iter()
-                .map(|&h| {
-                    let v: Vec<f64> = finished(h).filter_map(val_of).collect();
-                    (
-                        h,
-                        (!v.is_empty() && eligible(h)).then(|| 100.0 * mean_std(&v).0),
-                    )
-                })
-                .collect();
-            let chosen = val_by_hyper
-                .iter()
-                .filter_map(|&(h, v)| v.map(|v| (h, v)))
-                .fold(None::<(f64, f64)>, |best, (h, v)| match best {
-                    Some((_, bv)) if bv >= v => best,
-                    _ => Some((h, v)),
-                })
-                .map(|(h, _)| h);
+            let chosen = choose(&runs);
+            let finished = runs.iter().filter(|(s, r)| {
+                Some(s.hyper) == chosen && r.as_ref().is_some_and(|r| r.status != RunStatus::Diverged)
+            });
             let (mut test, mut train) = (vec![], vec![]);
-            if let Some(h) = chosen {
-                for r in finished(h) {
-                    if let Some(t) = r.final_metrics.test_acc {
-                        test.push(100.0 * t);
-                    }
-                    if let Some(t) = r.final_metrics.train_acc {
-                        train.push(100.0 * t);
-                    }
+            let mut converged = true;
+            for r in finished.filter_map(|(_, r)| r.as_ref()) {
+                if let Some(t) = r.final_metrics.test_acc {
+                    test.push(100.0 * t);
                 }
+                if let Some(t) = r.final_metrics.train_acc {
+                    train.push(100.0 * t);
+                }
+                converged &= r.status == RunStatus::Converged;
             }
             let (test_mean, test_std) = if test.is_empty() {
                 (None, None)
@@ -102,16 +114,18 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
             CellResult {
                 column: col.key.clone(),
                 chosen,
+                test_by_seed: test.clone(),
                 test_mean,
                 test_std,
                 train_mean: (!train.is_empty()).then(|| mean_std(&train).0),
                 seeds: test.len(),
+                converged: !test.is_empty() && converged,
                 diverged: runs
                     .iter()
                     .filter(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged))
                     .count(),
                 pending: runs.iter().filter(|(_, r)| r.is_none()).count(),
-                val_by_hyper,
+                val_by_hyper: val_by_hyper(&runs),
             }
         })
         .collect()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::RunConfig;
 use crate::error::RunError;
-pub use crate::select::{collect, mean_std, reduce, CellResult};
+pub use crate::select::{choose, collect, mean_std, reduce, CellResult};
 
 /// An experiment file (see `experiments/table1.toml`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -65,14 +65,61 @@ pub struct RowDef {
 pub struct Profile {
     pub description: String,
     pub seeds: Vec<u64>,
+    /// The seeds a grid is tuned on (η* over `lr_grid`, α over `alpha_grid`); the chosen value
+    /// then runs on every other seed of its column. Absent: every seed runs every grid point.
+    #[serde(default)]
+    pub tune_seeds: Option<Vec<u64>>,
+    /// Seeds per column key, where a column runs other seeds than `seeds`.
+    #[serde(default)]
+    pub column_seeds: BTreeMap<String, Vec<u64>>,
     /// η* candidates (chosen on the validation split).
     pub lr_grid: Vec<f64>,
-    /// The small learning rate of the baseline and penalty columns.
-    pub small_lr: f64,
+    /// The small learning rate of the baseline and penalty columns: this value, or the chosen
+    /// η* divided by `small_lr_divisor` (those columns then wait for η* to be chosen).
+    #[serde(default)]
+    pub small_lr: Option<f64>,
+    #[serde(default)]
+    pub small_lr_divisor: Option<f64>,
     /// α candidates per penalty.
     pub alpha_grid: BTreeMap<String, Vec<f64>>,
     /// The base run config of every run.
     pub base: toml::Table,
+}
+
+impl Profile {
+    /// The seeds of column `key`.
+    pub fn seeds_of(&self, key: &str) -> &[u64] {
+        self.column_seeds.get(key).unwrap_or(&self.seeds)
+    }
+
+    /// The seeds column `key` tunes its grid on (a subset of its seeds).
+    pub fn tune_seeds_of(&self, key: &str) -> Vec<u64> {
+        let seeds = self.seeds_of(key);
+        match &self.tune_seeds {
+            Some(t) => seeds.iter().copied().filter(|s| t.contains(s)).collect(),
+            None => seeds.to_vec(),
+        }
+    }
+
+    /// The small learning rate, given the chosen η* (if known yet).
+    fn small_lr_given(&self, name: &str, eta_star: Option<f64>) -> Result<Option<f64>, RunError> {
+        match (self.small_lr, self.small_lr_divisor) {
+            (Some(lr), None) => Ok(Some(lr)),
+            (None, Some(d)) if d > 0.0 => Ok(eta_star.map(|e| e / d)),
+            _ => Err(RunError::Invalid {
+                key: format!("profiles.{name}"),
+                message: "set exactly one of `small_lr` and `small_lr_divisor` (> 0)".into(),
+            }),
+        }
+    }
+}
+
+/// The runs of one row planned so far: a staged profile (`tune_seeds`, `small_lr_divisor`) adds
+/// runs as the runs they depend on finish, and `waiting` says what is not planned yet and why.
+#[derive(Debug, Clone, Default)]
+pub struct RowPlan {
+    pub specs: Vec<RunSpec>,
+    pub waiting: Vec<String>,
 }
 
 /// One run of a sweep.
@@ -83,6 +130,8 @@ pub struct RunSpec {
     /// The tuned hyper-parameter's value (lr for η*, α for penalties, the small lr for the baseline).
     pub hyper: f64,
     pub seed: u64,
+    /// Part of the grid search: its validation accuracy takes part in choosing `hyper`.
+    pub tuning: bool,
     pub config: RunConfig,
     pub dir: PathBuf,
 }
@@ -135,20 +184,48 @@ impl Experiment {
         Ok(t)
     }
 
-    /// Every run of `row` in `profile`, validated, under `root/<row>/`.
+    /// Every run of `row` in `profile` that can be planned now, validated, under
+    /// `root/<row>/` (see [`Experiment::plan_row`]).
     pub fn expand_row(
         &self,
         profile: &str,
         row: &RowDef,
         root: &Path,
     ) -> Result<Vec<RunSpec>, RunError> {
+        Ok(self.plan_row(profile, row, root)?.specs)
+    }
+
+    /// The runs of `row` in `profile`, under `root/<row>/`, in three stages: each column's grid
+    /// on its tuning seeds (η* over `lr_grid`; α over `alpha_grid` at the small learning rate,
+    /// which may wait for η*), then the chosen value on the column's other seeds. A later stage
+    /// is planned once the runs it depends on have finished in `root`; without `tune_seeds` and
+    /// with a fixed `small_lr` everything is planned at once.
+    pub fn plan_row(&self, profile: &str, row: &RowDef, root: &Path) -> Result<RowPlan, RunError> {
         let prof = self.profile(profile)?;
         let base = self.row_config(profile, row)?;
-        let mut specs = Vec::new();
-        for col in &self.columns {
-            let hypers: Vec<f64> = match (col.lr.as_str(), col.penalty.as_str()) {
-                ("large", _) => prof.lr_grid.clone(),
-                (_, "none") => vec![prof.small_lr],
+        let mut plan = RowPlan::default();
+        let mut eta_star = None;
+        let large = self.columns.iter().filter(|c| c.lr == "large");
+        let small = self.columns.iter().filter(|c| c.lr != "large");
+        for col in large.chain(small) {
+            let lr = if col.lr == "large" {
+                None
+            } else {
+                match prof.small_lr_given(profile, eta_star)? {
+                    Some(lr) => Some(lr),
+                    None => {
+                        plan.waiting.push(format!(
+                            "{}: its learning rate is η*/{}, and η* is not chosen yet",
+                            col.label,
+                            prof.small_lr_divisor.unwrap_or_default()
+                        ));
+                        continue;
+                    }
+                }
+            };
+            let hypers: Vec<f64> = match (lr, col.penalty.as_str()) {
+                (None, _) => prof.lr_grid.clone(),
+                (Some(lr), "none") => vec![lr],
                 (_, p) => prof.alpha_grid.get(p).cloned().unwrap_or_default(),
             };
             if hypers.is_empty() {
@@ -157,70 +234,128 @@ impl Experiment {
                     message: format!("no hyper-parameter values for column {}", col.key),
                 });
             }
+            // The lr is in the name of a small-lr run only where it follows η*.
+            let name_lr = lr.filter(|_| prof.small_lr_divisor.is_some());
+            let spec = |hyper: f64, seed: u64, tuning: bool| {
+                let lr = lr.unwrap_or(hyper);
+                self.spec(profile, row, col, &base, (lr, name_lr), hyper, seed, tuning, root)
+            };
+            // A single value needs no tuning: every seed runs at once.
+            let tune = if hypers.len() == 1 {
+                prof.seeds_of(&col.key).to_vec()
+            } else {
+                prof.tune_seeds_of(&col.key)
+            };
+            let mut grid = Vec::new();
             for &hyper in &hypers {
-                for &seed in &prof.seeds {
-                    let mut t = base.clone();
-                    merge(&mut t, &col.overrides);
-                    let lr = if col.lr == "large" {
-                        hyper
-                    } else {
-                        prof.small_lr
-                    };
-                    let mut over = toml::Table::new();
-                    over.insert(
-                        "name".into(),
-                        format!("{}-{}-{}", row.key, col.key, fmt_hyper(hyper)).into(),
-                    );
-                    over.insert("seed".into(), toml::Value::Integer(seed as i64));
-                    let mut optim = toml::Table::new();
-                    optim.insert("lr".into(), lr.into());
-                    over.insert("optim".into(), optim.into());
-                    let mut pen = toml::Table::new();
-                    pen.insert("kind".into(), col.penalty.clone().into());
-                    if col.penalty != "none" {
-                        pen.insert("alpha".into(), hyper.into());
-                    }
-                    over.insert("penalty".into(), pen.into());
-                    merge(&mut t, &over);
-                    let origin = format!(
-                        "{} row {} column {} ({profile})",
-                        self.name, row.key, col.key
-                    );
-                    let config: RunConfig =
-                        toml::Value::Table(t)
-                            .try_into()
-                            .map_err(|e: toml::de::Error| RunError::Config {
-                                origin: origin.clone(),
-                                message: e.to_string(),
-                            })?;
-                    config.validate().map_err(|e| RunError::Config {
-                        origin: origin.clone(),
-                        message: e.to_string(),
-                    })?;
-                    // Hyper-parameters are chosen on validation accuracy, never on the test set.
-                    if config.data.val_size == 0 {
-                        return Err(RunError::Config {
-                            origin,
-                            message: "`data.val_size` must be > 0: a sweep chooses η* and α on the validation split".into(),
-                        });
-                    }
-                    let dir = root.join(&row.key).join(format!(
-                        "{}-{}-seed{seed}",
-                        col.key,
-                        fmt_hyper(hyper)
-                    ));
-                    specs.push(RunSpec {
-                        row: row.key.clone(),
-                        column: col.key.clone(),
-                        hyper,
-                        seed,
-                        config,
-                        dir,
-                    });
+                for &seed in &tune {
+                    grid.push(spec(hyper, seed, true)?);
                 }
             }
+            let extra: Vec<u64> = prof
+                .seeds_of(&col.key)
+                .iter()
+                .copied()
+                .filter(|s| !tune.contains(s))
+                .collect();
+            let results = collect(&grid)?;
+            let finished = results.iter().all(|(_, r)| r.is_some());
+            let chosen = if finished && (col.lr == "large" || !extra.is_empty()) {
+                choose(&results)
+            } else {
+                None
+            };
+            plan.specs.extend(grid);
+            if col.lr == "large" {
+                eta_star = chosen;
+            }
+            match chosen {
+                Some(h) => {
+                    for &seed in &extra {
+                        plan.specs.push(spec(h, seed, false)?);
+                    }
+                }
+                None if !extra.is_empty() => plan.waiting.push(format!(
+                    "{}: seeds {extra:?} wait for its grid to finish",
+                    col.label
+                )),
+                None => {}
+            }
         }
-        Ok(specs)
+        Ok(plan)
+    }
+
+    /// One validated run spec.
+    #[allow(clippy::too_many_arguments)]
+    fn spec(
+        &self,
+        profile: &str,
+        row: &RowDef,
+        col: &ColumnDef,
+        base: &toml::Table,
+        (lr, name_lr): (f64, Option<f64>),
+        hyper: f64,
+        seed: u64,
+        tuning: bool,
+        root: &Path,
+    ) -> Result<RunSpec, RunError> {
+        let mut t = base.clone();
+        merge(&mut t, &col.overrides);
+        let lr_tag = name_lr.map_or(String::new(), |lr| format!("-lr{}", fmt_hyper(lr)));
+        let mut over = toml::Table::new();
+        over.insert(
+            "name".into(),
+            format!("{}-{}-{}{lr_tag}", row.key, col.key, fmt_hyper(hyper)).into(),
+        );
+        over.insert("seed".into(), toml::Value::Integer(seed as i64));
+        let mut optim = toml::Table::new();
+        optim.insert("lr".into(), lr.into());
+        over.insert("optim".into(), optim.into());
+        let mut pen = toml::Table::new();
+        pen.insert("kind".into(), col.penalty.clone().into());
+        if col.penalty != "none" {
+            pen.insert("alpha".into(), hyper.into());
+        }
+        over.insert("penalty".into(), pen.into());
+        merge(&mut t, &over);
+        let origin = format!(
+            "{} row {} column {} ({profile})",
+            self.name, row.key, col.key
+        );
+        let config: RunConfig =
+            toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| RunError::Config {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
+        config.validate().map_err(|e| RunError::Config {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        // Hyper-parameters are chosen on validation accuracy, never on the test set.
+        if config.data.val_size == 0 {
+            return Err(RunError::Config {
+                origin,
+                message:
+                    "`data.val_size` must be > 0: a sweep chooses η* and α on the validation split"
+                        .into(),
+            });
+        }
+        let dir = root.join(&row.key).join(format!(
+            "{}-{}{lr_tag}-seed{seed}",
+            col.key,
+            fmt_hyper(hyper)
+        ));
+        Ok(RunSpec {
+            row: row.key.clone(),
+            column: col.key.clone(),
+            hyper,
+            seed,
+            tuning,
+            config,
+            dir,
+        })
     }
 }
 

@@ -16,11 +16,13 @@ use crate::train::{train, TrainOptions};
 pub enum RowState {
     /// The data set is not available: the message names where it was looked for and the fetch command.
     Missing { dataset: String, message: String },
-    /// The row ran (possibly partly): its cells, runs, and the runs that failed with an error.
+    /// The row ran (possibly partly): its cells, runs, the runs that failed with an error, and
+    /// the stages not planned yet (a staged profile's runs waiting for earlier ones).
     Ran {
         cells: Vec<CellResult>,
         runs: Vec<(RunSpec, Option<Summary>)>,
         errors: Vec<(PathBuf, String)>,
+        waiting: Vec<String>,
     },
 }
 
@@ -116,7 +118,7 @@ pub fn run_table_with(
 ) -> Result<Vec<RowOutcome>, RunError> {
     exp.profile(profile)?;
     let rows = exp.rows_in(profile);
-    // Expand (and so validate) every row first: a bad definition fails before any training.
+    // Plan (and so validate) every row first: a bad definition fails before any training.
     let mut plans = Vec::new();
     for row in &rows {
         let specs = exp.expand_row(profile, row, root)?;
@@ -124,17 +126,15 @@ pub fn run_table_with(
             .first()
             .map(|s| s.config.data.name.clone())
             .unwrap_or_default();
-        plans.push((row, specs, data_name));
+        plans.push((row, data_name));
     }
-    let total: usize = plans.iter().map(|(_, s, _)| s.len()).sum();
     let mut index = 0;
     let mut out = Vec::new();
-    for (row, specs, data_name) in plans {
+    for (row, data_name) in plans {
         let data_dir = match find_data(&data_name, data_roots) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(row = %row.key, "skipped: {e}");
-                index += specs.len();
                 out.push(RowOutcome {
                     row: (*row).clone(),
                     state: RowState::Missing {
@@ -146,22 +146,42 @@ pub fn run_table_with(
                 continue;
             }
         };
-        let mut errors = Vec::new();
-        for spec in specs.iter().filter(|_| execute) {
-            progress.run_started(index, total, spec);
-            index += 1;
-            let opts = TrainOptions {
-                data_dir: data_dir.clone(),
-                bar: progress.run_bar(),
-                ..options.clone()
-            };
-            if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
-                tracing::error!(run = %spec.dir.display(), "failed: {e}");
-                // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
-                let message = e.to_string().lines().next().unwrap_or_default().to_string();
-                errors.push((spec.dir.clone(), message));
+        let mut errors: Vec<(PathBuf, String)> = Vec::new();
+        // A staged profile plans more runs as earlier ones finish: train what is planned and
+        // not finished, then plan again, until nothing new can run.
+        let mut plan = exp.plan_row(profile, row, root)?;
+        while execute {
+            let runs = collect(&plan.specs)?;
+            let todo: Vec<&RunSpec> = runs
+                .iter()
+                .filter(|(s, r)| r.is_none() && !errors.iter().any(|(d, _)| *d == s.dir))
+                .map(|(s, _)| s)
+                .collect();
+            if todo.is_empty() {
+                break;
             }
+            let total = index + todo.len();
+            for spec in todo {
+                progress.run_started(index, total, spec);
+                index += 1;
+                let opts = TrainOptions {
+                    data_dir: data_dir.clone(),
+                    bar: progress.run_bar(),
+                    ..options.clone()
+                };
+                if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
+                    tracing::error!(run = %spec.dir.display(), "failed: {e}");
+                    // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
+                    let message = e.to_string().lines().next().unwrap_or_default().to_string();
+                    errors.push((spec.dir.clone(), message));
+                }
+            }
+            plan = exp.plan_row(profile, row, root)?;
         }
+        for waiting in &plan.waiting {
+            tracing::warn!(row = %row.key, "not planned yet: {waiting}");
+        }
+        let specs = plan.specs;
         let runs = collect(&specs)?;
         let cells = reduce(&exp.columns, &runs);
         out.push(RowOutcome {
@@ -170,6 +190,7 @@ pub fn run_table_with(
                 cells,
                 runs,
                 errors,
+                waiting: plan.waiting,
             },
             data_dir,
         });

@@ -24,16 +24,18 @@ fn table1_profiles_expand_into_valid_runs() {
         "the paper's five rows"
     );
     for profile in ["smoke", "cpu", "paper"] {
+        let p = exp.profile(profile).unwrap();
         for row in exp.rows_in(profile) {
             let specs = exp.expand_row(profile, row, Path::new("/tmp/x")).unwrap();
-            let p = exp.profile(profile).unwrap();
-            let per_seed = p.lr_grid.len() + 1 + p.alpha_grid.values().map(Vec::len).sum::<usize>();
-            assert_eq!(
-                specs.len(),
-                per_seed * p.seeds.len(),
-                "{profile}/{}",
-                row.key
-            );
+            // A staged profile plans the η* grid on its tuning seeds first; the others all at once.
+            let expected = if p.small_lr_divisor.is_some() {
+                p.lr_grid.len() * p.tune_seeds_of("eta_star").len()
+            } else {
+                let per_seed =
+                    p.lr_grid.len() + 1 + p.alpha_grid.values().map(Vec::len).sum::<usize>();
+                per_seed * p.seeds.len()
+            };
+            assert_eq!(specs.len(), expected, "{profile}/{}", row.key);
             let dirs: std::collections::BTreeSet<&PathBuf> = specs.iter().map(|s| &s.dir).collect();
             assert_eq!(dirs.len(), specs.len(), "run directories must be distinct");
         }
@@ -47,7 +49,10 @@ fn table1_profiles_expand_into_valid_runs() {
         (fp.config.penalty.kind.as_str(), fp.config.penalty.alpha),
         ("fp", 0.1)
     );
-    assert_eq!(fp.config.optim.lr, exp.profile("smoke").unwrap().small_lr);
+    assert_eq!(
+        Some(fp.config.optim.lr),
+        exp.profile("smoke").unwrap().small_lr
+    );
     // Selection needs a validation split.
     let mut row = exp.rows_in("smoke")[1].clone();
     let over = row.overrides.get_mut("smoke").unwrap();
@@ -92,6 +97,71 @@ fn fake(
         git_revision: String::new(),
     };
     (spec, Some(summary))
+}
+
+/// Marks `spec` finished with validation accuracy `val` (test = val, training 100%).
+fn finish(spec: &RunSpec, val: f64) {
+    let run = crate::RunDir::new(&spec.dir);
+    run.create(&spec.config).unwrap();
+    let (_, summary) = fake(&spec.column, spec.hyper, spec.seed, val, val, RunStatus::Converged);
+    run.write_summary(&summary.unwrap()).unwrap();
+}
+
+#[test]
+fn a_staged_profile_runs_the_baseline_at_eta_star_over_ten_and_extra_seeds_after_each_grid() {
+    let exp = table1();
+    let dir = temp_dir("staged");
+    let row = exp.rows_in("cpu")[0].clone();
+    let p = exp.profile("cpu").unwrap();
+    let plan = exp.plan_row("cpu", &row, &dir).unwrap();
+    assert!(plan
+        .specs
+        .iter()
+        .all(|s| s.column == "eta_star" && s.tuning && s.seed == 0));
+    assert_eq!(plan.specs.len(), p.lr_grid.len());
+    assert!(plan.waiting.iter().any(|w| w.contains("Baseline")), "{:?}", plan.waiting);
+    // The grid finishes; the second value is best on validation.
+    let best = p.lr_grid[1];
+    for s in &plan.specs {
+        finish(s, if s.hyper == best { 0.6 } else { 0.5 });
+    }
+    let plan = exp.plan_row("cpu", &row, &dir).unwrap();
+    let of = |col: &str| plan.specs.iter().filter(|s| s.column == col).collect::<Vec<_>>();
+    let eta: Vec<_> = of("eta_star").into_iter().filter(|s| !s.tuning).collect();
+    assert!(eta.iter().all(|s| s.hyper == best) && eta.len() == 2);
+    let baseline = of("baseline");
+    assert_eq!(baseline.len(), 3);
+    assert!(baseline.iter().all(|s| s.config.optim.lr == best / 10.0));
+    assert!(baseline[0].dir.to_string_lossy().contains(&format!("-lr{}", best / 10.0)));
+    // FP tunes α on seed 0 at η*/10 and waits with its other seeds; GP runs one seed only.
+    let fp = of("fp");
+    assert_eq!(fp.len(), p.alpha_grid["fp"].len());
+    assert!(fp.iter().all(|s| s.tuning && s.seed == 0 && s.config.optim.lr == best / 10.0));
+    assert!(plan.waiting.iter().any(|w| w.starts_with("FP")), "{:?}", plan.waiting);
+    assert!(!plan.waiting.iter().any(|w| w.starts_with("GP:")), "{:?}", plan.waiting);
+    let alpha = p.alpha_grid["fp"][2];
+    for s in &fp {
+        finish(s, if s.hyper == alpha { 0.7 } else { 0.4 });
+    }
+    let plan = exp.plan_row("cpu", &row, &dir).unwrap();
+    let fp_extra: Vec<_> = plan
+        .specs
+        .iter()
+        .filter(|s| s.column == "fp" && !s.tuning)
+        .collect();
+    assert_eq!(fp_extra.len(), 2);
+    assert!(fp_extra.iter().all(|s| s.hyper == alpha));
+    // Selection uses the tuning runs only, so extra seeds never move the choice.
+    for s in plan.specs.iter().filter(|s| !s.tuning) {
+        finish(s, 0.1);
+    }
+    let runs = crate::sweep::collect(&exp.plan_row("cpu", &row, &dir).unwrap().specs).unwrap();
+    let cells = reduce(&exp.columns, &runs);
+    assert_eq!(cells[0].chosen, Some(best));
+    assert_eq!(cells[0].seeds, 3);
+    assert_eq!(cells[0].test_by_seed, vec![60.0, 10.0, 10.0]);
+    assert!(cells[0].converged);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -162,6 +232,7 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         cells,
         runs,
         errors,
+        ..
     } = &outcomes[1].state
     else {
         panic!("synthetic row should run")
