@@ -9,6 +9,7 @@ pub mod device;
 pub mod early_phase;
 pub mod error;
 pub mod evaluate;
+pub mod evidence;
 pub mod full_batch;
 pub mod lca;
 pub mod lca_report;

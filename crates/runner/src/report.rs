@@ -47,11 +47,12 @@ fn cell_text(c: &CellResult, errors: usize) -> String {
                 .train_mean
                 .map(|t| format!(" [{t:.1}]"))
                 .unwrap_or_default();
+            let mark = if c.converged { "" } else { " (not converged)" };
             // One seed has no spread to report: a "± 0.00" would read as a measured zero.
             if c.seeds > 1 {
-                format!("{m:.2} ± {s:.2}{train}")
+                format!("{m:.2} ± {s:.2}{train}{mark}")
             } else {
-                format!("{m:.2}{train}")
+                format!("{m:.2}{train}{mark}")
             }
         }
         _ if c.pending > 0 && errors > 0 => "error".into(),
@@ -120,7 +121,8 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     let _ = writeln!(
         out,
         "Test accuracy (%) of the setting chosen on the validation split, mean ± std over seeds (no ± with one seed); \
-         in brackets the final training accuracy (%, eval mode, no augmentation).\n"
+         in brackets the final training accuracy (%, eval mode, no augmentation); \"not converged\": a seed \
+         stopped at the epoch cap before the training-accuracy criterion.\n"
     );
     header(&mut out, exp);
     for o in outcomes {
@@ -156,6 +158,8 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     }
 
     gap_section(&mut out, exp, outcomes);
+    verdict_section(&mut out, exp, outcomes);
+    early_stopping_section(&mut out, exp, outcomes);
 
     let _ = writeln!(out, "\n## Chosen hyper-parameters\n");
     let _ = writeln!(out, "η* is a learning rate, penalties choose α, the baseline has one setting. Validation accuracy (%) per candidate value, mean over seeds.\n");
@@ -201,6 +205,24 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
             let _ = writeln!(out, "- {setting}: {message}");
         }
     }
+    let waiting: Vec<_> = outcomes
+        .iter()
+        .flat_map(|o| match &o.state {
+            RowState::Ran { waiting, .. } => waiting
+                .iter()
+                .map(|w| format!("- {}: {w}", o.row.setting))
+                .collect(),
+            _ => vec![],
+        })
+        .collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Runs not planned yet\n\nThe sweep plans these once the runs they depend on have \
+             finished; rerun the command to continue.\n"
+        );
+        let _ = writeln!(out, "{}", waiting.join("\n"));
+    }
     let failures: Vec<_> = outcomes
         .iter()
         .flat_map(|o| match &o.state {
@@ -242,8 +264,8 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     );
     let _ = writeln!(
         out,
-        "- Runs stop at a training-accuracy threshold or an epoch cap; a bracketed training accuracy \
-         well below the threshold means that column did not converge within the cap."
+        "- Runs stop at a training-accuracy threshold or an epoch cap; a cell whose seeds hit the \
+         cap is marked \"not converged\" and enters no recovery and no verdict."
     );
     if ctx.profile != "paper" {
         let _ = writeln!(out, "- This is the `{}` profile, scaled down from the paper: compare the ordering of the columns, not the values.", ctx.profile);
@@ -264,20 +286,9 @@ pub fn recovery(large: f64, base: f64, pen: f64) -> Option<f64> {
 /// "Gap and recovery": η* − Baseline per row and the share of it each penalty column recovers,
 /// measured and in the paper, computed from the cells (never typed).
 fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
-    let large = exp
-        .columns
-        .iter()
-        .position(|c| c.lr == "large" && c.penalty == "none");
-    let base = exp
-        .columns
-        .iter()
-        .position(|c| c.lr == "small" && c.penalty == "none");
-    let (Some(large), Some(base)) = (large, base) else {
+    let Some((large, base, pens)) = column_roles(exp) else {
         return;
     };
-    let pens: Vec<usize> = (0..exp.columns.len())
-        .filter(|&i| exp.columns[i].lr == "small" && exp.columns[i].penalty != "none")
-        .collect();
     let _ = writeln!(out, "\n## Gap and recovery\n");
     let _ = writeln!(
         out,
@@ -310,6 +321,9 @@ fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
             let (Some(l), Some(b)) = (get(large), get(base)) else {
                 continue;
             };
+            // Runs are compared at convergence: no recovery for a cell that did not converge.
+            let converged =
+                |i: usize| source == "paper" || cells.get(i).is_some_and(|c| c.converged);
             let gap = l - b;
             let verdict = if gap >= MIN_GAP_POINTS {
                 format!("{gap:.2}")
@@ -321,16 +335,238 @@ fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
                 let r = get(i)
                     .and_then(|p| recovery(l, b, p))
                     .filter(|_| gap >= MIN_GAP_POINTS);
-                let _ = write!(out, " {} |", pct(r));
+                let text = if [large, base, i].iter().all(|&k| converged(k)) {
+                    pct(r)
+                } else {
+                    "not converged".into()
+                };
+                let _ = write!(out, " {text} |");
             }
             out.push('\n');
         }
     }
 }
 
+/// The η* (large, unpenalized), Baseline (small, unpenalized) and penalty columns' indices.
+fn column_roles(exp: &Experiment) -> Option<(usize, usize, Vec<usize>)> {
+    let large = exp
+        .columns
+        .iter()
+        .position(|c| c.lr == "large" && c.penalty == "none")?;
+    let base = exp
+        .columns
+        .iter()
+        .position(|c| c.lr == "small" && c.penalty == "none")?;
+    let pens = (0..exp.columns.len())
+        .filter(|&i| exp.columns[i].lr == "small" && exp.columns[i].penalty != "none")
+        .collect();
+    Some((large, base, pens))
+}
+
+/// "Verdicts": the paper's two claims per row, computed from the seeds' test accuracies with
+/// [`crate::evidence`]'s rules, each with its interval, p-value and the reason for its word.
+fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
+    use crate::evidence::{greater, recovers, ALPHA, INTERVAL_LEVEL, RESAMPLES};
+    let Some((large, base, pens)) = column_roles(exp) else {
+        return;
+    };
+    let (l, b) = (&exp.columns[large].label, &exp.columns[base].label);
+    let _ = writeln!(out, "\n## Verdicts\n");
+    let _ = writeln!(
+        out,
+        "Seeds are the unit of replication: each claim compares the final test accuracies of the \
+         chosen settings' seeds. **Rule:** *supports* when an exact one-sided permutation test \
+         over seeds gives p ≤ {ALPHA} (with 3 seeds against 3 that means every seed of one column \
+         beats every seed of the other; fewer seeds cannot reach it); *does not support* when the \
+         whole {:.0}% percentile-bootstrap interval over seeds ({RESAMPLES} resamples) lies at or \
+         below 0; *undecided* otherwise, and whenever a compared run did not converge. A unit test \
+         (`evidence::tests`) shows the rule says *supports* for at most 5% of draws without an \
+         effect. \"{pen} recovers the gap\" needs the gap supported and {pen} > {b} supported; \
+         its estimate is the recovered share ({pen} − {b}) / ({l} − {b}).\n",
+        100.0 * INTERVAL_LEVEL,
+        pen = "penalty",
+    );
+    let _ = writeln!(
+        out,
+        "| Setting | Claim | Estimate | {:.0}% interval | p | Verdict |",
+        100.0 * INTERVAL_LEVEL
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let fmt_p = |p: Option<f64>| p.map_or("—".into(), |p| format!("{p:.3}"));
+    for (row_index, o) in outcomes.iter().enumerate() {
+        let RowState::Ran { cells, .. } = &o.state else {
+            continue;
+        };
+        let seeds = |i: usize| cells.get(i).map_or(&[][..], |c| c.test_by_seed.as_slice());
+        let conv = |i: usize| cells.get(i).is_some_and(|c| c.converged);
+        // A fixed bootstrap seed per row and claim: the page re-renders identically.
+        let seed = 1000 * row_index as u64;
+        if let Some(e) = greater(seeds(large), seeds(base), conv(large) && conv(base), seed) {
+            let interval = e.interval.map_or("—".into(), |(lo, hi)| {
+                format!("[{lo:.2}, {hi:.2}] points")
+            });
+            let _ = writeln!(
+                out,
+                "| {} | the small learning rate loses accuracy ({l} > {b}) | {:.2} points | {interval} | {} | **{}** ({}) |",
+                o.row.setting,
+                e.estimate,
+                fmt_p(e.p_value),
+                e.word.as_str(),
+                e.reason
+            );
+        }
+        for &i in &pens {
+            let p = &exp.columns[i].label;
+            let converged = conv(large) && conv(base) && conv(i);
+            let Some(e) = recovers(
+                seeds(large),
+                seeds(base),
+                seeds(i),
+                converged,
+                seed + 1 + i as u64,
+            ) else {
+                continue;
+            };
+            let pct = |x: f64| format!("{:.0}%", 100.0 * x);
+            let interval = e.interval.map_or("—".into(), |(lo, hi)| {
+                format!("[{}, {}]", pct(lo), pct(hi))
+            });
+            let estimate = if e.estimate.is_finite() {
+                pct(e.estimate)
+            } else {
+                "—".into()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {p} recovers the gap | {estimate} | {interval} | {} | **{}** ({}) |",
+                o.row.setting,
+                fmt_p(e.p_value),
+                e.word.as_str(),
+                e.reason
+            );
+        }
+    }
+}
+
+/// The per-epoch (running training accuracy, test accuracy) of a run, from its metrics.
+fn epoch_curve(dir: &std::path::Path) -> Vec<(f64, f64, f64)> {
+    let path = crate::RunDir::new(dir).metrics_path();
+    crate::metrics::read_metrics(&path)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.test_acc.map(|t| (r.epoch, r.train_acc, t)))
+        .collect()
+}
+
+/// The test accuracy (and epoch) of `curve` at the first epoch whose running training accuracy
+/// reaches `train_acc`; `None` if it never does.
+pub fn test_at_train_acc(curve: &[(f64, f64, f64)], train_acc: f64) -> Option<(f64, f64)> {
+    curve
+        .iter()
+        .find(|(_, tr, _)| *tr >= train_acc)
+        .map(|&(e, _, t)| (e, t))
+}
+
+/// "Early-stopping control": next to each penalized cell, the Baseline's test accuracy at the
+/// epoch where it had the training accuracy that cell stopped at, so a reader can see whether
+/// the penalty does more than stop early (TESTING.md). Needs per-epoch test accuracy in the
+/// runs' metrics (`tracking.eval_test`, `every_epochs = 1`).
+fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
+    let Some((_, base, pens)) = column_roles(exp) else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for o in outcomes {
+        let RowState::Ran { cells, runs, .. } = &o.state else {
+            continue;
+        };
+        // The chosen setting's finished, non-diverged runs of column `i`.
+        let chosen_runs = |i: usize| {
+            let cell = &cells[i];
+            runs.iter()
+                .filter(|(s, r)| {
+                    s.column == cell.column
+                        && Some(s.hyper) == cell.chosen
+                        && r.as_ref()
+                            .is_some_and(|r| r.status != crate::rundir::RunStatus::Diverged)
+                })
+                .map(|(s, _)| epoch_curve(&s.dir))
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let base_curves = chosen_runs(base);
+        if base_curves.is_empty() {
+            continue;
+        }
+        for &i in &pens {
+            let curves = chosen_runs(i);
+            if curves.is_empty() {
+                continue;
+            }
+            let n = curves.len() as f64;
+            let final_train = curves.iter().map(|c| c[c.len() - 1].1).sum::<f64>() / n;
+            let final_test = curves.iter().map(|c| c[c.len() - 1].2).sum::<f64>() / n;
+            let at: Vec<(f64, f64)> = base_curves
+                .iter()
+                .filter_map(|c| test_at_train_acc(c, final_train))
+                .collect();
+            let control = if at.len() == base_curves.len() {
+                let k = at.len() as f64;
+                format!(
+                    "{:.2} (epoch {:.0})",
+                    100.0 * at.iter().map(|a| a.1).sum::<f64>() / k,
+                    at.iter().map(|a| a.0).sum::<f64>() / k
+                )
+            } else {
+                "never reached".into()
+            };
+            lines.push(format!(
+                "| {} | {} | {:.2} | {:.1} | {control} |",
+                o.row.setting,
+                exp.columns[i].label,
+                100.0 * final_test,
+                100.0 * final_train
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let b = &exp.columns[base].label;
+    let _ = writeln!(out, "\n## Early-stopping control\n");
+    let _ = writeln!(
+        out,
+        "A penalty slows training; if it helps only by stopping earlier, the {b} stopped at the \
+         same training accuracy would do as well. Per penalized cell (chosen α, mean over its \
+         seeds): its final test accuracy and final running training accuracy (last epoch, %), \
+         and the {b}'s test accuracy at the first epoch where its running training accuracy \
+         reached that value (mean over the {b}'s seeds).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Setting | Column | Test (%) | Training (%) | {b} test at that training accuracy (%) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "{}", lines.join("\n"));
+}
+
 #[cfg(test)]
 mod gap_tests {
-    use super::recovery;
+    use super::{recovery, test_at_train_acc};
+
+    #[test]
+    fn the_control_reads_the_first_epoch_at_the_training_accuracy() {
+        // (epoch, running training accuracy, test accuracy)
+        let curve = [
+            (1.0, 0.3, 0.25),
+            (2.0, 0.6, 0.5),
+            (3.0, 0.9, 0.6),
+            (4.0, 0.99, 0.58),
+        ];
+        assert_eq!(test_at_train_acc(&curve, 0.6), Some((2.0, 0.5)));
+        assert_eq!(test_at_train_acc(&curve, 0.61), Some((3.0, 0.6)));
+        assert_eq!(test_at_train_acc(&curve, 0.995), None);
+    }
 
     #[test]
     fn recovery_is_the_share_of_the_gap_closed() {

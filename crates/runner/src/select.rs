@@ -68,12 +68,16 @@ fn val_by_hyper(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Option<f64>)> 
         .into_iter()
         .map(|h| {
             let of_h = || tuning.iter().filter(move |(s, _)| s.hyper == h);
-            let diverged = of_h().any(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged));
+            let diverged =
+                of_h().any(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged));
             let v: Vec<f64> = of_h()
                 .filter_map(|(_, r)| r.as_ref())
                 .filter_map(|r| r.final_metrics.val_acc)
                 .collect();
-            (h, (!v.is_empty() && !diverged).then(|| 100.0 * mean_std(&v).0))
+            (
+                h,
+                (!v.is_empty() && !diverged).then(|| 100.0 * mean_std(&v).0),
+            )
         })
         .collect()
 }
@@ -92,7 +96,8 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
                 .collect();
             let chosen = choose(&runs);
             let finished = runs.iter().filter(|(s, r)| {
-                Some(s.hyper) == chosen && r.as_ref().is_some_and(|r| r.status != RunStatus::Diverged)
+                Some(s.hyper) == chosen
+                    && r.as_ref().is_some_and(|r| r.status != RunStatus::Diverged)
             });
             let (mut test, mut train) = (vec![], vec![]);
             let mut converged = true;

@@ -238,7 +238,17 @@ impl Experiment {
             let name_lr = lr.filter(|_| prof.small_lr_divisor.is_some());
             let spec = |hyper: f64, seed: u64, tuning: bool| {
                 let lr = lr.unwrap_or(hyper);
-                self.spec(profile, row, col, &base, (lr, name_lr), hyper, seed, tuning, root)
+                self.spec(
+                    profile,
+                    row,
+                    col,
+                    &base,
+                    (lr, name_lr),
+                    hyper,
+                    seed,
+                    tuning,
+                    root,
+                )
             };
             // A single value needs no tuning: every seed runs at once.
             let tune = if hypers.len() == 1 {

@@ -150,33 +150,35 @@ pub fn run_table_with(
         // A staged profile plans more runs as earlier ones finish: train what is planned and
         // not finished, then plan again, until nothing new can run.
         let mut plan = exp.plan_row(profile, row, root)?;
-        while execute {
-            let runs = collect(&plan.specs)?;
-            let todo: Vec<&RunSpec> = runs
-                .iter()
-                .filter(|(s, r)| r.is_none() && !errors.iter().any(|(d, _)| *d == s.dir))
-                .map(|(s, _)| s)
-                .collect();
-            if todo.is_empty() {
-                break;
-            }
-            let total = index + todo.len();
-            for spec in todo {
-                progress.run_started(index, total, spec);
-                index += 1;
-                let opts = TrainOptions {
-                    data_dir: data_dir.clone(),
-                    bar: progress.run_bar(),
-                    ..options.clone()
-                };
-                if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
-                    tracing::error!(run = %spec.dir.display(), "failed: {e}");
-                    // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
-                    let message = e.to_string().lines().next().unwrap_or_default().to_string();
-                    errors.push((spec.dir.clone(), message));
+        if execute {
+            loop {
+                let runs = collect(&plan.specs)?;
+                let todo: Vec<&RunSpec> = runs
+                    .iter()
+                    .filter(|(s, r)| r.is_none() && !errors.iter().any(|(d, _)| *d == s.dir))
+                    .map(|(s, _)| s)
+                    .collect();
+                if todo.is_empty() {
+                    break;
                 }
+                let total = index + todo.len();
+                for spec in todo {
+                    progress.run_started(index, total, spec);
+                    index += 1;
+                    let opts = TrainOptions {
+                        data_dir: data_dir.clone(),
+                        bar: progress.run_bar(),
+                        ..options.clone()
+                    };
+                    if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
+                        tracing::error!(run = %spec.dir.display(), "failed: {e}");
+                        // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
+                        let message = e.to_string().lines().next().unwrap_or_default().to_string();
+                        errors.push((spec.dir.clone(), message));
+                    }
+                }
+                plan = exp.plan_row(profile, row, root)?;
             }
-            plan = exp.plan_row(profile, row, root)?;
         }
         for waiting in &plan.waiting {
             tracing::warn!(row = %row.key, "not planned yet: {waiting}");

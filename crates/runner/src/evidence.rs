@@ -1,0 +1,341 @@
+//! Verdicts over seeds: an exact one-sided permutation test decides, a percentile bootstrap over
+//! seeds shows the uncertainty, and the rule that turns them into a word is printed with them
+//! (`../shared/TESTING.md`, "Evidence for a scientific claim").
+//!
+//! Seeds are the unit of replication: each group holds one number per seed (a run's final test
+//! accuracy), never several readings of the same run. With 3 seeds against 3 the smallest
+//! one-sided permutation p-value is 1/20 = 0.05, reached only when every seed of one group beats
+//! every seed of the other; so the rule "supports when p ≤ 0.05" says *supports* for exactly 5% of
+//! null draws of continuous data, and never with fewer seeds. A percentile bootstrap over 3 seeds
+//! is too narrow to decide on (its variance is (n−1)/n of the truth), which is why it only shows
+//! the spread and decides only the *does not support* side.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The significance level of every rule here (one-sided).
+pub const ALPHA: f64 = 0.05;
+/// Central coverage of the bootstrap intervals shown beside a verdict.
+pub const INTERVAL_LEVEL: f64 = 0.95;
+/// Bootstrap resamples per interval.
+pub const RESAMPLES: usize = 10_000;
+
+/// A word for a claim, computed from the seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Word {
+    Supports,
+    DoesNotSupport,
+    Undecided,
+}
+
+impl Word {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Word::Supports => "supports",
+            Word::DoesNotSupport => "does not support",
+            Word::Undecided => "undecided",
+        }
+    }
+}
+
+/// A claim's verdict: the estimate, its bootstrap interval, the test's p-value, the word and the
+/// reason for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub estimate: f64,
+    pub interval: Option<(f64, f64)>,
+    pub p_value: Option<f64>,
+    pub word: Word,
+    pub reason: String,
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+/// Exact one-sided permutation p-value of "`a` is larger than `b`" for the difference of means:
+/// the share of all ways to split the pooled values into groups of `a`'s and `b`'s sizes whose
+/// difference is at least the observed one (ties count against the claim). `None` when a group
+/// is empty or the pool is too large to enumerate (over 20 values).
+pub fn permutation_p_greater(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (n, m) = (a.len(), b.len());
+    if n == 0 || m == 0 || n + m > 20 {
+        return None;
+    }
+    let pool: Vec<f64> = a.iter().chain(b).copied().collect();
+    let total: f64 = pool.iter().sum();
+    let observed = mean(a) - mean(b);
+    // A relative slack so that a split equal to the observed one in exact arithmetic counts.
+    let slack = 1e-12 * (1.0 + pool.iter().map(|x| x.abs()).fold(0.0, f64::max));
+    let (mut at_least, mut splits) = (0u64, 0u64);
+    for mask in 0u32..(1 << (n + m)) {
+        if mask.count_ones() as usize != n {
+            continue;
+        }
+        let sum_a: f64 = (0..n + m)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| pool[i])
+            .sum();
+        let diff = sum_a / n as f64 - (total - sum_a) / m as f64;
+        splits += 1;
+        if diff >= observed - slack {
+            at_least += 1;
+        }
+    }
+    Some(at_least as f64 / splits as f64)
+}
+
+/// Percentile bootstrap interval of `stat(group means)`, resampling the seeds of each group
+/// independently with replacement (`RESAMPLES` draws from a generator seeded with `seed`).
+/// Resamples where `stat` is undefined are dropped; `None` if a group is empty or most are.
+pub fn bootstrap_interval(
+    groups: &[&[f64]],
+    stat: impl Fn(&[f64]) -> Option<f64>,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    if groups.iter().any(|g| g.is_empty()) {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut means = vec![0.0; groups.len()];
+    let mut draws = Vec::with_capacity(RESAMPLES);
+    for _ in 0..RESAMPLES {
+        for (m, g) in means.iter_mut().zip(groups) {
+            *m = (0..g.len())
+                .map(|_| g[rng.random_range(0..g.len())])
+                .sum::<f64>()
+                / g.len() as f64;
+        }
+        if let Some(v) = stat(&means).filter(|v| v.is_finite()) {
+            draws.push(v);
+        }
+    }
+    if draws.len() < RESAMPLES / 2 {
+        return None;
+    }
+    draws.sort_by(f64::total_cmp);
+    let tail = (1.0 - INTERVAL_LEVEL) / 2.0;
+    let at = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
+    Some((at(tail), at(1.0 - tail)))
+}
+
+/// The rule for "`a` is larger than `b`" over seeds (e.g. η* beats the Baseline):
+/// - *supports* when the exact one-sided permutation p ≤ `ALPHA` (needs at least 3 seeds a side);
+/// - *does not support* when the whole bootstrap interval of mean(a) − mean(b) lies at or below
+///   0 (the data point the other way);
+/// - *undecided* otherwise, and whenever a run did not converge (`converged` false): runs are
+///   compared at convergence only.
+pub fn greater(a: &[f64], b: &[f64], converged: bool, seed: u64) -> Option<Evidence> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let estimate = mean(a) - mean(b);
+    let interval = bootstrap_interval(&[a, b], |m| Some(m[0] - m[1]), seed);
+    let p_value = permutation_p_greater(a, b);
+    let (word, reason) = if !converged {
+        (
+            Word::Undecided,
+            "a run did not reach the stopping criterion".to_string(),
+        )
+    } else if p_value.is_some_and(|p| p <= ALPHA) && estimate > 0.0 {
+        (Word::Supports, format!("p ≤ {ALPHA}"))
+    } else if interval.is_some_and(|(_, hi)| hi <= 0.0) {
+        (
+            Word::DoesNotSupport,
+            "the whole interval is at or below 0".to_string(),
+        )
+    } else if a.len().min(b.len()) < 3 {
+        (
+            Word::Undecided,
+            format!("{} vs {} seeds cannot reach p ≤ {ALPHA}", a.len(), b.len()),
+        )
+    } else {
+        (
+            Word::Undecided,
+            format!("p > {ALPHA} and the interval reaches above 0"),
+        )
+    };
+    Some(Evidence {
+        estimate,
+        interval,
+        p_value,
+        word,
+        reason,
+    })
+}
+
+/// The rule for "the penalty recovers the gap" (seeds of η*, the Baseline and the penalty):
+/// *supports* when the gap itself is supported and the penalty beats the Baseline by
+/// [`greater`]; *does not support* when the gap is supported and the penalty's
+/// [`greater`] says *does not support*; *undecided* otherwise. The estimate is the recovered
+/// share (penalty − Baseline) / (η* − Baseline), with its bootstrap interval.
+pub fn recovers(
+    large: &[f64],
+    base: &[f64],
+    pen: &[f64],
+    converged: bool,
+    seed: u64,
+) -> Option<Evidence> {
+    let gap = greater(large, base, converged, seed)?;
+    let beats = greater(pen, base, converged, seed.wrapping_add(1))?;
+    let share = |m: &[f64]| {
+        let g = m[0] - m[1];
+        (g.abs() > 1e-12).then(|| (m[2] - m[1]) / g)
+    };
+    let estimate = share(&[mean(large), mean(base), mean(pen)]).unwrap_or(f64::NAN);
+    let interval = bootstrap_interval(&[large, base, pen], share, seed.wrapping_add(2));
+    let (word, reason) = match (gap.word, beats.word) {
+        (Word::Supports, Word::Supports) => (
+            Word::Supports,
+            format!(
+                "the gap is supported and the penalty beats the Baseline (p = {:.3})",
+                beats.p_value.unwrap_or(f64::NAN)
+            ),
+        ),
+        (Word::Supports, Word::DoesNotSupport) => (
+            Word::DoesNotSupport,
+            "the penalty's interval against the Baseline is at or below 0".to_string(),
+        ),
+        (Word::Supports, _) => (
+            Word::Undecided,
+            format!("penalty vs Baseline: {}", beats.reason),
+        ),
+        _ => (
+            Word::Undecided,
+            format!("no supported gap ({})", gap.reason),
+        ),
+    };
+    Some(Evidence {
+        estimate,
+        interval,
+        p_value: beats.p_value,
+        word,
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn permutation_p_values_are_exact() {
+        // Full separation of 3 vs 3: 1 split of 20 is as extreme.
+        assert_eq!(
+            permutation_p_greater(&[4.0, 5.0, 6.0], &[1.0, 2.0, 3.0]),
+            Some(0.05)
+        );
+        // The reverse: every split is at least as extreme.
+        assert_eq!(
+            permutation_p_greater(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]),
+            Some(1.0)
+        );
+        // 3 vs 1: 4 splits, the best is 1 of them.
+        assert_eq!(permutation_p_greater(&[9.0], &[1.0, 2.0, 3.0]), Some(0.25));
+        // All equal: every split ties the observed difference.
+        assert_eq!(permutation_p_greater(&[1.0; 3], &[1.0; 3]), Some(1.0));
+        assert_eq!(permutation_p_greater(&[], &[1.0]), None);
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_estimate_and_is_seeded() {
+        let (a, b) = ([70.0, 71.0, 72.5], [65.0, 66.5, 64.0]);
+        let (lo, hi) = bootstrap_interval(&[&a, &b], |m| Some(m[0] - m[1]), 3).unwrap();
+        let est = mean(&a) - mean(&b);
+        assert!(lo < est && est < hi, "{lo} {est} {hi}");
+        // The extremes of resampling: all-min minus all-max and the reverse.
+        assert!(lo >= 70.0 - 66.5 - 1e-9 && hi <= 72.5 - 64.0 + 1e-9);
+        assert_eq!(
+            bootstrap_interval(&[&a, &b], |m| Some(m[0] - m[1]), 3),
+            Some((lo, hi))
+        );
+    }
+
+    /// Draws `k` columns of `seeds` values each from one normal distribution (no effect).
+    fn null_columns(rng: &mut ChaCha8Rng, k: usize, seeds: usize) -> Vec<Vec<f64>> {
+        let normal = Normal::new(60.0, 1.5).unwrap();
+        (0..k)
+            .map(|_| (0..seeds).map(|_| normal.sample(rng)).collect())
+            .collect()
+    }
+
+    /// The rate a rule may show under the null: its level plus 3 Monte Carlo standard errors.
+    fn allowed(trials: usize) -> f64 {
+        ALPHA + 3.0 * (ALPHA * (1.0 - ALPHA) / trials as f64).sqrt()
+    }
+
+    #[test]
+    fn under_the_null_the_gap_rule_supports_at_most_five_percent_of_the_time() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let trials = 4_000;
+        let mut supports = 0;
+        for t in 0..trials {
+            let cols = null_columns(&mut rng, 2, 3);
+            let e = greater(&cols[0], &cols[1], true, t as u64).unwrap();
+            supports += (e.word == Word::Supports) as usize;
+        }
+        let rate = supports as f64 / trials as f64;
+        assert!(rate <= allowed(trials), "supports {rate} of null draws");
+        // Exactly the full separations, 1 in 20.
+        assert!((rate - 0.05).abs() < 0.015, "{rate}");
+    }
+
+    #[test]
+    fn under_the_null_the_recovery_rule_supports_at_most_five_percent_of_the_time() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let trials = 4_000;
+        let mut supports = 0;
+        for t in 0..trials {
+            let cols = null_columns(&mut rng, 3, 3);
+            let e = recovers(&cols[0], &cols[1], &cols[2], true, t as u64).unwrap();
+            supports += (e.word == Word::Supports) as usize;
+        }
+        let rate = supports as f64 / trials as f64;
+        assert!(rate <= allowed(trials), "supports {rate} of null draws");
+    }
+
+    #[test]
+    fn a_planted_effect_is_found_and_a_reversed_one_is_refuted() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let trials = 500;
+        let (mut found, mut refuted, mut recovered) = (0, 0, 0);
+        for t in 0..trials {
+            let cols = null_columns(&mut rng, 4, 3);
+            // η* 5 points (3.3 sd) above the Baseline; the penalty recovers all of it.
+            let large: Vec<f64> = cols[0].iter().map(|x| x + 5.0).collect();
+            let pen: Vec<f64> = cols[2].iter().map(|x| x + 5.0).collect();
+            let e = greater(&large, &cols[1], true, t).unwrap();
+            found += (e.word == Word::Supports) as usize;
+            let e = greater(&cols[1], &large, true, t).unwrap();
+            refuted += (e.word == Word::DoesNotSupport) as usize;
+            let e = recovers(&large, &cols[1], &pen, true, t).unwrap();
+            recovered += (e.word == Word::Supports) as usize;
+        }
+        assert!(
+            found as f64 >= 0.8 * trials as f64,
+            "found {found}/{trials}"
+        );
+        assert!(
+            refuted as f64 >= 0.8 * trials as f64,
+            "refuted {refuted}/{trials}"
+        );
+        assert!(
+            recovered as f64 >= 0.6 * trials as f64,
+            "recovered {recovered}/{trials}"
+        );
+    }
+
+    #[test]
+    fn unconverged_runs_and_too_few_seeds_are_undecided() {
+        let (a, b) = ([80.0, 81.0, 82.0], [70.0, 71.0, 72.0]);
+        assert_eq!(greater(&a, &b, true, 0).unwrap().word, Word::Supports);
+        let e = greater(&a, &b, false, 0).unwrap();
+        assert_eq!(e.word, Word::Undecided);
+        assert!(e.reason.contains("stopping criterion"));
+        let e = greater(&a[..2], &b, true, 0).unwrap();
+        assert_eq!(e.word, Word::Undecided);
+        assert!(e.reason.contains("2 vs 3 seeds"), "{}", e.reason);
+        assert!(greater(&[], &b, true, 0).is_none());
+    }
+}
