@@ -12,11 +12,11 @@ use breakeven_runner::claims::{edge_of_stability_verdict, sig4, EOS_BAND};
 use breakeven_runner::full_batch::{run_full_batch_from_disk, FullBatchPoint, FullBatchSpec};
 use breakeven_runner::plot::line_chart;
 use breakeven_runner::sweep::merge;
-use breakeven_runner::table::find_data;
 use serde::Deserialize;
 
 use crate::reproduce::{
-    data_roots, out_dir, page_head, profile_device, project_root, write, write_page, ReproduceArgs,
+    data_dir_for, out_dir, page_head, profile_device, project_root, write, write_page,
+    ReproduceArgs,
 };
 
 /// `experiments/edge-of-stability.toml`.
@@ -123,14 +123,13 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         root.join("runs")
             .join(format!("edge-of-stability-{}", args.profile))
     });
-    let roots = data_roots(args);
     let data_name = profile
         .base
         .get("data")
         .and_then(|d| d.as_str())
         .unwrap_or("cifar10")
         .to_string();
-    let data_dir = find_data(&data_name, &roots)?;
+    let data_dir = data_dir_for(args, &data_name)?;
 
     let out_dir = out_dir(args)?;
     let stem = format!("edge-of-stability-{}", args.profile);

@@ -9,9 +9,8 @@ use breakeven_runner::lca_report::{render_lca_markdown, LcaExperiment, LcaPage, 
 use breakeven_runner::plot::line_chart;
 use breakeven_runner::report::hardware_description;
 use breakeven_runner::rundir::git_revision;
-use breakeven_runner::table::find_data;
 
-use crate::reproduce::{data_roots, project_root, utc_now, write, ReproduceArgs};
+use crate::reproduce::{data_dir_for, project_root, utc_now, write, ReproduceArgs};
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
@@ -24,10 +23,9 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         .runs_dir
         .clone()
         .unwrap_or_else(|| root.join("runs").join(&stem));
-    let data_roots = data_roots(args);
     let data_name = runs[0].1.data.name.clone();
-    let data_dir = find_data(&data_name, &data_roots)
-        .with_context(|| format!("locating data set {data_name}"))?;
+    let data_dir =
+        data_dir_for(args, &data_name).with_context(|| format!("locating data set {data_name}"))?;
 
     let mut results: Vec<(String, Vec<LcaRecord>)> = Vec::new();
     for (label, config) in &runs {

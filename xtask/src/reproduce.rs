@@ -5,13 +5,17 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use breakeven_data::fetch::{fetch, FetchOptions};
+use breakeven_data::DatasetName;
 use breakeven_runner::claims::Verdict;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::{bar_chart, line_chart};
 use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
 use breakeven_runner::rundir::{git_revision, Summary};
 use breakeven_runner::sweep::{Experiment, Profile, RunSpec};
-use breakeven_runner::table::{run_table, run_table_with, RowOutcome, RowState, TableProgress};
+use breakeven_runner::table::{
+    find_data, run_table, run_table_with, RowOutcome, RowState, TableProgress,
+};
 use breakeven_runner::TrainOptions;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -40,6 +44,14 @@ pub struct ReproduceArgs {
     /// Train nothing: render the table from the runs finished so far (unfinished cells show as pending).
     #[arg(long)]
     pub report_only: bool,
+    /// Never download: a data set that is not found is an error (without this, it is fetched
+    /// first, verified, as `cargo xtask data fetch NAME` does).
+    #[arg(long)]
+    pub offline: bool,
+    /// Run the rows whose data set is available and report the others as missing, instead of
+    /// stopping before any training.
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 /// The progress bars of a running `reproduce`, if any: log lines are printed above them.
@@ -198,6 +210,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         plots,
     };
     let md_path = out_dir.join(format!("{stem}.md"));
+    require_a_row(&outcomes, &md_path)?;
     write(&md_path, &render_markdown(&exp, &outcomes, &ctx))?;
     println!("wrote {}", md_path.display());
     Ok(())
@@ -297,8 +310,82 @@ impl TableProgress for LogProgress {
     }
 }
 
+/// Where data set `name` is (`None`: the default search path or synthetic data), fetching it
+/// into the first data root first unless `--offline`; the error says what to type.
+pub(crate) fn data_dir_for(args: &ReproduceArgs, name: &str) -> Result<Option<PathBuf>> {
+    let roots = data_roots(args);
+    let missing = match find_data(name, &roots) {
+        Ok(dir) => return Ok(dir),
+        Err(e) => e,
+    };
+    let dataset: DatasetName = name.parse()?;
+    let fix = format!(
+        "`{}` (or pass --data-dir / set BREAKEVEN_DATA to a folder holding it)",
+        dataset.fetch_command()
+    );
+    if args.offline {
+        anyhow::bail!("{missing}; --offline, so nothing was downloaded");
+    }
+    let root = &roots[0];
+    tracing::warn!("{name} not found: fetching it into {}", root.display());
+    fetch(dataset, root, &FetchOptions::default()).with_context(|| {
+        format!(
+            "{name} was not found and fetching it into {} failed; fix: {fix}",
+            root.display()
+        )
+    })?;
+    Ok(find_data(name, &roots)?)
+}
+
+/// Makes sure every data set the profile's rows read is there (see [`data_dir_for`]) before
+/// anything trains; with `--allow-missing` the rows without data are reported as missing instead.
+fn ensure_data(args: &ReproduceArgs, exp: &Experiment) -> Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for row in exp.rows_in(&args.profile) {
+        let config = exp.row_config(&args.profile, row)?;
+        let name = config
+            .get("data")
+            .and_then(|d| d.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("synthetic");
+        if name != "synthetic" && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    let errors: Vec<String> = names
+        .iter()
+        .filter_map(|n| data_dir_for(args, n).err().map(|e| format!("{e:#}")))
+        .collect();
+    if errors.is_empty() || args.allow_missing {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} of the `{}` profile's data sets are missing; nothing was trained and no page was \
+         written:\n- {}\n(--allow-missing runs the other rows and lists these as missing)",
+        errors.len(),
+        args.profile,
+        errors.join("\n- ")
+    )
+}
+
+/// Refuses to write a page when no row of it ran: a committed page is never replaced by one
+/// whose every cell reads "missing".
+pub(crate) fn require_a_row(outcomes: &[RowOutcome], page: &Path) -> Result<()> {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o.state, RowState::Ran { .. }))
+    {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no row of this profile ran (every data set is missing); {} was left as it was",
+        page.display()
+    )
+}
+
 /// `experiments/<definition>.toml` with `--device` applied to `args.profile`, that profile,
-/// and where its runs live (`--runs-dir`, else `runs/<definition>-<profile>`).
+/// and where its runs live (`--runs-dir`, else `runs/<definition>-<profile>`). Unless
+/// `--report-only`, the profile's data sets are located (or fetched) first.
 pub(crate) fn load_definition(
     args: &ReproduceArgs,
     definition: &str,
@@ -315,6 +402,9 @@ pub(crate) fn load_definition(
         root.join("runs")
             .join(format!("{definition}-{}", args.profile))
     });
+    if !args.report_only {
+        ensure_data(args, &exp)?;
+    }
     Ok((exp, profile, runs_dir))
 }
 
@@ -337,6 +427,8 @@ pub(crate) fn run_definition(
         &mut LogProgress,
         options,
     )?;
+    let page = out_dir(args)?.join(format!("{definition}-{}.md", args.profile));
+    require_a_row(&outcomes, &page)?;
     Ok((exp, profile, outcomes))
 }
 
