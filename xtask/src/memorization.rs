@@ -6,26 +6,23 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use breakeven_runner::memorization::{
-    fit_curve, matched_clean_level, memorization_verdict, noisy_fit_at, FitPoint, MIN_LEARNED,
-    RATIO_THRESHOLD,
-};
+use breakeven_runner::evidence::{ALPHA, INTERVAL_LEVEL};
+use breakeven_runner::memorization::{fit_curve, memorization_evidence, FitPoint, MIN_LEARNED};
 use breakeven_runner::metrics::MetricsRecord;
 use breakeven_runner::plot::line_chart;
+use breakeven_runner::table::RowState;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
-    run_records, write, write_page, ReproduceArgs,
+    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
+    write_page, ReproduceArgs,
 };
-
-/// What a verdict line says when the runs cannot decide a claim.
-const UNDECIDED: &str = "undecided: no baseline run of this seed, the runs learned too little \
-             for a matched point, or the baseline had fitted no noisy example by then.";
 
 /// One finished run of a noise level.
 struct RunFit {
     column: String,
+    /// The column's chosen setting (α chosen on validation; the baseline's one setting).
+    chosen: bool,
     label: String,
     seed: u64,
     noise: f64,
@@ -48,18 +45,22 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
          (`tracking.noise_subset`), split by the noise mask into clean and noisy examples; \
          \"noisy (trained labels)\" counts predictions of the wrong label the model is trained on \
          (memorization), \"noisy (true labels)\" predictions of the example's real class.\n\
-         - Verdict rule [ours]: each penalized run is compared with the baseline run of its seed at \
-         a matched point, the lower of the two runs' best clean training accuracies (so both reach \
-         it; it must be at least {:.0} points above their initial clean accuracy). Matching pairs, \
-         not the whole noise level, keeps the slowest run from setting a level at which no run has \
-         begun to memorize (our first rule, replaced after the first cpu results left every verdict \
-         undecided that way). Each run is read where its clean accuracy first \
-         reaches that level (linear interpolation between log points), giving its memorization \
+         - Verdict rule [ours]: per penalty column (its α chosen on the validation split), all \
+         its seeds and all the baseline's seeds are read at one matched point, the lowest of \
+         their best clean training accuracies (so every run reaches it; it must be at least {:.0} \
+         points above their initial clean accuracy), where each run's clean accuracy first \
+         reaches it (linear interpolation between log points). Each run gives its memorization \
          ratio R = (noisy accuracy − initial noisy accuracy) / (clean accuracy − initial clean \
-         accuracy): wrong labels fitted per right label fitted, gains since initialization so that \
-         chance-level agreement (about 1/C on both sides) does not count. A penalty slows memorization more than clean \
-         learning when R_penalty ≤ {RATIO_THRESHOLD} · R_baseline (same seed).",
-        100.0 * MIN_LEARNED
+         accuracy): wrong labels fitted per right label fitted, gains since initialization so \
+         that chance-level agreement (about 1/C on both sides) does not count. The claim \
+         \"the penalty slows the fitting of noisy labels more than of clean ones\" is \
+         R_baseline > R_penalty over seeds: *supports* when an exact one-sided permutation test \
+         over the runs' ratios gives p ≤ {ALPHA}, *does not support* when the whole {:.0}% \
+         bootstrap interval of mean R_baseline − mean R_penalty is at or below 0, *undecided* \
+         otherwise and whenever a side has fewer than 3 seeds (`breakeven_runner::evidence`, whose tests show \
+         the rule says *supports* for at most 5% of draws without an effect).\n",
+        100.0 * MIN_LEARNED,
+        100.0 * INTERVAL_LEVEL
     );
     if args.profile == "smoke" {
         page.push_str(
@@ -72,6 +73,13 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         let Some(runs) = row_runs(&mut page, o) else {
             continue;
         };
+        let chosen_of = |column: &str| match &o.state {
+            RowState::Ran { cells, .. } => cells
+                .iter()
+                .find(|c| c.column == column)
+                .and_then(|c| c.chosen),
+            RowState::Missing { .. } => None,
+        };
         let mut fits = Vec::new();
         for (spec, summary) in runs {
             let Some(summary) = summary else { continue };
@@ -83,6 +91,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             };
             fits.push(RunFit {
                 column: spec.column.clone(),
+                chosen: chosen_of(&spec.column) == Some(spec.hyper),
                 label: format!("{}{alpha}, seed {}", column_label(&exp, spec), spec.seed),
                 seed: spec.seed,
                 noise: spec.config.data.label_noise,
@@ -117,15 +126,6 @@ fn write_row(
     let short = fits.first().map_or(setting.to_string(), |f| {
         format!("{:.0}% label noise", 100.0 * f.noise)
     });
-    let baseline_of = |f: &RunFit| {
-        fits.iter()
-            .find(|b| b.column == "baseline" && b.seed == f.seed)
-    };
-    // The matched clean level of a penalized run and its baseline (`None` for the baseline).
-    let level_of = |f: &RunFit| {
-        let b = baseline_of(f).filter(|_| f.column != "baseline")?;
-        matched_clean_level(&[&b.curve, &f.curve])
-    };
     let wall: f64 = fits.iter().map(|f| f.wall_s).sum();
     let _ = writeln!(
         page,
@@ -133,35 +133,19 @@ fn write_row(
         wall / 60.0
     );
     page.push_str(
-        "Final training accuracy (%) on the tracking subset, final test accuracy (%), and the \
-         noisy accuracy (%) of the penalized run and of its baseline at their matched clean level, with both memorization ratios R.\n\n\
-         | Run | clean | noisy (trained labels) | noisy (true labels) | test | noisy at the matched point |\n\
-         |---|---|---|---|---|---|\n",
+        "Every finished run: final training accuracy (%) on the tracking subset, split by the noise \
+         mask, and final test accuracy (%); * marks the column's chosen setting.\n\n\
+         | Run | clean | noisy (trained labels) | noisy (true labels) | test |\n\
+         |---|---|---|---|---|\n",
     );
     let pct = |a: Option<f64>| a.map_or("—".into(), |a| format!("{:.1}", 100.0 * a));
     for f in fits {
         let last = f.records.last();
-        let r = |m: &breakeven_runner::memorization::MatchedFit| {
-            m.ratio().map_or("—".into(), |r| format!("{r:.3}"))
-        };
-        let matched = level_of(f)
-            .and_then(|l| {
-                let p = noisy_fit_at(&f.curve, l)?;
-                let b = noisy_fit_at(&baseline_of(f)?.curve, l)?;
-                Some(format!(
-                    "at clean {:.1}%: {:.1} (R = {}) vs baseline {:.1} (R = {})",
-                    100.0 * l,
-                    100.0 * p.noisy,
-                    r(&p),
-                    100.0 * b.noisy,
-                    r(&b)
-                ))
-            })
-            .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             page,
-            "| {} | {} | {} | {} | {} | {matched} |",
+            "| {}{} | {} | {} | {} | {} |",
             f.label,
+            if f.chosen { " *" } else { "" },
             pct(last.and_then(|r| r.train_acc_clean)),
             pct(last.and_then(|r| r.train_acc_noisy)),
             pct(last.and_then(|r| r.train_acc_noisy_true)),
@@ -169,9 +153,15 @@ fn write_row(
         );
     }
 
-    // Noisy fit against clean fit, every run on one plot: the claim in one picture. The
-    // diagonal marks fitting wrong labels as fast as right ones.
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = fits
+    // The chosen settings' first seed: noisy fit against clean fit on one plot (the claim in
+    // one picture; the diagonal marks fitting wrong labels as fast as right ones), and each
+    // one's three accuracies over epochs.
+    let first_seed = fits.iter().map(|f| f.seed).min().unwrap_or(0);
+    let shown: Vec<&RunFit> = fits
+        .iter()
+        .filter(|f| f.chosen && f.seed == first_seed)
+        .collect();
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = shown
         .iter()
         .map(|f| {
             let pts = f.curve.iter().map(|p| (100.0 * p.1, 100.0 * p.2)).collect();
@@ -190,8 +180,7 @@ fn write_row(
         ),
     )?;
     let _ = writeln!(page, "\n![noisy vs clean]({fit_file})\n");
-    // Per run: the three accuracies over epochs.
-    for (i, f) in fits.iter().enumerate() {
+    for f in &shown {
         let over = |g: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
             f.records
                 .iter()
@@ -209,7 +198,7 @@ fn write_row(
                 over(|r| r.train_acc_noisy_true),
             ),
         ];
-        let file = format!("{stem}-{key}-{}-{i}.svg", f.column);
+        let file = format!("{stem}-{key}-{}.svg", f.column);
         write(
             &out_dir.join(&file),
             &line_chart(
@@ -222,21 +211,60 @@ fn write_row(
         let _ = writeln!(page, "![{}]({file})\n", f.label);
     }
 
-    page.push_str("### Claim (verdicts computed from the runs above)\n\n");
-    let claim = "The penalty slows the learning of noisy examples more than that of clean ones";
-    for f in fits.iter().filter(|f| f.column != "baseline") {
-        let v = baseline_of(f).zip(level_of(f)).and_then(|(b, level)| {
-            memorization_verdict(
-                &noisy_fit_at(&b.curve, level)?,
-                &noisy_fit_at(&f.curve, level)?,
-            )
-        });
-        claim_line(
-            page,
-            &format!("{claim} ({})", f.label),
-            v.as_ref(),
-            UNDECIDED,
-        );
+    page.push_str("### Claim (computed from the chosen settings' seeds)\n\n");
+    let curves = |column: &str| -> Vec<&[FitPoint]> {
+        fits.iter()
+            .filter(|f| f.chosen && f.column == column)
+            .map(|f| f.curve.as_slice())
+            .collect()
+    };
+    let baseline = curves("baseline");
+    let mut columns: Vec<&str> = fits
+        .iter()
+        .filter(|f| f.chosen && f.column != "baseline")
+        .map(|f| f.column.as_str())
+        .collect();
+    columns.dedup();
+    for (k, column) in columns.into_iter().enumerate() {
+        let pen = curves(column);
+        let name = fits
+            .iter()
+            .find(|f| f.chosen && f.column == column)
+            .map_or(column.to_string(), |f| {
+                f.label.split(", seed").next().unwrap_or(column).to_string()
+            });
+        let claim = format!("{name} slows the fitting of noisy labels more than of clean ones");
+        match memorization_evidence(&baseline, &pen, k as u64) {
+            Some(m) => {
+                let e = &m.evidence;
+                let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+                let _ = writeln!(
+                    page,
+                    "- **{claim}: {}** ({}). At clean training accuracy {:.1}%: R_baseline = {:.3} \
+                     ({} seeds), R_penalty = {:.3} ({} seeds); difference {:.3}, {:.0}% interval {}, \
+                     p = {}.",
+                    e.word.as_str(),
+                    e.reason,
+                    100.0 * m.level,
+                    mean(&m.baseline_ratios),
+                    m.baseline_ratios.len(),
+                    mean(&m.penalty_ratios),
+                    m.penalty_ratios.len(),
+                    e.estimate,
+                    100.0 * INTERVAL_LEVEL,
+                    e.interval
+                        .map_or("—".into(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]")),
+                    e.p_value.map_or("—".into(), |p| format!("{p:.3}")),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    page,
+                    "- **{claim}: undecided** (no baseline run, the runs learned too little for a \
+                     matched point, or no run had a defined memorization ratio there)."
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -1,14 +1,10 @@
 //! The memorization claim (SCIENCE.md §5.3): with noisy labels, the Fisher penalty slows the
 //! learning of the noisy examples more than that of the clean ones. Judged at a matched point:
-//! a penalized run and its baseline are read where their clean training accuracy first reaches
-//! the same level, and the noisy examples each has fitted by then are compared.
+//! the baseline's and the penalty's runs are read where their clean training accuracy first
+//! reaches one common level, and their memorization ratios are compared over seeds.
 
-use crate::claims::{sig4, Verdict};
 use crate::metrics::MetricsRecord;
 
-/// A penalty "slows memorization" when its memorization ratio at the matched point is at most
-/// this fraction of the baseline's [ours].
-pub const RATIO_THRESHOLD: f64 = 0.8;
 /// The matched clean accuracy must exceed every run's initial clean accuracy by this much, or
 /// the runs learned too little to compare [ours].
 pub const MIN_LEARNED: f64 = 0.05;
@@ -84,34 +80,78 @@ pub fn noisy_fit_at(curve: &[FitPoint], level: f64) -> Option<MatchedFit> {
     })
 }
 
-/// Claim: the penalty slows the learning of noisy examples more than that of clean ones.
-/// Supported when R_penalty ≤ [`RATIO_THRESHOLD`] · R_baseline at the matched level (see
-/// [`MatchedFit::ratio`]). `None` when the baseline gained no noisy fit by then (nothing to
-/// slow down) or a ratio is undefined.
-pub fn memorization_verdict(baseline: &MatchedFit, penalty: &MatchedFit) -> Option<Verdict> {
-    let (r_base, r_pen) = (baseline.ratio()?, penalty.ratio()?);
-    if !(r_base > 0.0 && r_pen.is_finite()) {
-        return None;
-    }
-    let ratio = r_pen / r_base;
-    let supports = ratio <= RATIO_THRESHOLD;
-    Some(Verdict {
-        statistic: ratio,
-        supports,
-        explanation: format!(
-            "at clean training accuracy {:.1}%, noisy-fit gain / clean-fit gain = {} with the \
-             penalty vs {} without: ratio {ratio:.3} ({} {RATIO_THRESHOLD})",
-            100.0 * penalty.clean,
-            sig4(r_pen),
-            sig4(r_base),
-            if supports { "≤" } else { ">" }
-        ),
+/// The claim over seeds: every baseline and penalized run is read at one common matched clean
+/// level (the lowest of all their best clean accuracies), each gives its memorization ratio R,
+/// and [`crate::evidence::greater`] decides "R_baseline > R_penalty" over the seeds (runs of a
+/// fixed number of epochs: no convergence criterion applies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorizationEvidence {
+    pub level: f64,
+    pub baseline_ratios: Vec<f64>,
+    pub penalty_ratios: Vec<f64>,
+    pub evidence: crate::evidence::Evidence,
+}
+
+/// See [`MemorizationEvidence`]; `None` when the runs learned too little for a matched level or
+/// a side has no run with a defined ratio.
+pub fn memorization_evidence(
+    baseline: &[&[FitPoint]],
+    penalty: &[&[FitPoint]],
+    seed: u64,
+) -> Option<MemorizationEvidence> {
+    let all: Vec<&[FitPoint]> = baseline.iter().chain(penalty).copied().collect();
+    let level = matched_clean_level(&all)?;
+    let ratios = |curves: &[&[FitPoint]]| -> Vec<f64> {
+        curves
+            .iter()
+            .filter_map(|c| noisy_fit_at(c, level)?.ratio())
+            .filter(|r| r.is_finite())
+            .collect()
+    };
+    let (b, p) = (ratios(baseline), ratios(penalty));
+    let evidence = crate::evidence::greater(&b, &p, true, seed)?;
+    Some(MemorizationEvidence {
+        level,
+        baseline_ratios: b,
+        penalty_ratios: p,
+        evidence,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evidence::Word;
+
+    /// A run that fits clean examples linearly to 90% and noisy ones at `speed` per clean point.
+    fn run(speed: f64) -> Vec<FitPoint> {
+        (0..=10)
+            .map(|e| {
+                let clean = 0.1 + 0.08 * e as f64;
+                (e as f64, clean, 0.1 + speed * (clean - 0.1))
+            })
+            .collect()
+    }
+
+    fn refs(v: &[Vec<FitPoint>]) -> Vec<&[FitPoint]> {
+        v.iter().map(Vec::as_slice).collect()
+    }
+
+    #[test]
+    fn evidence_over_seeds_supports_a_slower_noisy_fit_and_not_an_equal_one() {
+        let base: Vec<Vec<FitPoint>> = [0.50, 0.52, 0.48].map(run).to_vec();
+        let slow: Vec<Vec<FitPoint>> = [0.20, 0.25, 0.22].map(run).to_vec();
+        let same: Vec<Vec<FitPoint>> = [0.51, 0.47, 0.53].map(run).to_vec();
+        let e = memorization_evidence(&refs(&base), &refs(&slow), 0).unwrap();
+        assert_eq!(e.evidence.word, Word::Supports, "{e:?}");
+        assert_eq!(e.penalty_ratios.len(), 3);
+        assert!((e.penalty_ratios[0] - 0.2).abs() < 1e-9);
+        let e = memorization_evidence(&refs(&base), &refs(&same), 0).unwrap();
+        assert_ne!(e.evidence.word, Word::Supports, "{e:?}");
+        // One penalized seed cannot decide.
+        let e = memorization_evidence(&refs(&base), &refs(&slow[..1]), 0).unwrap();
+        assert_eq!(e.evidence.word, Word::Undecided);
+    }
 
     #[test]
     fn matched_level_is_the_lowest_best_clean_accuracy() {
@@ -143,29 +183,6 @@ mod tests {
         let start = noisy_fit_at(&c, 0.05).unwrap();
         assert_eq!((start.epoch, start.ratio()), (0.0, None));
         assert!(noisy_fit_at(&c, 0.95).is_none());
-    }
-
-    fn fit(noisy: f64) -> MatchedFit {
-        MatchedFit {
-            epoch: 1.0,
-            clean: 0.6,
-            noisy,
-            clean0: 0.1,
-            noisy0: 0.1,
-        }
-    }
-
-    #[test]
-    fn verdict_needs_a_clearly_lower_memorization_ratio() {
-        // Baseline gained 0.2 noisy per 0.5 clean (R = 0.4); the penalty 0.1 (R = 0.2).
-        let v = memorization_verdict(&fit(0.3), &fit(0.2)).unwrap();
-        assert!(v.supports && (v.statistic - 0.5).abs() < 1e-12, "{v:?}");
-        let v = memorization_verdict(&fit(0.3), &fit(0.28)).unwrap();
-        assert!(!v.supports && (v.statistic - 0.9).abs() < 1e-12, "{v:?}");
-        assert!(v.explanation.contains("60.0%"), "{}", v.explanation);
-        // A baseline that gained no noisy fit leaves nothing to slow down.
-        assert!(memorization_verdict(&fit(0.1), &fit(0.2)).is_none());
-        assert!(memorization_verdict(&fit(0.3), &fit(f64::NAN)).is_none());
     }
 
     #[test]

@@ -366,7 +366,7 @@ fn column_roles(exp: &Experiment) -> Option<(usize, usize, Vec<usize>)> {
 /// "Verdicts": the paper's two claims per row, computed from the seeds' test accuracies with
 /// [`crate::evidence`]'s rules, each with its interval, p-value and the reason for its word.
 fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
-    use crate::evidence::{greater, recovers, ALPHA, INTERVAL_LEVEL, RESAMPLES};
+    use crate::evidence::{greater, recovers, ALPHA, INTERVAL_LEVEL, MIN_SEEDS, RESAMPLES};
     let Some((large, base, pens)) = column_roles(exp) else {
         return;
     };
@@ -377,9 +377,10 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
         "Seeds are the unit of replication: each claim compares the final test accuracies of the \
          chosen settings' seeds. **Rule:** *supports* when an exact one-sided permutation test \
          over seeds gives p ≤ {ALPHA} (with 3 seeds against 3 that means every seed of one column \
-         beats every seed of the other; fewer seeds cannot reach it); *does not support* when the \
-         whole {:.0}% percentile-bootstrap interval over seeds ({RESAMPLES} resamples) lies at or \
-         below 0; *undecided* otherwise, and whenever a compared run did not converge. A unit test \
+         beats every seed of the other); *does not support* when the whole {:.0}% \
+         percentile-bootstrap interval over seeds ({RESAMPLES} resamples) lies at or below 0; \
+         *undecided* otherwise, and whenever a compared run did not converge or a column has \
+         fewer than {MIN_SEEDS} seeds. A unit test \
          (`evidence::tests`) shows the rule says *supports* for at most 5% of draws without an \
          effect. \"{pen} recovers the gap\" needs the gap supported and {pen} > {b} supported; \
          its estimate is the recovered share ({pen} − {b}) / ({l} − {b}).\n",
