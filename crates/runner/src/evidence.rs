@@ -1,6 +1,6 @@
 //! Verdicts over seeds: an exact one-sided permutation test decides, a percentile bootstrap over
 //! seeds shows the uncertainty, and the rule that turns them into a word is printed with them
-//! (`../shared/TESTING.md`, "Evidence for a scientific claim").
+//! (`docs/TESTING.md`, "Evidence for a scientific claim").
 //!
 //! Seeds are the unit of replication: each group holds one number per seed (a run's final test
 //! accuracy), never several readings of the same run. With 3 seeds against 3 the smallest
