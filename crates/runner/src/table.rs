@@ -84,8 +84,9 @@ impl TableProgress for Silent {
 }
 
 /// Runs every row of `profile` under `root/<row>/…`. `data_roots` are searched in order for
-/// each data set before the default search path. With `execute` false nothing is trained: the
-/// rows are reduced from whatever runs have finished (a report of a sweep in progress).
+/// each data set (the default search path when empty, see [`find_data`]). With `execute` false
+/// nothing is trained and no data is needed: the rows are reduced from whatever runs have
+/// finished (a report of a sweep in progress).
 pub fn run_table(
     exp: &Experiment,
     profile: &str,
@@ -133,6 +134,8 @@ pub fn run_table_with(
     for (row, data_name) in plans {
         let data_dir = match find_data(&data_name, data_roots) {
             Ok(d) => d,
+            // A report needs the runs, not the data.
+            Err(_) if !execute => None,
             Err(e) => {
                 tracing::warn!(row = %row.key, "skipped: {e}");
                 out.push(RowOutcome {
