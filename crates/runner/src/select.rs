@@ -22,7 +22,8 @@ pub struct CellResult {
     pub test_by_seed: Vec<f64>,
     pub train_mean: Option<f64>,
     pub seeds: usize,
-    /// Every seed of the chosen setting reached the stopping criterion (none hit the cap).
+    /// Every seed of the chosen setting reached the stopping criterion (none hit the cap); always
+    /// true of a fixed-epoch protocol, which has no such criterion.
     #[serde(default)]
     pub converged: bool,
     /// Runs (of any hyper-parameter) that diverged, and that have not finished yet.
@@ -101,14 +102,16 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
             });
             let (mut test, mut train) = (vec![], vec![]);
             let mut converged = true;
-            for r in finished.filter_map(|(_, r)| r.as_ref()) {
+            for (spec, r) in finished.filter_map(|(s, r)| Some((s, r.as_ref()?))) {
                 if let Some(t) = r.final_metrics.test_acc {
                     test.push(100.0 * t);
                 }
                 if let Some(t) = r.final_metrics.train_acc {
                     train.push(100.0 * t);
                 }
-                converged &= r.status == RunStatus::Converged;
+                // A fixed-epoch protocol (no training-accuracy criterion) ends at its cap by design.
+                converged &=
+                    r.status == RunStatus::Converged || spec.config.stop.train_acc.is_none();
             }
             let (test_mean, test_std) = if test.is_empty() {
                 (None, None)

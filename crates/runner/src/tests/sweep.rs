@@ -190,6 +190,15 @@ fn a_staged_profile_runs_the_baseline_at_eta_star_over_ten_and_extra_seeds_after
     assert_eq!(cells[0].seeds, 3);
     assert_eq!(cells[0].test_by_seed, vec![60.0, 10.0, 10.0]);
     assert!(cells[0].converged);
+    // A seed that hit the epoch cap makes its cell "not converged" (this profile stops at a
+    // training accuracy).
+    let mut runs = runs;
+    let capped = runs
+        .iter_mut()
+        .find(|(s, _)| s.column == "eta_star" && s.seed == 2)
+        .unwrap();
+    capped.1.as_mut().unwrap().status = RunStatus::Capped;
+    assert!(!reduce(&exp.columns, &runs)[0].converged);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -320,10 +329,9 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
             && md.contains("cargo xtask data fetch cifar100")
     );
     assert!(md.contains("![Synthetic blobs"));
-    // One epoch of training reaches no stopping criterion: no verdict can be drawn from it.
-    assert!(md.contains("(not converged)"), "{md}");
+    // Two seeds a column cannot decide a claim.
     assert!(
-        md.contains("## Verdicts") && md.contains("**undecided** (a run did not reach"),
+        md.contains("## Verdicts") && md.contains("**undecided** (2 vs 2 seeds"),
         "{md}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
