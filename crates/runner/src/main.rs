@@ -59,6 +59,13 @@ enum Command {
         #[arg(long)]
         subset: Option<usize>,
     },
+    /// Print, as JSON, the training, validation and test indices a run uses (into the data set's
+    /// train and test splits), its normalization and, under label noise, its training labels:
+    /// what another framework needs to train on exactly the same examples.
+    Split {
+        /// A run directory (its config.toml) or a run config (TOML).
+        run: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -124,6 +131,18 @@ fn main() -> Result<()> {
             )
             .with_context(|| format!("measuring {}", checkpoint.display()))?;
             println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }
+        Command::Split { run } => {
+            let cfg = if run.is_dir() {
+                RunDir::new(&run).load_config()
+            } else {
+                RunConfig::load(&run)
+            }
+            .with_context(|| format!("reading the run config of {}", run.display()))?;
+            let split = breakeven_runner::setup::export_split(&cfg, cli.data_dir.as_deref())
+                .with_context(|| format!("the data of {}", run.display()))?;
+            println!("{}", serde_json::to_string(&split)?);
             Ok(())
         }
     }

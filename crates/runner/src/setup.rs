@@ -14,6 +14,7 @@ use breakeven_optim::{LrSchedule, Sgd, SgdConfig};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::error::RunError;
@@ -171,12 +172,25 @@ fn parse_dtype(name: &str) -> DType {
     }
 }
 
-/// Builds everything a run needs. The config must be validated.
-pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Prepared, RunError> {
-    let dtype = parse_dtype(&config.dtype);
-    let TrainTest { train, test } = data;
+/// Which records of the data set a run trains, validates and tests on (indices into the
+/// data set's train and test splits, ascending), as [`prepare`] draws them from the config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// The [`Split`] of `config` over `train` and `test`: the training pool (see
+/// [`training_pool`]), the seeded validation split, the class-balanced `data.subset` draw and
+/// the fixed `data.test_subset` draw.
+pub fn split_indices(
+    config: &RunConfig,
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<Split, RunError> {
     let num_classes = train.num_classes;
-    let pool = training_pool(&train, Some(&test), config.data.dedup);
+    let pool = training_pool(train, Some(test), config.data.dedup);
     let (train_pos, val_pos) = validation_split(pool.len(), config.data.val_size, config.seed)
         .map_err(|e| invalid("data.val_size", e))?;
     let mut train_idx: Vec<usize> = train_pos.iter().map(|&p| pool[p]).collect();
@@ -185,6 +199,73 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         train_idx = balanced_subset(&train.labels, num_classes, &train_idx, n, config.seed)
             .map_err(|e| invalid("data.subset", e))?;
     }
+    // The same test subset for every run (a fixed seed), balanced over the classes.
+    let test_idx: Vec<usize> = match config.data.test_subset {
+        Some(n) if n < test.len() => {
+            let all: Vec<usize> = (0..test.len()).collect();
+            balanced_subset(&test.labels, num_classes, &all, n, TEST_SUBSET_SEED)
+                .map_err(|e| invalid("data.test_subset", e))?
+        }
+        _ => (0..test.len()).collect(),
+    };
+    Ok(Split {
+        train: train_idx,
+        val: val_idx,
+        test: test_idx,
+    })
+}
+
+/// A run's data as another framework needs it to train on exactly the same examples: the
+/// [`Split`], the per-channel normalization (from the training examples, as [`prepare`] uses
+/// it) and, under label noise, the labels of the training set as the model sees them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitExport {
+    pub data: String,
+    pub seed: u64,
+    #[serde(flatten)]
+    pub split: Split,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Labels of the whole training split as trained on (`None` without label noise).
+    pub train_labels: Option<Vec<u32>>,
+}
+
+/// The [`SplitExport`] of `config`, reading its data set from `data_dir` (see [`load_data`]).
+pub fn export_split(config: &RunConfig, data_dir: Option<&Path>) -> Result<SplitExport, RunError> {
+    let TrainTest { train, test } = load_data(config, data_dir)?;
+    let split = split_indices(config, &train, &test)?;
+    let norm = Normalization::from_dataset(&train, Some(&split.train))?;
+    let train_labels = (config.data.label_noise > 0.0)
+        .then(|| {
+            symmetric_label_noise(
+                &train.labels,
+                train.num_classes,
+                config.data.label_noise,
+                config.seed,
+            )
+        })
+        .transpose()?
+        .map(|n| n.labels);
+    Ok(SplitExport {
+        data: config.data.name.clone(),
+        seed: config.seed,
+        split,
+        mean: norm.mean,
+        std: norm.std,
+        train_labels,
+    })
+}
+
+/// Builds everything a run needs. The config must be validated.
+pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Prepared, RunError> {
+    let dtype = parse_dtype(&config.dtype);
+    let TrainTest { train, test } = data;
+    let num_classes = train.num_classes;
+    let Split {
+        train: train_idx,
+        val: val_idx,
+        test: test_idx,
+    } = split_indices(config, &train, &test)?;
     let norm = Normalization::from_dataset(&train, Some(&train_idx))?;
     let eval_cfg = |batch_size| LoaderConfig {
         batch_size,
@@ -239,15 +320,6 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         None
     } else {
         Some(eval_set(&train, val_idx, EVAL_BATCH)?)
-    };
-    // The same test subset for every run (a fixed seed), balanced over the classes.
-    let test_idx: Vec<usize> = match config.data.test_subset {
-        Some(n) if n < test.len() => {
-            let all: Vec<usize> = (0..test.len()).collect();
-            balanced_subset(&test.labels, num_classes, &all, n, TEST_SUBSET_SEED)
-                .map_err(|e| invalid("data.test_subset", e))?
-        }
-        _ => (0..test.len()).collect(),
     };
     let test = eval_set(&test, test_idx, EVAL_BATCH)?;
     let noise = match &noisy {
@@ -418,6 +490,42 @@ mod tests {
         assert_eq!(
             training_pool(&train, Some(&test), false),
             (0..7).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_exported_split_is_the_one_a_run_trains_on() {
+        let mut config: RunConfig = toml::from_str(
+            "[data]\nname = \"synthetic\"\nval_size = 100\nsubset = 400\ntest_subset = 64\nbatch_size = 8\n[model]\narch = \"fc_relu\"\n[optim]\nlr = 0.1\n[stop]\nmax_epochs = 1\n",
+        )
+        .unwrap();
+        config.tracking.measure_subset = 4;
+        let export = export_split(&config, None).unwrap();
+        let data = synthetic(config.seed);
+        let counts = |idx: &[usize], labels: &[u32]| {
+            let mut c = vec![0; 4];
+            idx.iter().for_each(|&i| c[labels[i] as usize] += 1);
+            c
+        };
+        assert_eq!(
+            counts(&export.split.train, &data.train.labels),
+            vec![100; 4]
+        );
+        assert_eq!(counts(&export.split.test, &data.test.labels), vec![16; 4]);
+        assert!(export
+            .split
+            .val
+            .iter()
+            .all(|i| !export.split.train.contains(i)));
+        let prepared = prepare(&config, data, Device::Cpu).unwrap();
+        assert_eq!(prepared.loader.len(), 400);
+        assert_eq!(prepared.val.as_ref().unwrap().len, 100);
+        assert_eq!(prepared.test.len, 64);
+        // Another seed draws other examples.
+        config.seed = 1;
+        assert_ne!(
+            export_split(&config, None).unwrap().split.train,
+            export.split.train
         );
     }
 
