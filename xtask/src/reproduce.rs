@@ -10,7 +10,9 @@ use breakeven_data::DatasetName;
 use breakeven_runner::claims::Verdict;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::{bar_chart, line_chart};
-use breakeven_runner::report::{hardware_description, render_markdown, ReportContext};
+use breakeven_runner::report::{
+    hardware_description, read_reference_runs, render_markdown, ReportContext,
+};
 use breakeven_runner::rundir::{git_revision, Summary};
 use breakeven_runner::sweep::{Experiment, Profile, RunSpec};
 use breakeven_runner::table::{
@@ -208,6 +210,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             }
         ),
         plots,
+        reference_runs: read_reference_runs(&out_dir.join(format!("{stem}-pytorch.jsonl")))?,
     };
     let md_path = out_dir.join(format!("{stem}.md"));
     require_a_row(&outcomes, &md_path)?;

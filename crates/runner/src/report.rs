@@ -18,6 +18,107 @@ pub struct ReportContext {
     pub hardware: String,
     /// `(row key, plot file name relative to the Markdown file)`.
     pub plots: Vec<(String, String)>,
+    /// Runs of the same protocol by an independent implementation (`bench/table1_pytorch.py`),
+    /// shown beside ours; empty when none were recorded.
+    pub reference_runs: Vec<ReferenceRun>,
+}
+
+/// One run of the protocol by another implementation, as `bench/table1_pytorch.py` records it
+/// (one JSON object per line; fields it does not use are ignored).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ReferenceRun {
+    /// The Table 1 column it stands beside (`eta_star`, `baseline`, `fp`).
+    pub column: String,
+    pub lr: f64,
+    #[serde(default)]
+    pub alpha: f64,
+    pub seed: u64,
+    pub epochs: u64,
+    pub status: String,
+    pub test_acc: Option<f64>,
+    #[serde(default)]
+    pub torch: String,
+}
+
+/// The reference runs of a JSON-lines file (absent file: none); a bad line is an error naming
+/// the file and line.
+pub fn read_reference_runs(path: &std::path::Path) -> Result<Vec<ReferenceRun>, crate::RunError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(crate::RunError::io(path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| crate::RunError::Config {
+                origin: format!("{} line {}", path.display(), i + 1),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// "PyTorch, same protocol": each reference run beside our cell of its column (first row).
+fn reference_section(
+    out: &mut String,
+    exp: &Experiment,
+    outcomes: &[RowOutcome],
+    refs: &[ReferenceRun],
+) {
+    if refs.is_empty() {
+        return;
+    }
+    let cells = outcomes.iter().find_map(|o| match &o.state {
+        RowState::Ran { cells, .. } => Some((o.row.setting.as_str(), cells)),
+        _ => None,
+    });
+    let _ = writeln!(out, "\n## PyTorch, same protocol\n");
+    let _ = writeln!(
+        out,
+        "The same examples (`breakeven split RUN_DIR`), model, initialization scheme, optimizer, \
+         penalty and stopping rule in PyTorch (`bench/table1_pytorch.py`, its own seeded draws), \
+         beside our cell of the same column{}. A gap well above the seed-to-seed spread is a bug \
+         to find.\n",
+        cells.map_or(String::new(), |(s, _)| format!(" ({s})"))
+    );
+    let _ = writeln!(
+        out,
+        "| Column | η | α | seed | epochs | status | PyTorch test (%) | ours (%) | PyTorch − ours |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for r in refs {
+        let label = exp
+            .columns
+            .iter()
+            .find(|c| c.key == r.column)
+            .map_or(r.column.as_str(), |c| c.label.as_str());
+        let ours = cells
+            .and_then(|(_, cells)| cells.iter().find(|c| c.column == r.column))
+            .and_then(|c| c.test_mean);
+        let theirs = r.test_acc.map(|t| 100.0 * t);
+        let f = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.lr,
+            r.alpha,
+            r.seed,
+            r.epochs,
+            r.status,
+            f(theirs),
+            f(ours),
+            f(theirs.zip(ours).map(|(a, b)| a - b)),
+        );
+    }
+    if let Some(v) = refs
+        .iter()
+        .map(|r| r.torch.as_str())
+        .find(|v| !v.is_empty())
+    {
+        let _ = writeln!(out, "\nPyTorch {v}.");
+    }
 }
 
 /// A one-line description of the machine: CPU model, logical cores, OS.
@@ -160,6 +261,7 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     gap_section(&mut out, exp, outcomes);
     verdict_section(&mut out, exp, outcomes);
     early_stopping_section(&mut out, exp, outcomes);
+    reference_section(&mut out, exp, outcomes, &ctx.reference_runs);
 
     let _ = writeln!(out, "\n## Chosen hyper-parameters\n");
     let _ = writeln!(out, "η* is a learning rate, penalties choose α, the baseline has one setting. Validation accuracy (%) per candidate value, mean over seeds.\n");
@@ -597,6 +699,28 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
 #[cfg(test)]
 mod gap_tests {
     use super::{recovery, test_at_train_acc};
+
+    #[test]
+    fn reference_runs_are_read_from_json_lines_and_a_bad_line_is_named() {
+        let dir = std::env::temp_dir().join(format!("breakeven-refs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t-pytorch.jsonl");
+        assert!(
+            super::read_reference_runs(&path).unwrap().is_empty(),
+            "absent file"
+        );
+        std::fs::write(
+            &path,
+            "{\"column\": \"fp\", \"lr\": 0.001, \"alpha\": 0.03, \"seed\": 0, \"epochs\": 80, \"status\": \"converged\", \"test_acc\": 0.5, \"extra\": 1}\n\n",
+        )
+        .unwrap();
+        let runs = super::read_reference_runs(&path).unwrap();
+        assert_eq!((runs[0].column.as_str(), runs[0].epochs), ("fp", 80));
+        std::fs::write(&path, "{\"column\": \"fp\"}\n").unwrap();
+        let err = super::read_reference_runs(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("lr"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_control_reads_the_first_epoch_at_the_training_accuracy() {

@@ -317,6 +317,7 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         git_revision: "rev".into(),
         hardware: "test".into(),
         plots: vec![("synthetic-fc".into(), "x.svg".into())],
+        reference_runs: vec![],
     };
     let md = render_markdown(&exp, &again, &ctx);
     assert!(
