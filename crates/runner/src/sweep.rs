@@ -285,6 +285,11 @@ impl Experiment {
                         plan.specs.push(spec(h, seed, false)?);
                     }
                 }
+                None if !extra.is_empty() && finished => plan.waiting.push(format!(
+                    "{}: seeds {extra:?} not planned: no value of its grid is eligible (each \
+                     diverged on a tuning seed or has no validation accuracy)",
+                    col.label
+                )),
                 None if !extra.is_empty() => plan.waiting.push(format!(
                     "{}: seeds {extra:?} wait for its grid to finish",
                     col.label
