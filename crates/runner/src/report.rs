@@ -148,7 +148,11 @@ fn cell_text(c: &CellResult, errors: usize) -> String {
                 .train_mean
                 .map(|t| format!(" [{t:.1}]"))
                 .unwrap_or_default();
-            let mark = if c.converged { "" } else { " (not converged)" };
+            let mut mark = if c.converged { "" } else { " (not converged)" }.to_string();
+            // A choice made before the grid finished may still change.
+            if c.pending > 0 {
+                mark.push_str(&format!(" (provisional: {} runs pending)", c.pending));
+            }
             // One seed has no spread to report: a "± 0.00" would read as a measured zero.
             if c.seeds > 1 {
                 format!("{m:.2} ± {s:.2}{train}{mark}")
@@ -509,12 +513,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
             String::new()
         },
     );
-    let _ = writeln!(
-        out,
-        "| Setting | Claim | Estimate | {:.0}% interval | p | Verdict |",
-        100.0 * INTERVAL_LEVEL
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut rows = String::new();
     let fmt_p = |p: Option<f64>| p.map_or("—".into(), |p| format!("{p:.3}"));
     for (row_index, o) in outcomes.iter().enumerate() {
         let RowState::Ran { cells, .. } = &o.state else {
@@ -536,7 +535,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
                     format!("[{lo:.2}, {hi:.2}] points")
                 });
                 let _ = writeln!(
-                    out,
+                    rows,
                     "| {} | {c} beats the {b} | {:.2} points | {interval} | {} | **{}** ({}) |",
                     o.row.setting,
                     e.estimate,
@@ -552,7 +551,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
                 format!("[{lo:.2}, {hi:.2}] points")
             });
             let _ = writeln!(
-                out,
+                rows,
                 "| {} | the small learning rate loses accuracy ({l} > {b}) | {:.2} points | {interval} | {} | **{}** ({}) |",
                 o.row.setting,
                 e.estimate,
@@ -583,7 +582,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
                 "—".into()
             };
             let _ = writeln!(
-                out,
+                rows,
                 "| {} | {p} recovers the gap | {estimate} | {interval} | {} | **{}** ({}) |",
                 o.row.setting,
                 fmt_p(e.p_value),
@@ -592,6 +591,17 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
             );
         }
     }
+    if rows.is_empty() {
+        let _ = writeln!(out, "No claim has finished runs on both of its sides yet.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| Setting | Claim | Estimate | {:.0}% interval | p | Verdict |",
+        100.0 * INTERVAL_LEVEL
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    out.push_str(&rows);
 }
 
 /// The per-epoch (running training accuracy, test accuracy) of a run, from its metrics.
