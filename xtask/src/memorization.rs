@@ -16,7 +16,7 @@ use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
     claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
-    run_records, write, write_page, ReproduceArgs,
+    run_records, write_page, write_plot, ReproduceArgs,
 };
 
 /// What a verdict line says when the runs cannot decide a claim.
@@ -180,7 +180,7 @@ fn write_row(
         .collect();
     series.push(("equal fit (y = x)".into(), vec![(0.0, 0.0), (100.0, 100.0)]));
     let fit_file = format!("{stem}-{key}-noisy-vs-clean.svg");
-    write(
+    write_plot(
         &out_dir.join(&fit_file),
         &line_chart(
             &format!("{short}: noisy vs clean training accuracy"),
@@ -210,7 +210,7 @@ fn write_row(
             ),
         ];
         let file = format!("{stem}-{key}-{}-{i}.svg", f.column);
-        write(
+        write_plot(
             &out_dir.join(&file),
             &line_chart(
                 &format!("{short}, {}: training accuracy", f.label),
