@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::HPos;
 
 use super::axis::Axis;
-use super::frame::{at, fit, frame, text, text_width, Drawn, Entry, Frame, Px, Sample};
+use super::frame::{at, fit, frame, ok, text, text_width, Drawn, Entry, Frame, Px, Sample};
 use super::frame::{PANEL_X, TICK_PX};
 use super::style::{self, line_look, Dash, Look, PALETTE};
 use super::{Bound, Kind, LabelledSeries, Marker, Plot, ScatterSeries};
@@ -141,14 +141,14 @@ fn bars<DB: DrawingBackend>(
         if let Some((m, s)) = mean_std {
             let s = if s.is_finite() { s } else { 0.0 };
             let corners = [at(&chart, c + 0.1, 0.0), at(&chart, c + 0.5, m)];
-            px.ok(root.draw(&Rectangle::new(corners, bar.filled())))?;
+            ok(root.draw(&Rectangle::new(corners, bar.filled())))?;
             for (from, to) in [
                 ((c + 0.3, m - s), (c + 0.3, m + s)),
                 ((c + 0.26, m - s), (c + 0.34, m - s)),
                 ((c + 0.26, m + s), (c + 0.34, m + s)),
             ] {
                 let ends = vec![at(&chart, from.0, from.1), at(&chart, to.0, to.1)];
-                px.ok(root.draw(&PathElement::new(ends, black)))?;
+                ok(root.draw(&PathElement::new(ends, black)))?;
             }
         }
         if let Some(p) = paper.get(i).copied().flatten().filter(|p| p.is_finite()) {
@@ -244,7 +244,7 @@ fn lines<DB: DrawingBackend>(
         style::path(root, px, &ends, Dash::Dashed, colour, 1.5)?;
         if let Some(mx) = b.mark_x.and_then(|m| x.to_axis(m)) {
             let ring = colour.stroke_width(px.stroke(2.0));
-            px.ok(root.draw(&Circle::new(at(&chart, mx, yb), px.i(5.0), ring)))?;
+            ok(root.draw(&Circle::new(at(&chart, mx, yb), px.i(5.0), ring)))?;
         }
     }
     Ok(())
@@ -338,16 +338,16 @@ fn colour_bar<DB: DrawingBackend>(
         let (lo, hi) = (k as f64 / STRIPS as f64, (k + 1) as f64 / STRIPS as f64);
         let fill = style::viridis_rgb((lo + hi) / 2.0);
         let rows = |f: f64| bottom - (f * height).round() as i32;
-        px.ok(root.draw(&Rectangle::new(
+        ok(root.draw(&Rectangle::new(
             [(x0, rows(hi)), (x1, rows(lo))],
             fill.filled(),
         )))?;
     }
     let edge = BLACK.stroke_width(px.stroke(1.0));
-    px.ok(root.draw(&Rectangle::new([(x0, bar_top), (x1, bottom)], edge)))?;
+    ok(root.draw(&Rectangle::new([(x0, bar_top), (x1, bottom)], edge)))?;
     for t in &c.ticks {
         let ty = y_of(*t);
-        px.ok(root.draw(&PathElement::new(
+        ok(root.draw(&PathElement::new(
             vec![(x1, ty), (x1 + px.i(4.0), ty)],
             edge,
         )))?;

@@ -42,9 +42,11 @@ impl Px {
     pub fn stroke(self, v: f64) -> u32 {
         (v * self.0).round().max(1.0) as u32
     }
-    pub fn ok<T, E: std::fmt::Display>(self, r: Result<T, E>) -> Result<T, String> {
-        r.map_err(|e| format!("drawing a plot: {e}"))
-    }
+}
+
+/// A plotters result as a [`Drawn`]-style result.
+pub(crate) fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| format!("drawing a plot: {e}"))
 }
 
 /// Width of `text` at `size` (SVG pixels), from the embedded font's advances.
@@ -65,24 +67,14 @@ pub(crate) fn text_width(text: &str, size: f64) -> f64 {
 /// [`MIN_SHRINK`]), else wrapped into lines at the shrunk size (and a single word longer than
 /// the width shrunk further). Returns the size and the lines.
 pub(crate) fn fit(text: &str, size: f64, max_width: f64) -> (f64, Vec<String>) {
-    fit_within(text, size, max_width, MIN_SHRINK)
-}
-
-/// [`fit`], shrinking down to `min_shrink` × `size` before wrapping.
-pub(crate) fn fit_within(
-    text: &str,
-    size: f64,
-    max_width: f64,
-    min_shrink: f64,
-) -> (f64, Vec<String>) {
     let w = text_width(text, size);
     if w <= max_width {
         return (size, vec![text.to_string()]);
     }
-    if w * min_shrink <= max_width {
+    if w * MIN_SHRINK <= max_width {
         return (tenths(size * max_width / w), vec![text.to_string()]);
     }
-    let size = size * min_shrink;
+    let size = size * MIN_SHRINK;
     let mut lines: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
         match lines.last_mut() {
@@ -136,7 +128,7 @@ pub(crate) fn text<DB: DrawingBackend>(
         } else {
             (at.0, at.1 + step)
         };
-        px.ok(root.draw(&Text::new(line.as_str(), pos, style.clone())))?;
+        ok(root.draw(&Text::new(line.as_str(), pos, style.clone())))?;
     }
     Ok(())
 }
@@ -183,7 +175,7 @@ pub(crate) fn frame<'a, DB: DrawingBackend>(
     f: &Frame<'_>,
 ) -> Result<(Chart<'a, DB>, f64), String> {
     let (title, (x_label, x), (y_label, y)) = (f.title, f.x, f.y);
-    px.ok(root.fill(&WHITE))?;
+    ok(root.fill(&WHITE))?;
     // Title: centred over the plot if it fits there, else over the figure.
     let (size, lines) = fit(title, TITLE_PX, W - 20.0);
     let widest = lines
@@ -223,7 +215,7 @@ pub(crate) fn frame<'a, DB: DrawingBackend>(
         px.i(y_desc_w),
         px.i(RIGHT + 16.0),
     );
-    let mut chart = px.ok(ChartBuilder::on(&area)
+    let mut chart = ok(ChartBuilder::on(&area)
         .x_label_area_size(px.i(1.2 * TICK_PX * f.x_tick_lines.max(1) as f64 + 10.0))
         .y_label_area_size(px.i(y_tick_w))
         .build_cartesian_2d(x.clone(), y.clone()))?;
@@ -241,7 +233,7 @@ pub(crate) fn frame<'a, DB: DrawingBackend>(
     if !f.vertical_grid {
         mesh.disable_x_mesh();
     }
-    px.ok(mesh.draw())?;
+    ok(mesh.draw())?;
 
     // Descriptions centred on the plotting area.
     let (xs, ys) = chart.plotting_area().get_pixel_range();
@@ -309,7 +301,7 @@ fn draw_legend<DB: DrawingBackend>(
             Sample::Bar(colour) => {
                 let (x0, x1) = (px.i(PANEL_X + 4.0), px.i(PANEL_X + 22.0));
                 let corners = [(x0, px.i(cy - 5.0)), (x1, px.i(cy + 5.0))];
-                px.ok(root.draw(&Rectangle::new(corners, colour.filled())))?;
+                ok(root.draw(&Rectangle::new(corners, colour.filled())))?;
             }
             Sample::Point(m, colour) => style::marker(root, px, m, mid, 5.0, colour, true)?,
         }

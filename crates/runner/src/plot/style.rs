@@ -6,7 +6,7 @@ use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use super::frame::{Drawn, Px};
+use super::frame::{ok, Drawn, Px};
 use super::Marker;
 
 /// Colour-blind-safe palette: Okabe-Ito without its yellow (too light on white), then three of
@@ -74,12 +74,12 @@ pub(crate) fn path<DB: DrawingBackend>(
 ) -> Drawn {
     let style = colour.stroke_width(px.stroke(width));
     let (on, off) = match dash {
-        Dash::Solid => return px.ok(root.draw(&PathElement::new(points.to_vec(), style))),
+        Dash::Solid => return ok(root.draw(&PathElement::new(points.to_vec(), style))),
         Dash::Dashed => (7.0, 4.0),
         Dash::Dotted => (1.5, 3.5),
     };
     let (on, off) = (px.i(on * width.max(1.0)), px.i(off * width.max(1.0)));
-    px.ok(root.draw(&DashedPathElement::new(
+    ok(root.draw(&DashedPathElement::new(
         points.iter().copied(),
         on,
         off,
@@ -105,9 +105,9 @@ pub(crate) fn marker<DB: DrawingBackend>(
     let corners = match m {
         Marker::Circle => {
             let radius = r.round() as i32;
-            px.ok(root.draw(&Circle::new(at, radius, fill.filled())))?;
+            ok(root.draw(&Circle::new(at, radius, fill.filled())))?;
             if outline {
-                px.ok(root.draw(&Circle::new(at, radius, edge)))?;
+                ok(root.draw(&Circle::new(at, radius, edge)))?;
             }
             return Ok(());
         }
@@ -120,11 +120,11 @@ pub(crate) fn marker<DB: DrawingBackend>(
         Marker::Triangle => vec![p(0.0, -1.2), p(1.1, 0.8), p(-1.1, 0.8)],
         Marker::Diamond => vec![p(0.0, -1.2), p(1.0, 0.0), p(0.0, 1.2), p(-1.0, 0.0)],
     };
-    px.ok(root.draw(&Polygon::new(corners.clone(), fill.filled())))?;
+    let mut ring = corners.clone();
+    ok(root.draw(&Polygon::new(corners, fill.filled())))?;
     if outline {
-        let mut ring = corners.clone();
-        ring.push(corners[0]);
-        px.ok(root.draw(&PathElement::new(ring, edge)))?;
+        ring.push(ring[0]);
+        ok(root.draw(&PathElement::new(ring, edge)))?;
     }
     Ok(())
 }
