@@ -12,7 +12,9 @@ use crate::break_even_runs::{
     group_by, group_levels, level_step, level_table, load_sweep, pct, plain_chart, series,
     table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
 };
-use crate::reproduce::{out_dir, page_head_defined_by, profile_device, write, ReproduceArgs};
+use crate::reproduce::{
+    out_dir, page_head_defined_by, profile_device, write, write_plot, ReproduceArgs,
+};
 
 const TITLE: &str = "Batch size vs gradient variance: Tr(K) at matched training accuracy";
 const SOURCE: &str =
@@ -59,7 +61,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     level_table(&mut page, runs, &levels, k_trace);
 
     page.push_str("\n## Plots\n\n");
-    for (suffix, title, x_label, svg_series) in [
+    for (suffix, title, x_label, plot_series) in [
         (
             "trace-k-acc",
             "Gradient variance Tr(K) against training accuracy",
@@ -74,8 +76,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         ),
     ] {
         let file = format!("{stem}-{suffix}.svg");
-        let svg = plain_chart(title, x_label, "Tr(K) (measurement subset)", &svg_series);
-        write(&out_dir.join(&file), &svg)?;
+        let plot = plain_chart(title, x_label, "Tr(K) (measurement subset)", &plot_series);
+        write_plot(&out_dir.join(&file), &plot)?;
         let _ = writeln!(page, "![{suffix}]({file})\n");
     }
 

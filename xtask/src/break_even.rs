@@ -15,7 +15,8 @@ use crate::break_even_runs::{
     table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
 };
 use crate::reproduce::{
-    claim_line, out_dir, page_head_defined_by, profile_device, write, write_page, ReproduceArgs,
+    claim_line, out_dir, page_head_defined_by, profile_device, write_page, write_plot,
+    ReproduceArgs,
 };
 
 /// What a verdict line says when the runs cannot decide a claim.
@@ -184,7 +185,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         }
     }
     page.push_str("\nRule: per comparison group (runs that differ only in η, or only in S) the Spearman rank correlation between the setting and the statistic; a claim is supported when the mean over groups, signed in the claimed direction, is at least 0.5. Groups whose runs share no accuracy level above their starts are left out.\n");
-    // The maxima against η (log10) and S (log2), one line per comparison group.
+    // The maxima against η (on a log axis) and S (log2), one line per comparison group.
     let maxima = |groups: &[TrendGroup], what: &str, x: fn(f64) -> f64| {
         groups
             .iter()
@@ -198,8 +199,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             .collect::<Vec<_>>()
     };
     let vs_lr = [
-        maxima(&claims[0].1, "λ_H^1", f64::log10),
-        maxima(&claims[1].1, "λ_K^1", f64::log10),
+        maxima(&claims[0].1, "λ_H^1", |lr| lr),
+        maxima(&claims[1].1, "λ_K^1", |lr| lr),
     ]
     .concat();
     let vs_s = [
@@ -207,33 +208,30 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         maxima(&claims[3].1, "λ_K^1", f64::log2),
     ]
     .concat();
-    for (suffix, title, x_label, series) in [
+    for (suffix, title, x_label, series, log_x) in [
         (
             "max-vs-lr",
             "Maximum λ_H^1 and λ_K^1 against the learning rate",
-            "log10 η",
+            "learning rate η",
             vs_lr,
+            true,
         ),
         (
             "max-vs-batch",
             "Maximum λ_H^1 and λ_K^1 against the batch size",
             "log2 S",
             vs_s,
+            false,
         ),
     ] {
         if series.iter().all(|s| s.1.len() < 2) {
             continue;
         }
         let file = format!("{stem}-{suffix}.svg");
-        write(
-            &out_dir.join(&file),
-            &plain_chart(
-                title,
-                x_label,
-                "maximum eigenvalue (up to the group's matched accuracy)",
-                &series,
-            ),
-        )?;
+        let y_label = "maximum eigenvalue (up to the group's matched accuracy)";
+        let plot = plain_chart(title, x_label, y_label, &series);
+        let plot = if log_x { plot.log_x() } else { plot };
+        write_plot(&out_dir.join(&file), &plot)?;
         let _ = writeln!(page, "\n![{suffix}]({file})");
     }
     finish(&out_dir, &stem, &page)
@@ -339,9 +337,9 @@ fn plots(
         ));
     }
     let _ = writeln!(page, "\n## Plots\n");
-    for (suffix, svg) in files {
+    for (suffix, plot) in files {
         let file = format!("{stem}-{suffix}.svg");
-        write(&out_dir.join(&file), &svg)?;
+        write_plot(&out_dir.join(&file), &plot)?;
         let _ = writeln!(page, "![{suffix}]({file})\n");
     }
     Ok(())

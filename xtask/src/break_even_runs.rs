@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use breakeven_runner::claims::sig4;
 use breakeven_runner::matched::{matched_levels, value_at_accuracy, AccPoint};
-use breakeven_runner::plot::line_chart_with_bounds;
+use breakeven_runner::plot::{line_chart_with_bounds, Plot};
 use breakeven_runner::sweep::{Experiment, Profile};
 use breakeven_runner::table::RowState;
 use breakeven_runner::TrainOptions;
@@ -246,7 +246,7 @@ pub(crate) fn plain_chart(
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-) -> String {
+) -> Plot {
     line_chart_with_bounds(title, x_label, y_label, series, &[], "")
 }
 

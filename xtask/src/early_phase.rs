@@ -18,8 +18,8 @@ use breakeven_runner::rundir::Summary;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition, write,
-    write_page, ReproduceArgs,
+    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
+    write_page, write_plot, ReproduceArgs,
 };
 
 /// What a verdict line says when the runs cannot decide a claim.
@@ -161,7 +161,7 @@ fn write_row(
     );
     let y_label = format!("PC2 ({:.1}% of variance)", 100.0 * pca.explained[1]);
     let lambda_file = format!("{stem}-{key}-pca-lambda.svg");
-    write(
+    write_plot(
         &out_dir.join(&lambda_file),
         &scatter_chart(
             "Checkpoints embedded by test predictions, coloured by λ_K^1",
@@ -173,7 +173,7 @@ fn write_row(
         ),
     )?;
     let acc_file = format!("{stem}-{key}-pca-accuracy.svg");
-    write(
+    write_plot(
         &out_dir.join(&acc_file),
         &scatter_chart(
             "Checkpoints embedded by test predictions, by training accuracy",
@@ -185,7 +185,8 @@ fn write_row(
         ),
     )?;
     let curve_file = format!("{stem}-{key}-lambda-vs-accuracy.svg");
-    // Accuracy is not monotone along SGD: points (coloured by epoch), not a line.
+    // Accuracy is not monotone along SGD: points (coloured by epoch), not a line; λ_K^1 spans
+    // decades, so on a log axis.
     let curves: Vec<ScatterSeries> = runs
         .iter()
         .enumerate()
@@ -197,21 +198,22 @@ fn write_row(
                 .iter()
                 .filter_map(|p| {
                     let l = p.lambda_k1.filter(|l| *l > 0.0)?;
-                    Some((100.0 * p.train_acc, l.log10(), p.epoch))
+                    Some((100.0 * p.train_acc, l, p.epoch))
                 })
                 .collect(),
         })
         .collect();
-    write(
+    write_plot(
         &out_dir.join(&curve_file),
         &scatter_chart(
             &format!("{setting}: λ_K^1 against training accuracy"),
             "training accuracy (%) at the checkpoint",
-            "log10 λ_K^1",
+            "λ_K^1",
             "epoch",
             &curves,
             false,
-        ),
+        )
+        .log_y(),
     )?;
     let png = |f: &str| f.replace(".svg", ".png");
     let _ = writeln!(

@@ -15,7 +15,7 @@ use breakeven_runner::sweep::merge;
 use serde::Deserialize;
 
 use crate::reproduce::{
-    data_dir_for, out_dir, page_head, profile_device, project_root, write, write_page,
+    data_dir_for, out_dir, page_head, profile_device, project_root, write, write_page, write_plot,
     ReproduceArgs,
 };
 
@@ -228,7 +228,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             }
             let file = format!("{stem}-{loss}-{suffix}.svg");
             let title = format!("Full-batch GD, {loss}: {title}");
-            write(&out_dir.join(&file), &line_chart(&title, "step", y, series))?;
+            let plot = line_chart(&title, "step", y, series);
+            // The loss falls by decades; λ_H^1 is read against 2/η on a linear axis.
+            let plot = if suffix == "loss" { plot.log_y() } else { plot };
+            write_plot(&out_dir.join(&file), &plot)?;
             let _ = writeln!(page, "\n![{suffix}]({file})");
         }
     }

@@ -8,12 +8,12 @@ use anyhow::Result;
 use breakeven_runner::claims::{
     early_peak, peak_accuracy_verdict, peak_ratio_verdict, sig4, Verdict,
 };
-use breakeven_runner::plot::line_chart;
+use breakeven_runner::plot::{labelled_scatter, line_chart, LabelledSeries};
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
     claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
-    run_records, write, write_page, ReproduceArgs,
+    run_records, write_page, write_plot, ReproduceArgs,
 };
 
 /// What a verdict line says when the runs cannot decide a claim.
@@ -114,50 +114,43 @@ fn write_row(
             f(c.train_acc)
         );
     }
-    // Tr(F) spans decades between learning rates: plot log10.
+    // Tr(F) spans decades between learning rates: a log axis.
     let series: Vec<(String, Vec<(f64, f64)>)> = curves
         .iter()
-        .map(|c| {
-            let pts = c
-                .curve
-                .iter()
-                .filter(|p| p.1 > 0.0)
-                .map(|&(e, f)| (e, f.log10()))
-                .collect();
-            (c.label.clone(), pts)
-        })
+        .map(|c| (c.label.clone(), c.curve.clone()))
         .collect();
     let trace_file = format!("{stem}-{key}-trace.svg");
-    write(
+    write_plot(
         &out_dir.join(&trace_file),
         &line_chart(
             &format!("{setting}: Fisher trace during training"),
             "epoch",
-            "log10 Tr(F)",
+            "Tr(F) (measurement subset)",
             &series,
-        ),
+        )
+        .log_y(),
     )?;
-    // Early peak against final test accuracy, runs sorted by peak (one line through them).
-    let sorted = |peak: fn(&RunCurve) -> Option<(f64, f64)>| {
-        let mut pts: Vec<(f64, f64)> = curves
+    // Each run's peak against its final test accuracy: separate runs, so labelled points.
+    let runs = |label: &str, peak: fn(&RunCurve) -> Option<(f64, f64)>| LabelledSeries {
+        label: label.into(),
+        points: curves
             .iter()
-            .filter_map(|c| Some((peak(c)?.1.log10(), c.test_acc?)))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        pts
+            .filter_map(|c| Some((peak(c)?.1, c.test_acc?, c.label.clone())))
+            .collect(),
     };
     let peak_file = format!("{stem}-{key}-peak-vs-test.svg");
-    write(
+    write_plot(
         &out_dir.join(&peak_file),
-        &line_chart(
-            &format!("{setting}: Tr(F) peak vs final test accuracy (runs sorted by peak)"),
-            "log10 Tr(F) peak",
+        &labelled_scatter(
+            &format!("{setting}: Tr(F) peak vs final test accuracy, one point per run"),
+            "Tr(F) peak (measurement subset)",
             "final test accuracy (%)",
             &[
-                ("early peak".into(), sorted(|c| c.peak)),
-                ("peak over the run".into(), sorted(|c| c.run_peak)),
+                runs("early peak", |c| c.peak),
+                runs("peak over the run", |c| c.run_peak),
             ],
-        ),
+        )
+        .log_x(),
     )?;
     let _ = writeln!(
         page,

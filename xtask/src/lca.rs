@@ -10,7 +10,7 @@ use breakeven_runner::plot::line_chart;
 use breakeven_runner::report::hardware_description;
 use breakeven_runner::rundir::git_revision;
 
-use crate::reproduce::{data_dir_for, project_root, utc_now, write, ReproduceArgs};
+use crate::reproduce::{data_dir_for, project_root, utc_now, write, write_plot, ReproduceArgs};
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let root = project_root();
@@ -77,12 +77,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         (
             format!("{stem}-error.svg"),
             "Simpson's relative integration error |Σ A_i − ΔL| / |ΔL|".to_string(),
+            // The error spans decades between runs and steps.
             line_chart(
                 "LCA: relative integration error (Simpson)",
                 "step",
                 "|allocated − ΔL| / |ΔL|",
                 &series(&|r| r.relative_error.abs().min(1e3)),
-            ),
+            )
+            .log_y(),
         ),
     ];
     for (label, recs) in &results {
@@ -98,8 +100,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         ));
     }
     let mut page_plots = Vec::new();
-    for (file, caption, svg) in &plots {
-        write(&out_dir.join(file), svg)?;
+    for (file, caption, plot) in &plots {
+        write_plot(&out_dir.join(file), plot)?;
         page_plots.push((file.clone(), caption.clone()));
     }
 

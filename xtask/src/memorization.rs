@@ -14,8 +14,8 @@ use breakeven_runner::table::RowState;
 use breakeven_runner::TrainOptions;
 
 use crate::reproduce::{
-    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records, write,
-    write_page, ReproduceArgs,
+    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records,
+    write_page, write_plot, ReproduceArgs,
 };
 
 /// One finished run of a noise level.
@@ -170,7 +170,7 @@ fn write_row(
         .collect();
     series.push(("equal fit (y = x)".into(), vec![(0.0, 0.0), (100.0, 100.0)]));
     let fit_file = format!("{stem}-{key}-noisy-vs-clean.svg");
-    write(
+    write_plot(
         &out_dir.join(&fit_file),
         &line_chart(
             &format!("{short}: noisy vs clean training accuracy"),
@@ -199,7 +199,7 @@ fn write_row(
             ),
         ];
         let file = format!("{stem}-{key}-{}.svg", f.column);
-        write(
+        write_plot(
             &out_dir.join(&file),
             &line_chart(
                 &format!("{short}, {}: training accuracy", f.label),

@@ -9,7 +9,7 @@ use breakeven_data::fetch::{fetch, FetchOptions};
 use breakeven_data::DatasetName;
 use breakeven_runner::claims::Verdict;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
-use breakeven_runner::plot::{bar_chart, line_chart};
+use breakeven_runner::plot::{bar_chart, line_chart, Plot};
 use breakeven_runner::report::{
     hardware_description, read_reference_runs, render_markdown, ReportContext,
 };
@@ -172,9 +172,9 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let mut plots = Vec::new();
     for o in &outcomes {
         if let RowState::Ran { .. } = &o.state {
-            for (suffix, svg) in row_plots(&exp, o)? {
+            for (suffix, plot) in row_plots(&exp, o)? {
                 let file = format!("{stem}-{}{suffix}.svg", o.row.key);
-                write(&out_dir.join(&file), &svg)?;
+                write_plot(&out_dir.join(&file), &plot)?;
                 plots.push((o.row.key.clone(), file));
             }
         }
@@ -220,7 +220,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
 }
 
 /// The bar chart of a row, and the test-accuracy curves of each column's chosen setting (first seed).
-fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, String)>> {
+fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Plot)>> {
     let RowState::Ran { cells, runs, .. } = &o.state else {
         return Ok(vec![]);
     };
@@ -295,10 +295,11 @@ fn row_plots(exp: &Experiment, o: &RowOutcome) -> Result<Vec<(&'static str, Stri
         ));
     }
     if !fisher.is_empty() {
+        // Tr(F) spans decades between the columns and along training.
         let title = format!("{}: Fisher trace Tr(F) during training", o.row.setting);
         out.push((
             "-fisher",
-            line_chart(&title, "epoch", "Tr(F) (measurement subset)", &fisher),
+            line_chart(&title, "epoch", "Tr(F) (measurement subset)", &fisher).log_y(),
         ));
     }
     Ok(out)
@@ -572,14 +573,16 @@ pub(crate) fn profile_device(args: &ReproduceArgs, base: &toml::Table) -> String
     })
 }
 
-/// Writes `text` atomically. A plot (`*.svg`) also gets its PNG rendering beside it (issue 7:
-/// every plot as SVG and PNG), so every page's plots come in both formats.
+/// Writes `plot` as SVG at `path` (`*.svg`) with its PNG beside it (issue 7: every plot as SVG
+/// and PNG), so every page's plots come in both formats.
+pub(crate) fn write_plot(path: &Path, plot: &Plot) -> Result<()> {
+    breakeven_runner::plot::write_svg_and_png(path, plot)
+        .map(|_| ())
+        .with_context(|| format!("writing {} and its PNG", path.display()))
+}
+
+/// Writes `text` atomically.
 pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
-    if path.extension().is_some_and(|e| e == "svg") {
-        return breakeven_runner::plot::write_svg_and_png(path, text)
-            .map(|_| ())
-            .with_context(|| format!("writing {} and its PNG", path.display()));
-    }
     breakeven_runner::atomic::write_atomic(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

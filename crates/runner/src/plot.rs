@@ -1,149 +1,143 @@
-//! Plots as hand-written SVG (no plotting dependency): a grouped bar chart of measured versus
-//! published accuracy per column, and line charts of metrics along training trajectories.
+//! Plots of the results pages: a grouped bar chart of measured versus published accuracy per
+//! column, line charts of metrics along training, and scatter charts. A [`Plot`] is a chart
+//! description; [`Plot::svg`] draws it as SVG and [`Plot::png`] (in [`crate::raster`]) as PNG.
+//!
+//! Drawn with `plotters`: one drawing routine serves its SVG and bitmap backends, so the PNG
+//! needs neither an external program (librsvg's `rsvg-convert` rasterized our hand-written SVG
+//! before) nor an SVG rasterizer. Its default features are off: no font-kit (system fonts,
+//! fontconfig), no `image`; text goes through its `ab_glyph` renderer with one embedded font,
+//! DejaVu Sans (`fonts/`, with its license), so that a PNG looks the same on every machine.
+//! Cost, measured with `cargo build --timings` on the shared 2-core machine: the new crates
+//! (plotters and its backends, ab_glyph, ttf-parser, png, fdeflate) build in about 18 s alone
+//! (41 s of unit time inside a busy workspace build), and this module about 15 s; `resvg` with
+//! text, the alternative that keeps SVG-to-PNG, took about 230 s.
+//!
+//! Layout (the frame, legends that wrap or shrink to fit, ticks) is ours, in `plot/`; plotters
+//! draws.
 
-use std::fmt::Write;
+mod axis;
+mod draw;
+mod frame;
+mod style;
 
-const W: f64 = 760.0;
-const H: f64 = 420.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 200.0;
-const TOP: f64 = 50.0;
-const BOTTOM: f64 = 60.0;
-/// Colour-blind-safe palette (Okabe-Ito).
-const COLOURS: [&str; 8] = [
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
-];
+use std::sync::OnceLock;
 
-/// Escapes text for SVG.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+use plotters::coord::Shift;
+use plotters::prelude::{DrawingArea, DrawingBackend, FontStyle, IntoDrawingArea, SVGBackend};
+use plotters::style::register_font;
 
-/// A "nice" axis range and tick step covering `[lo, hi]`.
-fn ticks(lo: f64, hi: f64) -> (f64, f64, f64) {
-    let span = (hi - lo).max(1e-12);
-    let raw = span / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| span / s <= 6.0)
-        .unwrap_or(10.0 * mag);
-    // Rounding can put k·step just inside the range; widen by a step then.
-    let mut t_lo = (lo / step).floor() * step;
-    if t_lo > lo {
-        t_lo -= step;
-    }
-    let mut t_hi = (hi / step).ceil() * step;
-    if t_hi < hi {
-        t_hi += step;
-    }
-    (t_lo, t_hi, step)
-}
+use crate::error::RunError;
 
-fn frame(out: &mut String, title: &str, x_label: &str, y_label: &str) {
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold"{}>{}</text>
-<text x="{}" y="{}" text-anchor="middle">{}</text>
-<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>
-"#,
-        // A title longer than the plot area is centred on the figure and squeezed into it.
-        if text_width(title, 15.0 * 1.08) > W - RIGHT - LEFT {
-            W / 2.0
-        } else {
-            (LEFT + W - RIGHT) / 2.0
-        },
-        squeeze(title, 15.0 * 1.08, W - 20.0),
-        esc(title),
-        (LEFT + W - RIGHT) / 2.0,
-        H - 14.0,
-        esc(x_label),
-        (TOP + H - BOTTOM) / 2.0,
-        esc(y_label)
-    );
-}
+/// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
+pub use crate::raster::write_svg_and_png;
 
-fn y_axis(out: &mut String, lo: f64, hi: f64, step: f64) -> impl Fn(f64) -> f64 {
-    let y = move |v: f64| H - BOTTOM - (v - lo) / (hi - lo) * (H - TOP - BOTTOM);
-    let mut t = lo;
-    while t <= hi + step * 1e-9 {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            y(t) + 4.0,
-            fmt_tick(t),
-            y = y(t)
-        );
-        t += step;
-    }
-    let _ = writeln!(
-        out,
-        r#"<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{}" stroke="black"/><line x1="{LEFT}" x2="{}" y1="{}" y2="{}" stroke="black"/>"#,
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
-    y
-}
+/// The family name every text of a plot is set in (the SVG names it, so that a browser picks
+/// its own sans-serif; the PNG uses the embedded DejaVu Sans).
+pub(crate) const FONT: &str = "sans-serif";
 
-fn fmt_tick(v: f64) -> String {
-    // -0.0 (a rounded tiny negative) is labelled "0", not "-0".
-    let v = if v == 0.0 { 0.0 } else { v };
-    if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-2) {
-        format!("{v:.1e}")
+/// DejaVu Sans 2.37 (`fonts/LICENSE`): covers the Greek and the symbols of our labels (η, λ, ±,
+/// →, ≥, Σ, Δ).
+static DEJAVU_SANS: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+
+/// Registers the embedded font with plotters (once per process).
+pub(crate) fn register_embedded_font() -> Result<(), RunError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok =
+        *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok());
+    if ok {
+        Ok(())
     } else {
-        format!("{}", (v * 1e6).round() / 1e6)
+        Err(RunError::Other(
+            "plot font: the embedded DejaVu Sans does not parse".into(),
+        ))
     }
 }
 
-/// Estimated rendered width (px) of `text` in a sans-serif font of `px` (about 0.6 em a
-/// character on average).
-fn text_width(text: &str, px: f64) -> f64 {
-    0.6 * px * text.chars().count() as f64
+/// A chart: title, axis descriptions (what and in which unit), axis scales and what it draws.
+#[derive(Debug, Clone)]
+pub struct Plot {
+    title: String,
+    x_label: String,
+    y_label: String,
+    log_x: bool,
+    log_y: bool,
+    kind: Kind,
 }
 
-/// SVG attributes that squeeze `text` into `avail` px when it would be wider (so that long
-/// titles and legend entries are never cut off at the figure's edge); empty otherwise.
-fn squeeze(text: &str, px: f64, avail: f64) -> String {
-    if text_width(text, px) > avail {
-        format!(r#" textLength="{avail:.0}" lengthAdjust="spacingAndGlyphs""#)
-    } else {
-        String::new()
-    }
+#[derive(Debug, Clone)]
+enum Kind {
+    Bars {
+        columns: Vec<String>,
+        measured: Vec<Option<(f64, f64)>>,
+        paper: Vec<Option<f64>>,
+    },
+    Lines {
+        series: Vec<(String, Vec<(f64, f64)>)>,
+        bounds: Vec<Bound>,
+        bound_label: String,
+    },
+    Scatter {
+        colour_label: String,
+        series: Vec<ScatterSeries>,
+        connect: bool,
+    },
+    Labelled {
+        series: Vec<LabelledSeries>,
+    },
 }
 
-fn legend(out: &mut String, entries: &[(String, &str, bool)]) {
-    for (i, (label, colour, marker)) in entries.iter().enumerate() {
-        let (x, y) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * i as f64);
-        if *marker {
-            let _ = writeln!(
-                out,
-                r#"<circle cx="{}" cy="{y}" r="5" fill="{colour}"/>"#,
-                x + 8.0
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                r#"<rect x="{x}" y="{}" width="16" height="10" fill="{colour}"/>"#,
-                y - 5.0
-            );
+impl Plot {
+    fn new(title: &str, x_label: &str, y_label: &str, kind: Kind) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            log_x: false,
+            log_y: false,
+            kind,
         }
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}"{}>{}</text>"#,
-            x + 22.0,
-            y + 4.0,
-            squeeze(label, 12.0, RIGHT - 40.0),
-            esc(label)
-        );
+    }
+
+    /// The same chart with a log10 x axis (values that span decades); points with x ≤ 0 are
+    /// left out. Bar charts ignore it.
+    pub fn log_x(mut self) -> Self {
+        self.log_x = true;
+        self
+    }
+
+    /// The same chart with a log10 y axis (values that span decades); points with y ≤ 0 are
+    /// left out. Bar charts ignore it.
+    pub fn log_y(mut self) -> Self {
+        self.log_y = true;
+        self
+    }
+
+    /// Size of the SVG in pixels (width, height).
+    pub(crate) fn svg_size(&self) -> (f64, f64) {
+        (frame::W, frame::H)
+    }
+
+    /// Draws the chart on `root`, whose pixels are `scale` SVG pixels.
+    pub(crate) fn draw_on<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: f64,
+    ) -> Result<(), String> {
+        draw::draw(self, root, frame::Px(scale))
+    }
+
+    /// The chart as an SVG document (760 × 420 px).
+    pub fn svg(&self) -> Result<String, RunError> {
+        register_embedded_font()?;
+        let mut out = String::new();
+        {
+            let size = (frame::W as u32, frame::H as u32);
+            let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+            self.draw_on(&root, 1.0).map_err(RunError::Other)?;
+            root.present()
+                .map_err(|e| RunError::Other(format!("writing a plot's SVG: {e}")))?;
+        }
+        Ok(out)
     }
 }
 
@@ -153,348 +147,23 @@ pub fn bar_chart(
     columns: &[String],
     measured: &[Option<(f64, f64)>],
     paper: &[Option<f64>],
-) -> String {
-    let values = measured
-        .iter()
-        .flatten()
-        .map(|(m, s)| m + s)
-        .chain(paper.iter().flatten().copied());
-    let hi = values.fold(0.0f64, f64::max).max(1.0);
-    let (lo, hi, step) = ticks(0.0, hi);
-    let mut out = String::new();
-    frame(&mut out, title, "column", "test accuracy (%)");
-    let y = y_axis(&mut out, lo, hi, step);
-    let slot = (W - RIGHT - LEFT) / columns.len().max(1) as f64;
-    for (i, label) in columns.iter().enumerate() {
-        let x0 = LEFT + slot * i as f64;
-        let bw = slot * 0.4;
-        if let Some(Some((m, s))) = measured.get(i) {
-            let _ = writeln!(
-                out,
-                r#"<rect x="{:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{}"><title>{m:.2} ± {s:.2}</title></rect>"#,
-                x0 + slot * 0.1,
-                y(*m),
-                y(lo) - y(*m),
-                COLOURS[0]
-            );
-            let cx = x0 + slot * 0.1 + bw / 2.0;
-            let _ = writeln!(
-                out,
-                r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="black"/>"#,
-                y(m - s),
-                y(m + s)
-            );
-        }
-        if let Some(Some(p)) = paper.get(i) {
-            let _ = writeln!(
-                out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{}"><title>paper {p:.2}</title></circle>"#,
-                x0 + slot * 0.7,
-                y(*p),
-                COLOURS[1]
-            );
-        }
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            x0 + slot / 2.0,
-            H - BOTTOM + 18.0,
-            esc(label)
-        );
-    }
-    legend(
-        &mut out,
-        &[
-            ("measured (mean ± std)".into(), COLOURS[0], false),
-            ("paper".into(), COLOURS[1], true),
-        ],
-    );
-    out.push_str("</svg>\n");
-    out
+) -> Plot {
+    let kind = Kind::Bars {
+        columns: columns.to_vec(),
+        measured: measured.to_vec(),
+        paper: paper.to_vec(),
+    };
+    Plot::new(title, "column", "test accuracy (%)", kind)
 }
 
-/// One line per series of (x, y) points.
+/// One line per series of (x, y) points (joined in the given order; non-finite points skipped).
 pub fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-) -> String {
+) -> Plot {
     line_chart_with_bounds(title, x_label, y_label, series, &[], "")
-}
-
-/// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
-pub use crate::raster::write_svg_and_png;
-
-/// Marker shapes that tell scatter series apart independently of the colour scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker {
-    Circle,
-    Triangle,
-    Square,
-    Diamond,
-}
-
-impl Marker {
-    /// The i-th shape (cycling).
-    pub fn nth(i: usize) -> Self {
-        [Self::Circle, Self::Triangle, Self::Square, Self::Diamond][i % 4]
-    }
-
-    fn svg(self, x: f64, y: f64, fill: &str, tip: &str) -> String {
-        let r = 5.0;
-        let body = match self {
-            Self::Circle => format!(r#"<circle cx="{x:.1}" cy="{y:.1}" r="{r}""#),
-            Self::Square => format!(
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}""#,
-                x - r * 0.85,
-                y - r * 0.85,
-                r * 1.7,
-                r * 1.7
-            ),
-            Self::Triangle => format!(
-                r#"<polygon points="{x:.1},{:.1} {:.1},{:.1} {:.1},{:.1}""#,
-                y - r * 1.2,
-                x - r * 1.1,
-                y + r * 0.8,
-                x + r * 1.1,
-                y + r * 0.8
-            ),
-            Self::Diamond => format!(
-                r#"<polygon points="{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}""#,
-                y - r * 1.2,
-                x + r,
-                y + r * 1.2,
-                x - r
-            ),
-        };
-        format!(
-            r#"{body} fill="{fill}" stroke="black" stroke-width="0.6"><title>{}</title></{}>"#,
-            esc(tip),
-            self.tag()
-        )
-    }
-
-    fn tag(self) -> &'static str {
-        match self {
-            Self::Circle => "circle",
-            Self::Square => "rect",
-            Self::Triangle | Self::Diamond => "polygon",
-        }
-    }
-}
-
-/// One scatter series: points (x, y, colour value) drawn with one marker shape, optionally
-/// joined in order by a thin line (a trajectory).
-#[derive(Debug, Clone)]
-pub struct ScatterSeries {
-    pub label: String,
-    pub marker: Marker,
-    pub points: Vec<(f64, f64, f64)>,
-}
-
-/// Viridis (perceptually uniform, colour-blind safe) at five stops.
-const VIRIDIS: [(f64, f64, f64); 5] = [
-    (68.0, 1.0, 84.0),
-    (59.0, 82.0, 139.0),
-    (33.0, 145.0, 140.0),
-    (94.0, 201.0, 98.0),
-    (253.0, 231.0, 37.0),
-];
-
-/// The viridis colour of `t` ∈ [0, 1] (clamped) as `#rrggbb`.
-pub fn viridis(t: f64) -> String {
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let pos = t * (VIRIDIS.len() - 1) as f64;
-    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
-    let f = pos - i as f64;
-    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
-    let mix = |u: f64, v: f64| (u + (v - u) * f).round() as u8;
-    format!(
-        "#{:02x}{:02x}{:02x}",
-        mix(a.0, b.0),
-        mix(a.1, b.1),
-        mix(a.2, b.2)
-    )
-}
-
-/// Colour of points whose colour value is not finite.
-const NO_VALUE: &str = "#bbbbbb";
-
-/// A scatter plot coloured by a continuous value (viridis, with a labelled colour bar), one
-/// marker shape per series, and with `connect` a thin line through each series in order
-/// (solid for the first series, dashed for the others). Points with a non-finite x or y are
-/// skipped; a non-finite colour value is drawn grey.
-pub fn scatter_chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    colour_label: &str,
-    series: &[ScatterSeries],
-    connect: bool,
-) -> String {
-    let finite = |p: &&(f64, f64, f64)| p.0.is_finite() && p.1.is_finite();
-    let all = || series.iter().flat_map(|s| s.points.iter()).filter(finite);
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    let (mut c_lo, mut c_hi) = (f64::MAX, f64::MIN);
-    for &(x, y, c) in all() {
-        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
-        if c.is_finite() {
-            (c_lo, c_hi) = (c_lo.min(c), c_hi.max(c));
-        }
-    }
-    if x_lo > x_hi {
-        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if c_lo > c_hi {
-        (c_lo, c_hi) = (0.0, 1.0);
-    }
-    let (y_lo, y_hi, y_step) = ticks(y_lo, y_hi);
-    let (x_lo, x_hi, x_step) = ticks(x_lo, x_hi);
-    let (c_lo, c_hi, c_step) = ticks(c_lo, c_hi);
-    let mut out = String::new();
-    frame(&mut out, title, x_label, y_label);
-    let y = y_axis(&mut out, y_lo, y_hi, y_step);
-    let x = |v: f64| LEFT + (v - x_lo) / (x_hi - x_lo) * (W - RIGHT - LEFT);
-    let mut t = x_lo;
-    while t <= x_hi + x_step * 1e-9 {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{xt:.1}" x2="{xt:.1}" y1="{TOP}" y2="{}" stroke="#eee"/><text x="{xt:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            H - BOTTOM,
-            H - BOTTOM + 16.0,
-            fmt_tick(t),
-            xt = x(t)
-        );
-        t += x_step;
-    }
-    let colour = |c: f64| {
-        if c.is_finite() {
-            viridis((c - c_lo) / (c_hi - c_lo))
-        } else {
-            NO_VALUE.to_string()
-        }
-    };
-    if connect {
-        for (i, s) in series.iter().enumerate() {
-            let path: Vec<String> = s
-                .points
-                .iter()
-                .filter(finite)
-                .map(|&(a, b, _)| format!("{:.1},{:.1}", x(a), y(b)))
-                .collect();
-            let dash = if i == 0 {
-                ""
-            } else {
-                r#" stroke-dasharray="5 3""#
-            };
-            let _ = writeln!(
-                out,
-                r##"<polyline fill="none" stroke="#777" stroke-width="1"{dash} points="{}"/>"##,
-                path.join(" ")
-            );
-        }
-    }
-    for s in series {
-        for &(a, b, c) in s.points.iter().filter(finite) {
-            let tip = format!(
-                "{}: ({}, {}), {colour_label} = {}",
-                s.label,
-                fmt_tick(a),
-                fmt_tick(b),
-                if c.is_finite() {
-                    fmt_tick(c)
-                } else {
-                    "—".into()
-                }
-            );
-            let _ = writeln!(out, "{}", s.marker.svg(x(a), y(b), &colour(c), &tip));
-        }
-    }
-    // Legend: one grey marker (and line style) per series.
-    for (i, s) in series.iter().enumerate() {
-        let (lx, ly) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * i as f64);
-        if connect {
-            let dash = if i == 0 {
-                ""
-            } else {
-                r#" stroke-dasharray="5 3""#
-            };
-            let _ = writeln!(
-                out,
-                r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="#777"{dash}/>"##,
-                lx + 16.0
-            );
-        }
-        let _ = writeln!(out, "{}", s.marker.svg(lx + 8.0, ly, "#999", &s.label));
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            lx + 22.0,
-            ly + 4.0,
-            esc(&s.label)
-        );
-    }
-    colour_bar(
-        &mut out,
-        colour_label,
-        c_lo,
-        c_hi,
-        c_step,
-        TOP + 30.0 + 20.0 * series.len() as f64,
-    );
-    out.push_str("</svg>\n");
-    out
-}
-
-/// A vertical colour bar in the right margin from `top` to the bottom of the plot area, with
-/// tick labels and its title above it.
-fn colour_bar(out: &mut String, label: &str, lo: f64, hi: f64, step: f64, top: f64) {
-    const STRIPS: usize = 64;
-    let (bx, bw) = (W - RIGHT + 20.0, 16.0);
-    let top = top + 16.0;
-    let bottom = H - BOTTOM;
-    let _ = writeln!(
-        out,
-        r#"<text x="{bx}" y="{:.1}" class="colour-bar-label">{}</text>"#,
-        top - 14.0,
-        esc(label)
-    );
-    let h = (bottom - top) / STRIPS as f64;
-    for k in 0..STRIPS {
-        // Strip k (from the bottom) shows the colour of its centre value.
-        let t = (k as f64 + 0.5) / STRIPS as f64;
-        let _ = writeln!(
-            out,
-            r#"<rect class="colour-bar" x="{bx}" y="{:.2}" width="{bw}" height="{:.2}" fill="{}"/>"#,
-            bottom - (k + 1) as f64 * h,
-            h + 0.3,
-            viridis(t)
-        );
-    }
-    let _ = writeln!(
-        out,
-        r#"<rect x="{bx}" y="{top:.1}" width="{bw}" height="{:.1}" fill="none" stroke="black" stroke-width="0.6"/>"#,
-        bottom - top
-    );
-    let mut t = lo;
-    while t <= hi + step * 1e-9 {
-        let ty = bottom - (t - lo) / (hi - lo) * (bottom - top);
-        let _ = writeln!(
-            out,
-            r#"<line x1="{}" x2="{}" y1="{ty:.1}" y2="{ty:.1}" stroke="black"/><text x="{}" y="{:.1}">{}</text>"#,
-            bx + bw,
-            bx + bw + 4.0,
-            bx + bw + 7.0,
-            ty + 4.0,
-            fmt_tick(t)
-        );
-        t += step;
-    }
 }
 
 /// A dashed horizontal line at `y` in the colour of series number `series`, with a marker at
@@ -515,162 +184,264 @@ pub fn line_chart_with_bounds(
     series: &[(String, Vec<(f64, f64)>)],
     bounds: &[Bound],
     bound_label: &str,
-) -> String {
-    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()).filter(finite) {
-        (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
+) -> Plot {
+    let kind = Kind::Lines {
+        series: series.to_vec(),
+        bounds: bounds.to_vec(),
+        bound_label: bound_label.into(),
+    };
+    Plot::new(title, x_label, y_label, kind)
+}
+
+/// Marker shapes that tell scatter series apart independently of the colour scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Circle,
+    Triangle,
+    Square,
+    Diamond,
+}
+
+impl Marker {
+    /// The i-th shape (cycling).
+    pub fn nth(i: usize) -> Self {
+        [Self::Circle, Self::Triangle, Self::Square, Self::Diamond][i % 4]
     }
-    if x_lo > x_hi {
-        (x_lo, x_hi, y_lo, y_hi) = (0.0, 1.0, 0.0, 1.0);
-    }
-    for b in bounds.iter().filter(|b| b.y.is_finite()) {
-        y_hi = y_hi.max(b.y);
-    }
-    let (y_lo, y_hi, step) = ticks(y_lo.min(0.0), y_hi);
-    let mut out = String::new();
-    frame(&mut out, title, x_label, y_label);
-    let y = y_axis(&mut out, y_lo, y_hi, step);
-    let x_span = (x_hi - x_lo).max(1e-12);
-    let x = |v: f64| LEFT + (v - x_lo) / x_span * (W - RIGHT - LEFT);
-    let (_, _, xt_step) = ticks(x_lo, x_hi);
-    // Ticks at round multiples of the step inside the data range (a log-scale x starts
-    // anywhere: a start at x_lo itself gave labels like -1.5229).
-    let mut t = (x_lo / xt_step - 1e-9).ceil() * xt_step;
-    while t <= x_hi + xt_step * 1e-9 {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            x(t),
-            H - BOTTOM + 16.0,
-            fmt_tick(t)
-        );
-        t += xt_step;
-    }
-    let mut entries = Vec::new();
-    for (i, (name, points)) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .filter(finite)
-            .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
-            path.join(" ")
-        );
-        entries.push((name.clone(), colour, false));
-    }
-    for b in bounds.iter().filter(|b| b.y.is_finite()) {
-        let colour = COLOURS[b.series % COLOURS.len()];
-        let _ = writeln!(
-            out,
-            r#"<line x1="{LEFT}" x2="{}" y1="{yb:.1}" y2="{yb:.1}" stroke="{colour}" stroke-width="1.2" stroke-dasharray="6,4"/>"#,
-            W - RIGHT,
-            yb = y(b.y)
-        );
-        if let Some(mx) = b.mark_x.filter(|m| m.is_finite()) {
-            let _ = writeln!(
-                out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                x(mx),
-                y(b.y)
-            );
-        }
-    }
-    legend(&mut out, &entries);
-    if !bounds.is_empty() {
-        let (lx, ly) = (W - RIGHT + 14.0, TOP + 10.0 + 20.0 * entries.len() as f64);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="#555" stroke-dasharray="6,4"/><text x="{}" y="{}">{}</text>"##,
-            lx + 16.0,
-            lx + 22.0,
-            ly + 4.0,
-            esc(bound_label)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
+}
+
+/// One scatter series: points (x, y, colour value) drawn with one marker shape, optionally
+/// joined in order by a thin line (a trajectory).
+#[derive(Debug, Clone)]
+pub struct ScatterSeries {
+    pub label: String,
+    pub marker: Marker,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// The viridis colour of `t` ∈ [0, 1] (clamped) as `#rrggbb`.
+pub fn viridis(t: f64) -> String {
+    let c = style::viridis_rgb(t);
+    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+}
+
+/// A scatter plot coloured by a continuous value (viridis, with a labelled colour bar), one
+/// marker shape per series, and with `connect` a thin line through each series in order
+/// (solid for the first series, dashed for the others). Points with a non-finite x or y are
+/// skipped; a non-finite colour value is drawn grey.
+pub fn scatter_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    colour_label: &str,
+    series: &[ScatterSeries],
+    connect: bool,
+) -> Plot {
+    let kind = Kind::Scatter {
+        colour_label: colour_label.into(),
+        series: series.to_vec(),
+        connect,
+    };
+    Plot::new(title, x_label, y_label, kind)
+}
+
+/// One group of a labelled scatter: points (x, y, text written beside the point).
+#[derive(Debug, Clone)]
+pub struct LabelledSeries {
+    pub label: String,
+    pub points: Vec<(f64, f64, String)>,
+}
+
+/// A scatter of separate measurements (runs, say), each point labelled with its text: one
+/// colour and marker per group, no line, since the points are not a sequence.
+pub fn labelled_scatter(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[LabelledSeries],
+) -> Plot {
+    let kind = Kind::Labelled {
+        series: series.to_vec(),
+    };
+    Plot::new(title, x_label, y_label, kind)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The value of attribute `name` in the tag text `tag`.
+    fn attr<'s>(tag: &'s str, name: &str) -> Option<&'s str> {
+        let key = format!("{name}=\"");
+        let start = if tag.starts_with(&key) {
+            key.len()
+        } else {
+            tag.find(&format!(" {key}"))? + key.len() + 1
+        };
+        tag[start..].split('"').next()
+    }
+
+    /// The number of points of a polyline tag.
+    fn points(tag: &str) -> usize {
+        attr(tag, "points").unwrap().split_whitespace().count()
+    }
+
+    /// The SVG's text elements: (tag, content).
+    fn texts(svg: &str) -> Vec<(&str, String)> {
+        svg.split("<text ")
+            .skip(1)
+            .map(|chunk| {
+                let (tag, rest) = chunk.split_once('>').unwrap();
+                let content = rest.split("</text>").next().unwrap().trim();
+                (
+                    tag,
+                    content
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&"),
+                )
+            })
+            .collect()
+    }
+
+    fn has_text(svg: &str, s: &str) -> bool {
+        texts(svg).iter().any(|(_, t)| t == s)
+    }
+
+    /// Tags of element `kind` (such as `polyline`) whose attribute `name` is `value`.
+    fn tags_with<'s>(svg: &'s str, kind: &str, name: &str, value: &str) -> Vec<&'s str> {
+        svg.split(&format!("<{kind} "))
+            .skip(1)
+            .map(|c| c.split('>').next().unwrap())
+            .filter(|t| attr(t, name) == Some(value))
+            .collect()
+    }
+
+    fn two_points(name: &str) -> (String, Vec<(f64, f64)>) {
+        (name.into(), vec![(0.0, 1.0), (1.0, 2.0)])
+    }
+
     #[test]
     fn bar_chart_has_title_labels_legend_and_one_bar_per_measured_column() {
         let cols = vec!["η*".to_string(), "FP".to_string(), "GP & x".to_string()];
-        let svg = bar_chart(
+        let plot = bar_chart(
             "Row <1>",
             &cols,
             &[Some((70.0, 1.0)), None, Some((50.0, 0.0))],
             &[Some(76.9), Some(79.7), None],
         );
+        let svg = plot.svg().unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(
-            svg.contains("Row &lt;1&gt;")
-                && svg.contains("GP &amp; x")
-                && svg.contains("test accuracy (%)")
-        );
-        assert_eq!(
-            svg.matches("<rect x=").count(),
-            2 + 1,
-            "two bars and one legend swatch"
-        );
-        assert_eq!(
-            svg.matches("<circle").count(),
-            2 + 1,
-            "two paper dots and one legend marker"
-        );
+        assert!(svg.contains("Row &lt;1&gt;") && svg.contains("GP &amp; x"));
+        for t in ["η*", "FP", "GP & x", "test accuracy (%)", "paper", "80"] {
+            assert!(has_text(&svg, t), "no text {t}: {svg}");
+        }
+        let bars = tags_with(&svg, "rect", "fill", "#0072B2");
+        assert_eq!(bars.len(), 2 + 1, "two bars and one legend swatch");
+        let dots = tags_with(&svg, "circle", "fill", "#E69F00");
+        assert_eq!(dots.len(), 2 + 1, "two paper dots and one legend marker");
     }
 
     #[test]
-    fn line_chart_x_ticks_are_round_on_a_log_axis() {
+    fn line_chart_x_ticks_are_round_when_x_starts_anywhere() {
         let svg = line_chart(
             "t",
             "log10 x",
             "y",
-            &[("a".to_string(), vec![(-1.5229, 1.0), (0.3, 2.0)])],
-        );
-        assert!(!svg.contains(">-1.5229<"), "{svg}");
-        assert!(!svg.contains(">-0<"), "{svg}");
-        assert!(svg.contains(">-1<") || svg.contains(">-1.0<"), "{svg}");
+            &[("a".into(), vec![(-1.5229, 1.0), (0.3, 2.0)])],
+        )
+        .svg()
+        .unwrap();
+        assert!(has_text(&svg, "-1.0") && has_text(&svg, "-0.5"), "{svg}");
+        assert!(!has_text(&svg, "-1.5229") && !has_text(&svg, "-0"), "{svg}");
     }
 
     #[test]
-    fn long_titles_and_legend_entries_are_squeezed_into_the_figure() {
-        let long = "x".repeat(120);
-        let svg = line_chart(
-            &long,
-            "x",
-            "y",
-            &[(long.clone(), vec![(0.0, 1.0), (1.0, 2.0)])],
-        );
-        assert_eq!(svg.matches("lengthAdjust").count(), 2, "{svg}");
-        let short = line_chart("t", "x", "y", &[("a".into(), vec![(0.0, 1.0), (1.0, 2.0)])]);
-        assert!(!short.contains("lengthAdjust"));
-    }
-
-    #[test]
-    fn ticks_cover_the_range_with_round_steps() {
-        let (lo, hi, step) = ticks(0.0, 79.76);
-        assert_eq!((lo, hi, step), (0.0, 80.0, 20.0));
-        let (lo, hi, _) = ticks(0.013, 0.0171);
-        assert!(lo <= 0.013 && hi >= 0.0171);
+    fn long_titles_axis_descriptions_and_legend_entries_stay_inside_the_figure() {
+        let words = "a rather long description that goes on ".repeat(4);
+        let word = "x".repeat(90);
+        let series = [two_points(&words), two_points(&word), two_points("short")];
+        let svg = line_chart(&words, &words, &words, &series).svg().unwrap();
+        for (tag, content) in texts(&svg) {
+            let size: f64 = attr(tag, "font-size").unwrap().parse().unwrap();
+            let at: f64 = attr(tag, if tag.contains("rotate") { "y" } else { "x" })
+                .unwrap()
+                .parse()
+                .unwrap();
+            let width = frame::text_width(&content, size);
+            let (from, to) = match attr(tag, "text-anchor") {
+                Some("middle") => (at - width / 2.0, at + width / 2.0),
+                Some("end") => (at - width, at),
+                _ => (at, at + width),
+            };
+            let extent = if tag.contains("rotate") {
+                frame::H
+            } else {
+                frame::W
+            };
+            assert!(
+                from >= 0.0 && to <= extent + 0.5,
+                "{content:?} spans {from}..{to}"
+            );
+        }
+        // Every word is still there, wrapped over lines.
+        let all: String = texts(&svg).iter().map(|(_, t)| format!("{t} ")).collect();
+        assert!(all.matches("goes on").count() >= 4 * 4, "{all}");
+        assert!(all.contains(&word));
     }
 
     #[test]
     fn line_chart_skips_non_finite_points() {
-        let svg = line_chart(
-            "t",
-            "epoch",
-            "loss",
-            &[("a".into(), vec![(0.0, 1.0), (1.0, f64::NAN), (2.0, 0.5)])],
-        );
-        assert_eq!(svg.matches("<polyline").count(), 1);
+        let series = [(
+            "a".into(),
+            vec![(0.0, 1.0), (1.0, f64::NAN), (2.0, 0.5), (3.0, 0.7)],
+        )];
+        let svg = line_chart("t", "epoch", "loss", &series).svg().unwrap();
         assert!(!svg.contains("NaN"));
+        let lines = tags_with(&svg, "polyline", "stroke", "#0072B2");
+        // The legend sample (drawn first) and the series through its three finite points.
+        let counts: Vec<usize> = lines.iter().map(|t| points(t)).collect();
+        assert_eq!(counts, [2, 3]);
+    }
+
+    #[test]
+    fn more_than_six_series_get_dashes_and_markers_six_do_not() {
+        let series = |n: usize| -> Vec<(String, Vec<(f64, f64)>)> {
+            (0..n)
+                .map(|i| {
+                    (
+                        format!("s{i}"),
+                        (0..20).map(|k| (k as f64, (i * k) as f64)).collect(),
+                    )
+                })
+                .collect()
+        };
+        let six = line_chart("t", "step", "y", &series(6)).svg().unwrap();
+        assert_eq!(six.matches("<polygon").count(), 0, "no markers");
+        assert_eq!(tags_with(&six, "polyline", "stroke", "#E69F00").len(), 2);
+        let seven = line_chart("t", "step", "y", &series(7)).svg().unwrap();
+        // Series 1: dashed (many pieces) with triangles; series 2: dotted with squares.
+        assert!(tags_with(&seven, "polyline", "stroke", "#E69F00").len() > 5);
+        assert!(tags_with(&seven, "polygon", "fill", "#E69F00").len() >= 3);
+        assert!(tags_with(&seven, "polygon", "fill", "#009E73").len() >= 3);
+        assert!(tags_with(&seven, "circle", "fill", "#0072B2").len() >= 3);
+    }
+
+    #[test]
+    fn a_log_y_axis_labels_decades_and_leaves_out_non_positive_points() {
+        let data = vec![(0.0, 0.02), (1.0, 0.0), (2.0, 3.0), (3.0, 90.0)];
+        let plot = line_chart("t", "step", "loss", &[("a".into(), data)]).log_y();
+        let svg = plot.svg().unwrap();
+        for t in ["0.1", "1", "10"] {
+            assert!(has_text(&svg, t), "no tick {t}: {svg}");
+        }
+        assert!(!has_text(&svg, "0") && !has_text(&svg, "-1"));
+        let lines = tags_with(&svg, "polyline", "stroke", "#0072B2");
+        assert_eq!(points(lines[1]), 3, "the series without its zero");
+        // The linear chart of the same data starts at 0.
+        let linear = line_chart("t", "step", "loss", &[two_points("a")])
+            .svg()
+            .unwrap();
+        assert!(has_text(&linear, "0.0") || has_text(&linear, "0"));
     }
 
     #[test]
@@ -687,7 +458,7 @@ mod tests {
                 points: vec![(0.0, 0.0, 1.0), (-1.0, 1.5, f64::NAN), (-2.0, 3.0, 5.0)],
             },
         ];
-        let svg = scatter_chart(
+        let plot = scatter_chart(
             "PCA <of> predictions",
             "PC1",
             "PC2",
@@ -695,37 +466,79 @@ mod tests {
             &series,
             true,
         );
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(
-            svg.contains("PCA &lt;of&gt; predictions")
-                && svg.contains(">PC1<")
-                && svg.contains("log10 λ_K^1")
-        );
-        // Two finite circles + one legend circle; three triangles + one legend triangle.
-        assert_eq!(svg.matches("<circle").count(), 2 + 1);
-        assert_eq!(svg.matches("<polygon").count(), 3 + 1);
-        assert_eq!(
-            svg.matches("<polyline").count(),
-            2,
-            "one trajectory line per series"
-        );
-        assert_eq!(
-            svg.matches("stroke-dasharray").count(),
-            2,
-            "second series dashed (line and legend)"
-        );
+        let svg = plot.svg().unwrap();
+        for t in [
+            "PCA <of> predictions",
+            "PC1",
+            "PC2",
+            "log10 λ_K^1",
+            "η = 0.1",
+            "1",
+            "5",
+        ] {
+            assert!(has_text(&svg, t), "no text {t}");
+        }
         assert!(!svg.contains("NaN"));
-        // The colour bar: 64 strips from the lowest to the highest colour, labelled ticks.
-        assert_eq!(svg.matches(r#"class="colour-bar""#).count(), 64);
+        // Circles: two points (fill and outline each) and the legend's; triangles: three
+        // points and the legend's.
+        assert_eq!(svg.matches("<circle").count(), 2 * 2 + 1);
+        assert_eq!(svg.matches("<polygon").count(), 3 + 1);
+        // One solid trajectory, one dashed (in pieces), in the line colour.
+        let trajectories = tags_with(&svg, "polyline", "stroke", "#777777");
+        assert!(trajectories.len() > 4, "{}", trajectories.len());
+        // The colour bar: background, 64 strips and the bar's outline are the only rects.
+        assert_eq!(svg.matches("<rect").count(), 1 + 64 + 1);
         assert!(
-            svg.contains(r##"fill="#bbbbbb""##),
+            svg.contains(r##"fill="#BBBBBB""##),
             "non-finite colour value drawn grey"
         );
-        assert!(svg.contains(&format!(r#"fill="{}""#, viridis(0.0))) || svg.contains("#440154"));
         assert!(
-            svg.contains(">1<") && svg.contains(">5<"),
-            "colour-bar ticks cover 1..5"
+            svg.contains(r##"fill="#440154""##),
+            "the lowest value is viridis(0)"
         );
+    }
+
+    #[test]
+    fn labelled_scatter_writes_each_label_and_joins_no_points() {
+        let runs = |x: f64| -> Vec<(f64, f64, String)> {
+            vec![
+                (x, 40.0, "small η".into()),
+                (10.0 * x, 45.0, "large η".into()),
+            ]
+        };
+        let series = [
+            LabelledSeries {
+                label: "early peak".into(),
+                points: runs(70.0),
+            },
+            LabelledSeries {
+                label: "peak over the run".into(),
+                points: runs(900.0),
+            },
+            // On top of the first point, with its label: drawn, but not labelled twice.
+            LabelledSeries {
+                label: "again".into(),
+                points: vec![(70.0, 40.0, "small η".into())],
+            },
+        ];
+        let plot = labelled_scatter("peaks", "Tr(F) peak", "test accuracy (%)", &series).log_x();
+        let svg = plot.svg().unwrap();
+        let labels = texts(&svg)
+            .iter()
+            .filter(|(_, t)| t.ends_with(" η"))
+            .count();
+        assert_eq!(labels, 4);
+        assert!(
+            has_text(&svg, "100") && has_text(&svg, "1000"),
+            "decades on the log x axis"
+        );
+        assert!(
+            tags_with(&svg, "polyline", "stroke", "#0072B2").is_empty(),
+            "no line"
+        );
+        assert_eq!(tags_with(&svg, "circle", "fill", "#0072B2").len(), 2 + 1);
+        assert_eq!(tags_with(&svg, "polygon", "fill", "#E69F00").len(), 2 + 1);
+        assert_eq!(tags_with(&svg, "polygon", "fill", "#009E73").len(), 1 + 1);
     }
 
     #[test]
@@ -740,7 +553,7 @@ mod tests {
 
     #[test]
     fn line_chart_with_bounds_draws_dashed_bounds_in_range_and_markers() {
-        let svg = line_chart_with_bounds(
+        let plot = line_chart_with_bounds(
             "λ",
             "epoch",
             "λ_H^1",
@@ -762,10 +575,14 @@ mod tests {
             ],
             "2/η",
         );
-        // Two bounds and the legend sample are dashed; one marker; the axis reaches 40.
-        assert_eq!(svg.matches("stroke-dasharray").count(), 3);
-        assert_eq!(svg.matches("<circle").count(), 1);
-        assert!(svg.contains(">40<") && svg.contains("2/η"));
-        assert!(svg.contains(&format!("stroke=\"{}\" stroke-width=\"1.2\"", COLOURS[1])));
+        let svg = plot.svg().unwrap();
+        assert!(
+            has_text(&svg, "40") && has_text(&svg, "2/η"),
+            "the axis reaches 40"
+        );
+        // One ring where series a meets its bound; b's bound dashed (in pieces) in b's colour.
+        let rings = tags_with(&svg, "circle", "stroke", "#0072B2");
+        assert_eq!((rings.len(), attr(rings[0], "fill")), (1, Some("none")));
+        assert!(tags_with(&svg, "polyline", "stroke", "#E69F00").len() > 5);
     }
 }

@@ -1,0 +1,192 @@
+//! How series look: the palette, line styles and marker shapes, so that series stay apart
+//! without colour (a colour *and* a line style or marker once there are more than 6), and the
+//! viridis scale of coloured scatters.
+
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+
+use super::frame::{ok, Drawn, Px};
+use super::Marker;
+
+/// Colour-blind-safe palette: Okabe-Ito without its yellow (too light on white), then three of
+/// Paul Tol's muted colours, so that up to 10 series get distinct colours.
+pub(crate) const PALETTE: [RGBColor; 10] = [
+    RGBColor(0x00, 0x72, 0xB2),
+    RGBColor(0xE6, 0x9F, 0x00),
+    RGBColor(0x00, 0x9E, 0x73),
+    RGBColor(0xD5, 0x5E, 0x00),
+    RGBColor(0xCC, 0x79, 0xA7),
+    RGBColor(0x56, 0xB4, 0xE9),
+    RGBColor(0x00, 0x00, 0x00),
+    RGBColor(0x88, 0x22, 0x55),
+    RGBColor(0x99, 0x99, 0x33),
+    RGBColor(0x33, 0x22, 0x88),
+];
+
+/// Above this many series, colour alone does not tell them apart: lines get a dash pattern and
+/// markers too.
+pub(crate) const MAX_PLAIN_SERIES: usize = 6;
+
+/// A line's dash pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dash {
+    Solid,
+    Dashed,
+    Dotted,
+}
+
+/// Colour, dash pattern and (optional) marker of one series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Look {
+    pub colour: RGBColor,
+    pub dash: Dash,
+    pub marker: Option<Marker>,
+}
+
+/// The look of line series `i` of `n`: a colour each; beyond [`MAX_PLAIN_SERIES`] also a dash
+/// pattern (cycling over 3) and a marker (cycling over 4), so that no two of the first 12 share
+/// both and neighbours differ in each.
+pub(crate) fn line_look(i: usize, n: usize) -> Look {
+    let colour = PALETTE[i % PALETTE.len()];
+    if n <= MAX_PLAIN_SERIES {
+        return Look {
+            colour,
+            dash: Dash::Solid,
+            marker: None,
+        };
+    }
+    Look {
+        colour,
+        dash: [Dash::Solid, Dash::Dashed, Dash::Dotted][i % 3],
+        marker: Some(Marker::nth(i)),
+    }
+}
+
+/// Draws a polyline through `points` (pixels) with `dash`.
+pub(crate) fn path<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    px: Px,
+    points: &[(i32, i32)],
+    dash: Dash,
+    colour: RGBColor,
+    width: f64,
+) -> Drawn {
+    let style = colour.stroke_width(px.stroke(width));
+    let (on, off) = match dash {
+        Dash::Solid => return ok(root.draw(&PathElement::new(points.to_vec(), style))),
+        Dash::Dashed => (7.0, 4.0),
+        Dash::Dotted => (1.5, 3.5),
+    };
+    let (on, off) = (px.i(on * width.max(1.0)), px.i(off * width.max(1.0)));
+    ok(root.draw(&DashedPathElement::new(
+        points.iter().copied(),
+        on,
+        off,
+        style,
+    )))
+}
+
+/// Draws marker `m` of radius `r` (SVG pixels) centred at `at` (pixels), filled with `fill`,
+/// with a thin dark outline when `outline`.
+pub(crate) fn marker<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    px: Px,
+    m: Marker,
+    at: (i32, i32),
+    r: f64,
+    fill: RGBColor,
+    outline: bool,
+) -> Drawn {
+    let (x, y) = (at.0 as f64, at.1 as f64);
+    let r = r * px.0;
+    let p = |dx: f64, dy: f64| ((x + dx * r).round() as i32, (y + dy * r).round() as i32);
+    let edge = BLACK.mix(0.8).stroke_width(px.stroke(0.7));
+    let corners = match m {
+        Marker::Circle => {
+            let radius = r.round() as i32;
+            ok(root.draw(&Circle::new(at, radius, fill.filled())))?;
+            if outline {
+                ok(root.draw(&Circle::new(at, radius, edge)))?;
+            }
+            return Ok(());
+        }
+        Marker::Square => vec![
+            p(-0.85, -0.85),
+            p(0.85, -0.85),
+            p(0.85, 0.85),
+            p(-0.85, 0.85),
+        ],
+        Marker::Triangle => vec![p(0.0, -1.2), p(1.1, 0.8), p(-1.1, 0.8)],
+        Marker::Diamond => vec![p(0.0, -1.2), p(1.0, 0.0), p(0.0, 1.2), p(-1.0, 0.0)],
+    };
+    let mut ring = corners.clone();
+    ok(root.draw(&Polygon::new(corners, fill.filled())))?;
+    if outline {
+        ring.push(ring[0]);
+        ok(root.draw(&PathElement::new(ring, edge)))?;
+    }
+    Ok(())
+}
+
+/// Viridis (perceptually uniform, colour-blind safe) at five stops.
+const VIRIDIS: [(f64, f64, f64); 5] = [
+    (68.0, 1.0, 84.0),
+    (59.0, 82.0, 139.0),
+    (33.0, 145.0, 140.0),
+    (94.0, 201.0, 98.0),
+    (253.0, 231.0, 37.0),
+];
+
+/// The viridis colour of `t` ∈ [0, 1] (clamped; a non-finite `t` counts as 0).
+pub(crate) fn viridis_rgb(t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (VIRIDIS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = pos - i as f64;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    let mix = |u: f64, v: f64| (u + (v - u) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_six_series_are_plain_lines_in_distinct_colours() {
+        let looks: Vec<Look> = (0..6).map(|i| line_look(i, 6)).collect();
+        for (i, a) in looks.iter().enumerate() {
+            assert_eq!((a.dash, a.marker), (Dash::Solid, None));
+            assert!(looks[..i].iter().all(|b| b.colour != a.colour));
+        }
+    }
+
+    #[test]
+    fn beyond_six_series_each_has_its_colour_and_its_own_dash_and_marker() {
+        for n in [7, 10] {
+            let looks: Vec<Look> = (0..n).map(|i| line_look(i, n)).collect();
+            for (i, a) in looks.iter().enumerate() {
+                assert!(a.marker.is_some(), "series {i} of {n} has no marker");
+                for b in &looks[..i] {
+                    assert_ne!(a.colour, b.colour, "{n} series: colours repeat");
+                    assert!(
+                        (a.dash, a.marker) != (b.dash, b.marker),
+                        "{n} series: two share dash and marker"
+                    );
+                }
+            }
+        }
+        // Past the palette, dash and marker still tell the first 12 apart.
+        let looks: Vec<Look> = (0..12).map(|i| line_look(i, 12)).collect();
+        for (i, a) in looks.iter().enumerate() {
+            assert!(looks[..i]
+                .iter()
+                .all(|b| (a.colour, a.dash, a.marker) != (b.colour, b.dash, b.marker)));
+        }
+    }
+}
