@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use breakeven_data::fetch::{fetch, FetchOptions, FetchOutcome};
+use breakeven_data::fetch::{fetch_with_progress, FetchOptions, FetchOutcome};
 use breakeven_data::{data_root, DatasetName};
 
 /// Download, verify and unpack one data set.
@@ -33,7 +33,7 @@ pub fn data_fetch(args: &DataFetchArgs) -> anyhow::Result<()> {
         base_url: args.base_url.clone(),
         keep_archive: args.keep_archive,
     };
-    let outcome = fetch(name, &root, &options)
+    let outcome = fetch_with_bar(name, &root, &options)
         .with_context(|| format!("fetching {name} into {}", root.display()))?;
     match outcome {
         FetchOutcome::AlreadyPresent(dir) => {
@@ -44,4 +44,28 @@ pub fn data_fetch(args: &DataFetchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`breakeven_data::fetch::fetch`] with a progress bar of the download (bytes, rate, ETA).
+pub(crate) fn fetch_with_bar(
+    name: DatasetName,
+    root: &std::path::Path,
+    options: &FetchOptions,
+) -> Result<FetchOutcome, breakeven_data::fetch::FetchError> {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    let progress = |file: &str, bytes: u64, total: Option<u64>| {
+        bar.set_message(file.to_string());
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(bytes);
+    };
+    let outcome = fetch_with_progress(name, root, options, &progress);
+    bar.finish_and_clear();
+    outcome
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use breakeven_data::fetch::{fetch, FetchOptions};
+use breakeven_data::fetch::FetchOptions;
 use breakeven_data::DatasetName;
 use breakeven_runner::claims::Verdict;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
@@ -332,7 +332,7 @@ pub(crate) fn data_dir_for(args: &ReproduceArgs, name: &str) -> Result<Option<Pa
     }
     let root = &roots[0];
     tracing::warn!("{name} not found: fetching it into {}", root.display());
-    fetch(dataset, root, &FetchOptions::default()).with_context(|| {
+    crate::fetch::fetch_with_bar(dataset, root, &FetchOptions::default()).with_context(|| {
         format!(
             "{name} was not found and fetching it into {} failed; fix: {fix}",
             root.display()

@@ -8,11 +8,16 @@ use std::time::Duration;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::{FetchError, RemoteFile};
+use super::{FetchError, Progress, RemoteFile};
 
 /// Downloads `remote.url` into `part`, continuing after the bytes already there when the server
-/// honours `Range` (206), starting over when it does not (200). Returns the bytes received now.
-pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64, FetchError> {
+/// honours `Range` (206), starting over when it does not (200), telling `progress` the bytes of
+/// the file so far. Returns the bytes received now.
+pub(crate) fn download_resumable(
+    remote: &RemoteFile,
+    part: &Path,
+    progress: Progress,
+) -> Result<u64, FetchError> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
@@ -53,11 +58,13 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
         .truncate(!append)
         .open(part)
         .map_err(|e| FetchError::io(part, e))?;
+    let before = if append { have } else { 0 };
     let total = response
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|len| before + len);
     let mut body = response.into_body().into_reader();
     let mut next_report = 0u64;
     let mut buf = vec![0u8; 1 << 16];
@@ -70,6 +77,7 @@ pub(crate) fn download_resumable(remote: &RemoteFile, part: &Path) -> Result<u64
         out.write_all(&buf[..n])
             .map_err(|e| FetchError::io(part, e))?;
         received += n as u64;
+        progress(&remote.file_name, before + received, total);
         if received >= next_report {
             // A line every 10% (or 16 MiB when the size is unknown): big archives take minutes.
             let step = total.map_or(16 << 20, |t| (t / 10).max(1));

@@ -77,17 +77,31 @@ pub enum FetchOutcome {
     Fetched(PathBuf),
 }
 
+/// Download progress: `(file name, bytes of the file so far, its size if the server says)`,
+/// called as bytes arrive (a progress bar; this crate itself only logs).
+pub type Progress<'a> = &'a dyn Fn(&str, u64, Option<u64>);
+
 /// Fetches `name` from its official source into `data_root/<folder>`.
 pub fn fetch(
     name: DatasetName,
     data_root: &Path,
     options: &FetchOptions,
 ) -> Result<FetchOutcome, FetchError> {
+    fetch_with_progress(name, data_root, options, &|_, _, _| {})
+}
+
+/// [`fetch`], reporting download progress to `progress`.
+pub fn fetch_with_progress(
+    name: DatasetName,
+    data_root: &Path,
+    options: &FetchOptions,
+    progress: Progress,
+) -> Result<FetchOutcome, FetchError> {
     let mut source = Source::official(name);
     if let Some(base) = &options.base_url {
         source = source.with_base_url(base);
     }
-    fetch_source(&source, data_root, options.keep_archive)
+    fetch_source_with_progress(&source, data_root, options.keep_archive, progress)
 }
 
 /// Fetches the files of `source` into `data_root/<folder>` (see the module docs).
@@ -95,6 +109,16 @@ pub fn fetch_source(
     source: &Source,
     data_root: &Path,
     keep_archive: bool,
+) -> Result<FetchOutcome, FetchError> {
+    fetch_source_with_progress(source, data_root, keep_archive, &|_, _, _| {})
+}
+
+/// [`fetch_source`], reporting download progress to `progress`.
+pub fn fetch_source_with_progress(
+    source: &Source,
+    data_root: &Path,
+    keep_archive: bool,
+    progress: Progress,
 ) -> Result<FetchOutcome, FetchError> {
     let dataset = source.dataset;
     let dest = data_root.join(dataset.folder());
@@ -107,13 +131,13 @@ pub fn fetch_source(
         Unpack::Keep => {
             std::fs::create_dir_all(&dest).map_err(|e| FetchError::io(&dest, e))?;
             for file in &source.files {
-                obtain(file, &dest.join(&file.file_name))?;
+                obtain(file, &dest.join(&file.file_name), progress)?;
             }
         }
         Unpack::TarGz | Unpack::Zip => {
             for file in &source.files {
                 let archive = data_root.join(&file.file_name);
-                obtain(file, &archive)?;
+                obtain(file, &archive, progress)?;
                 unpack_into_place(source.unpack, &archive, data_root, &dest)?;
                 if !keep_archive {
                     std::fs::remove_file(&archive).map_err(|e| FetchError::io(&archive, e))?;
@@ -133,13 +157,13 @@ pub fn fetch_source(
 }
 
 /// Ensures a verified copy of `file` at `path`, downloading (resumably) into `path.part`.
-fn obtain(file: &RemoteFile, path: &Path) -> Result<(), FetchError> {
+fn obtain(file: &RemoteFile, path: &Path, progress: Progress) -> Result<(), FetchError> {
     if path.is_file() && download::verify(file, path).is_ok() {
         return Ok(());
     }
     let part = PathBuf::from(format!("{}.part", path.display()));
     tracing::info!(url = %file.url, to = %part.display(), "downloading");
-    download::download_resumable(file, &part)?;
+    download::download_resumable(file, &part, progress)?;
     if let Err(e) = download::verify(file, &part) {
         // A bad partial must not be resumed: start over next time.
         let _ = std::fs::remove_file(&part);

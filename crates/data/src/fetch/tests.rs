@@ -188,6 +188,29 @@ fn tar_gz_is_verified_extracted_and_not_fetched_twice() {
 }
 
 #[test]
+fn progress_reports_growing_byte_counts_up_to_the_archive_size() {
+    let archive = cifar_archive();
+    let server = serve(HashMap::from([(CIFAR.to_string(), archive.clone())]), true);
+    let tmp = tempfile::tempdir().unwrap();
+    let seen = Mutex::new(Vec::new());
+    let progress = |name: &str, bytes: u64, total: Option<u64>| {
+        seen.lock().unwrap().push((name.to_string(), bytes, total));
+    };
+    fetch_source_with_progress(
+        &cifar_source(&server, &archive),
+        &tmp.path().join("data"),
+        false,
+        &progress,
+    )
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    let size = archive.len() as u64;
+    assert!(!seen.is_empty());
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "{seen:?}");
+    assert_eq!(seen.last().unwrap(), &(CIFAR.to_string(), size, Some(size)));
+}
+
+#[test]
 fn corrupted_archive_is_rejected_and_nothing_is_extracted() {
     let archive = cifar_archive();
     let mut corrupted = archive.clone();
