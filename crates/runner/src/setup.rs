@@ -151,7 +151,8 @@ pub fn training_pool(train: &Dataset, test: Option<&Dataset>, dedup: bool) -> Ve
             "kept (data.dedup = true would drop them)",
         )
     };
-    tracing::warn!(
+    // Information, not a warning: the official releases hold a few genuine repeats.
+    tracing::info!(
         "{}: {} of {} records repeat an earlier image ({} with another label), {} copy a test \
          image; {action}: {} records remain",
         train.name,
