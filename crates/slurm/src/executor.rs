@@ -260,6 +260,14 @@ pub fn run(
         let mut todo = Vec::new();
         let (mut finished_n, mut failed_n) = (0, 0);
         for p in &planned {
+            // In flight: counted as pending or running above, until its task has ended.
+            if ledger
+                .runs
+                .get(&p.key)
+                .is_some_and(|r| r.in_flight.is_some())
+            {
+                continue;
+            }
             if finished(&p.spec) {
                 finished_n += 1;
                 continue;
@@ -268,10 +276,10 @@ pub fn run(
             if !RunDir::new(&p.spec.dir).config_path().exists() {
                 ledger.forget(&p.key);
             }
-            match ledger.runs.get(&p.key) {
-                Some(r) if r.in_flight.is_some() => {}
-                Some(r) if r.failed(opts.retries) => failed_n += 1,
-                _ => todo.push(p),
+            if ledger.failed(&p.key, opts.retries) {
+                failed_n += 1;
+            } else {
+                todo.push(p);
             }
         }
         // 3. Submit what is planned and neither finished, failed nor in flight.
