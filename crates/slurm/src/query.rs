@@ -1,7 +1,8 @@
 //! What Slurm says about the tasks of a job array, parsed from `scontrol -o show job J` (one
-//! line per task, pending tasks grouped as `ArrayTaskId=3-7%2`) and `squeue -r` lines
-//! (`J_i|STATE|REASON`, grouped pending tasks as `J_[3-7%2]`). No accounting database is
-//! needed (`sacct` is not used).
+//! line per task, pending tasks grouped as `ArrayTaskId=3-7%2`, each with its state and exit
+//! code), and the job id `sbatch --parsable` prints. No accounting database is needed (`sacct`
+//! is not used): a job Slurm has forgotten (older than `MinJobAge`) is read from the exit status
+//! its tasks wrote (`files.rs`).
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,7 @@ const RUNNING_STATES: &[&str] = &[
 
 /// `state` with an exit code `a:b` (status `a`, signal `b`, as `scontrol` prints it).
 pub fn task_state(state: &str, exit: Option<&str>, reason: &str) -> TaskState {
-    // `CANCELLED by 0` in some versions' squeue output.
+    // `CANCELLED by 0` in squeue's output of some versions.
     let state = state
         .split_whitespace()
         .next()
@@ -154,31 +155,6 @@ pub fn parse_scontrol(job: &str, text: &str) -> Result<BTreeMap<u32, TaskState>,
     Ok(out)
 }
 
-/// The tasks of `job` in `squeue -h -r -t all -j <job> -o '%i|%T|%r'` output, by task index
-/// (squeue shows no exit code: an ended task's status is unknown there).
-pub fn parse_squeue(job: &str, text: &str) -> Result<BTreeMap<u32, TaskState>, SlurmError> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let mut parts = line.splitn(3, '|');
-        let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
-            return Err(SlurmError::Parse(format!("squeue line {line:?}")));
-        };
-        let reason = parts.next().unwrap_or("");
-        let Some((j, tasks)) = id.split_once('_') else {
-            continue;
-        };
-        if j != job {
-            continue;
-        }
-        let tasks = tasks.trim_start_matches('[').trim_end_matches(']');
-        let s = task_state(state, None, reason);
-        for i in task_indices(tasks)? {
-            out.insert(i, s.clone());
-        }
-    }
-    Ok(out)
-}
-
 /// The job id `sbatch --parsable` printed (`123` or `123;cluster`).
 pub fn parse_sbatch(stdout: &str) -> Result<String, SlurmError> {
     let id = stdout.trim().split(';').next().unwrap_or("").trim();
@@ -242,17 +218,6 @@ JobId=2 ArrayJobId=1 ArrayTaskId=0 JobState=COMPLETED Reason=None ExitCode=0:0
         assert_eq!(t[&2], ended("FAILED", Some(2), None));
         assert_eq!(t[&3], ended("CANCELLED", None, Some(15)));
         assert_eq!(t[&4], ended("FAILED", Some(4), None));
-    }
-
-    #[test]
-    fn squeue_lines() {
-        let text = "1_[2-4%2]|PENDING|JobArrayTaskLimit\n1_1|RUNNING|None\n1_0|COMPLETED|None\n9_0|RUNNING|None\n";
-        let t = parse_squeue("1", text).unwrap();
-        assert_eq!(t.len(), 5);
-        assert_eq!(t[&1], TaskState::Running);
-        assert_eq!(t[&0], ended("COMPLETED", None, None));
-        assert!(matches!(t[&3], TaskState::Pending(_)));
-        assert!(parse_squeue("1", "garbage").is_err());
     }
 
     #[test]
