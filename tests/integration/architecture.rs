@@ -65,3 +65,32 @@ fn science_crates_point_one_way() {
         }
     }
 }
+
+#[test]
+fn the_slurm_executor_sits_between_runner_and_xtask() {
+    let deps = normal_dependencies("crates/slurm");
+    assert_eq!(
+        ours(&deps),
+        [&"breakeven-runner".to_string()],
+        "breakeven-slurm drives runs through the runner alone"
+    );
+    assert!(
+        !deps.iter().any(|d| d.starts_with("candle")),
+        "breakeven-slurm holds no tensor code: {deps:?}"
+    );
+    for dir in [
+        "crates/data",
+        "crates/models",
+        "crates/optim",
+        "crates/curvature",
+        "crates/penalties",
+        "crates/runner",
+    ] {
+        assert!(
+            !normal_dependencies(dir)
+                .iter()
+                .any(|d| d == "breakeven-slurm"),
+            "{dir} may not depend on breakeven-slurm"
+        );
+    }
+}

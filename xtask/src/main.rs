@@ -10,6 +10,7 @@ mod fisher_explosion;
 mod lca;
 mod memorization;
 mod reproduce;
+mod slurm;
 
 use clap::{Parser, Subcommand};
 
@@ -26,7 +27,7 @@ enum Command {
     #[command(subcommand)]
     Data(DataCommand),
     /// Reproduce a table or figure: run its sweep, write docs/results/<name>-<profile>.md and plots.
-    Reproduce(reproduce::ReproduceArgs),
+    Reproduce(Box<reproduce::ReproduceArgs>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,9 +21,12 @@ use breakeven_runner::table::{
 use breakeven_runner::TrainOptions;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::slurm::{Executor, SlurmArgs};
+
 #[derive(Debug, clap::Args)]
 pub struct ReproduceArgs {
-    /// The experiment: a file name in experiments/ without `.toml` (e.g. `table1`).
+    /// The experiment: a file name in experiments/ without `.toml` (e.g. `table1`), or the
+    /// path of a table definition file (`*.toml`; its page is named after the file).
     pub experiment: String,
     /// Scale: `smoke` (CI, minutes), `cpu` (about an hour on 2 cores), `paper` (published scale, GPU).
     #[arg(long, default_value = "smoke")]
@@ -54,6 +57,12 @@ pub struct ReproduceArgs {
     /// stopping before any training.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Where the runs train: `local` (this process) or `slurm` (job arrays on a cluster that
+    /// shares this file system; see docs/CLUSTER.md). The page is the same either way.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: Executor,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
 }
 
 /// The progress bars of a running `reproduce`, if any: log lines are printed above them.
@@ -118,6 +127,9 @@ impl TableProgress for NoBars {
 }
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    if args.executor == Executor::Slurm {
+        crate::slurm::check_supported(&args.experiment)?;
+    }
     // Penalties and curvature need double backprop, enabled before this thread's first backward.
     // Experiments with their own pages (claims with computed verdicts, not a table).
     match args.experiment.as_str() {
@@ -134,7 +146,10 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let (exp, profile, runs_dir) = load_definition(args, &args.experiment)?;
     let data_roots = data_roots(args);
 
-    let outcomes = if args.quiet {
+    let outcomes = if args.executor == Executor::Slurm {
+        crate::slurm::execute(args, &exp, &runs_dir, &TrainOptions::default())?
+    } else if args.quiet {
+        refuse_slurm_in_flight(args, &runs_dir)?;
         run_table(
             &exp,
             &args.profile,
@@ -144,6 +159,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             &mut NoBars,
         )?
     } else {
+        refuse_slurm_in_flight(args, &runs_dir)?;
         let multi = BARS.get_or_init(MultiProgress::new);
         let total = multi.add(ProgressBar::new(0));
         total.set_style(ProgressStyle::with_template(
@@ -168,7 +184,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     };
 
     let out_dir = out_dir(args)?;
-    let stem = format!("{}-{}", args.experiment, args.profile);
+    let stem = format!("{}-{}", page_name(args), args.profile);
     let mut plots = Vec::new();
     for o in &outcomes {
         if let RowState::Ran { .. } = &o.state {
@@ -372,6 +388,38 @@ fn ensure_data(args: &ReproduceArgs, exp: &Experiment) -> Result<()> {
     )
 }
 
+/// The name a page and a runs dir take: the experiment, or a definition file's stem.
+pub(crate) fn page_name(args: &ReproduceArgs) -> String {
+    page_name_of(&args.experiment)
+}
+
+fn page_name_of(definition: &str) -> String {
+    match definition.strip_suffix(".toml") {
+        Some(path) => Path::new(path)
+            .file_name()
+            .map_or(path.to_string(), |n| n.to_string_lossy().into_owned()),
+        None => definition.to_string(),
+    }
+}
+
+/// The local executor does not train in a runs dir whose Slurm jobs may still be running
+/// (two executors never share a run directory).
+fn refuse_slurm_in_flight(args: &ReproduceArgs, runs_dir: &Path) -> Result<()> {
+    if args.report_only {
+        return Ok(());
+    }
+    let jobs = breakeven_slurm::jobs_in_flight(runs_dir)?;
+    if !jobs.is_empty() {
+        anyhow::bail!(
+            "{} belongs to a Slurm sweep with job {} in flight: rerun with --executor slurm to \
+             follow it, or scancel it first",
+            runs_dir.display(),
+            jobs.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Refuses to write a page when no row of it ran: a committed page is never replaced by one
 /// whose every cell reads "missing".
 pub(crate) fn require_a_row(outcomes: &[RowOutcome], page: &Path) -> Result<()> {
@@ -395,7 +443,11 @@ pub(crate) fn load_definition(
     definition: &str,
 ) -> Result<(Experiment, Profile, PathBuf)> {
     let root = project_root();
-    let def = root.join("experiments").join(format!("{definition}.toml"));
+    let def = if definition.ends_with(".toml") {
+        PathBuf::from(definition)
+    } else {
+        root.join("experiments").join(format!("{definition}.toml"))
+    };
     let mut exp = Experiment::load(&def)
         .with_context(|| format!("experiment definition {}", def.display()))?;
     let profile = exp.profile(&args.profile)?.clone();
@@ -404,7 +456,7 @@ pub(crate) fn load_definition(
     }
     let runs_dir = args.runs_dir.clone().unwrap_or_else(|| {
         root.join("runs")
-            .join(format!("{definition}-{}", args.profile))
+            .join(format!("{}-{}", page_name_of(definition), args.profile))
     });
     if !args.report_only {
         ensure_data(args, &exp)?;
@@ -422,15 +474,20 @@ pub(crate) fn run_definition(
 ) -> Result<(Experiment, Profile, Vec<RowOutcome>)> {
     breakeven_runner::enable_second_order()?;
     let (exp, profile, runs_dir) = load_definition(args, definition)?;
-    let outcomes = run_table_with(
-        &exp,
-        &args.profile,
-        &runs_dir,
-        &data_roots(args),
-        !args.report_only,
-        &mut LogProgress,
-        options,
-    )?;
+    let outcomes = if args.executor == Executor::Slurm {
+        crate::slurm::execute(args, &exp, &runs_dir, options)?
+    } else {
+        refuse_slurm_in_flight(args, &runs_dir)?;
+        run_table_with(
+            &exp,
+            &args.profile,
+            &runs_dir,
+            &data_roots(args),
+            !args.report_only,
+            &mut LogProgress,
+            options,
+        )?
+    };
     let page = out_dir(args)?.join(format!("{definition}-{}.md", args.profile));
     require_a_row(&outcomes, &page)?;
     Ok((exp, profile, outcomes))

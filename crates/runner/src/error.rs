@@ -32,7 +32,17 @@ pub enum RunError {
     Curvature(#[from] breakeven_curvature::CurvatureError),
 }
 
+/// The exit status of the `breakeven` CLI when a run cannot start as configured (a config or
+/// command-line error): running it again cannot help, so a cluster executor does not retry it.
+/// Other errors exit with 1.
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
 impl RunError {
+    /// A config error (parsing, validation, or a value the data cannot satisfy): deterministic.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config { .. } | Self::Invalid { .. })
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {

@@ -35,9 +35,9 @@ pub mod validate;
 /// For binaries that train: glibc keeps freed activation buffers for reuse (models `alloc.rs`).
 pub use breakeven_models::keep_freed_memory;
 pub use config::RunConfig;
-pub use error::{Result, RunError};
+pub use error::{Result, RunError, EXIT_BAD_CONFIG};
 pub use rundir::{RunDir, RunStatus, Summary};
-pub use train::{enable_second_order, train, Outcome, TrainOptions};
+pub use train::{enable_second_order, resolved_config, train, Outcome, TrainOptions};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use breakeven_runner::{train, Outcome, RunConfig, RunDir, TrainOptions};
+use breakeven_runner::{
+    train, Outcome, RunConfig, RunDir, RunError, TrainOptions, EXIT_BAD_CONFIG,
+};
 use clap::{Parser, Subcommand};
 
 /// Study SGD's implicit regularization: train with curvature tracking, resume, measure.
@@ -37,11 +39,20 @@ enum Command {
         /// Override the config's device (`cpu`, `cuda`, `cuda:N`).
         #[arg(long)]
         device: Option<String>,
+        /// Keep every checkpoint instead of the newest two (analyses of whole trajectories).
+        #[arg(long)]
+        keep_all_checkpoints: bool,
     },
     /// Continue an interrupted run from its last checkpoint (a finished run is left as is).
     Resume {
         /// The run directory holding config.toml and checkpoints/.
         run_dir: PathBuf,
+        /// The device to continue on; it must be the run's own (a run dir records its device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Keep every checkpoint instead of the newest two (analyses of whole trajectories).
+        #[arg(long)]
+        keep_all_checkpoints: bool,
     },
     /// Print the curvature of a checkpoint as JSON (λ_H^1..k, Tr H, Tr F, λ_K^1, Tr K, ratios).
     Measure {
@@ -68,7 +79,23 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+/// Exits with 0, [`EXIT_BAD_CONFIG`] when the error is a config error (running again cannot
+/// help; cluster executors do not retry it), or 1; the error is printed as `anyhow` prints it.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            let config = e.chain().any(|c| {
+                c.downcast_ref::<RunError>()
+                    .is_some_and(RunError::is_config)
+            });
+            std::process::ExitCode::from(if config { EXIT_BAD_CONFIG as u8 } else { 1 })
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.quiet);
     // Reuse freed activation buffers instead of faulting in fresh pages every step.
@@ -80,6 +107,7 @@ fn main() -> Result<()> {
             run_dir,
             seed,
             device,
+            keep_all_checkpoints,
         } => {
             let mut cfg = RunConfig::load(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
@@ -97,6 +125,7 @@ fn main() -> Result<()> {
             let opts = TrainOptions {
                 data_dir: cli.data_dir,
                 progress,
+                keep_all_checkpoints,
                 ..Default::default()
             };
             report(
@@ -104,14 +133,23 @@ fn main() -> Result<()> {
                     .with_context(|| format!("run {}", dir.display()))?,
             )
         }
-        Command::Resume { run_dir } => {
+        Command::Resume {
+            run_dir,
+            device,
+            keep_all_checkpoints,
+        } => {
             let dir = RunDir::new(&run_dir);
-            let cfg = dir
+            let mut cfg = dir
                 .load_config()
                 .with_context(|| format!("resuming {}", run_dir.display()))?;
+            // Another device than the run's is refused by `train` (the configs differ).
+            if let Some(device) = device {
+                cfg.device = device;
+            }
             let opts = TrainOptions {
                 data_dir: cli.data_dir,
                 progress,
+                keep_all_checkpoints,
                 ..Default::default()
             };
             report(train(&cfg, &dir, &opts).with_context(|| format!("run {}", run_dir.display()))?)

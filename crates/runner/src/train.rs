@@ -1,7 +1,7 @@
 //! The training loop: steps, trajectory logging, periodic checkpoints, divergence handling, the
 //! stopping rule, and resumption from the last checkpoint bit-identically on CPU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use breakeven_optim::{clip_grad_norm, global_grad_norm};
@@ -49,6 +49,23 @@ pub enum Outcome {
     },
 }
 
+/// `config` as a run directory records it: with its provenance (this checkout's git revision,
+/// the data directory, the runner's version). A sweep that writes run directories ahead of
+/// training (the Slurm executor) writes exactly what [`train`] would.
+pub fn resolved_config(config: &RunConfig, data_dir: Option<&Path>) -> RunConfig {
+    RunConfig {
+        provenance: Some(Provenance {
+            git_revision: git_revision(),
+            data_dir: data_dir.map_or_else(
+                || "(default search path)".into(),
+                |d| d.display().to_string(),
+            ),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        ..config.clone()
+    }
+}
+
 /// Starts the run of `config` in `run_dir`, or continues it from its last checkpoint; a
 /// finished run is returned as is. The config must equal the one already in `run_dir`.
 pub fn train(
@@ -67,16 +84,7 @@ pub fn train(
     }
     // Data before anything is written: a missing data set is one clear error.
     let data = load_data(config, opts.data_dir.as_deref())?;
-    let mut resolved = config.clone();
-    resolved.provenance = Some(Provenance {
-        git_revision: git_revision(),
-        data_dir: opts.data_dir.as_ref().map_or_else(
-            || "(default search path)".into(),
-            |d| d.display().to_string(),
-        ),
-        version: env!("CARGO_PKG_VERSION").into(),
-    });
-    run_dir.create(&resolved)?;
+    run_dir.create(&resolved_config(config, opts.data_dir.as_deref()))?;
     let device = open_device(&config.device)?;
     let mut p = prepare(config, data, device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);

@@ -1,0 +1,64 @@
+//! The `breakeven` binary's exit status: 2 for a config error (a cluster executor does not
+//! retry it), 1 for other errors. Cargo builds the binary for this test, which is also how
+//! `xtask/tests/slurm.rs` finds one to submit.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("breakeven-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const RUN: &str = r#"
+name = "cli"
+[data]
+name = "synthetic"
+val_size = VAL
+batch_size = 32
+[model]
+arch = "fc_relu"
+[optim]
+lr = 0.1
+[stop]
+max_epochs = 1
+"#;
+
+fn train(dir: &std::path::Path, config: &str, run: &str) -> (Option<i32>, String) {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_breakeven"))
+        .args(["--quiet", "train", "--config"])
+        .arg(&path)
+        .arg("--run-dir")
+        .arg(dir.join(run))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_errors_exit_with_2_other_errors_with_1() {
+    let dir = temp_dir("exit");
+    // More validation examples than the synthetic set holds: found when the run starts.
+    let (code, err) = train(&dir, &RUN.replace("VAL", "5000"), "a");
+    assert_eq!(code, Some(breakeven_runner::EXIT_BAD_CONFIG), "{err}");
+    assert!(err.contains("data.val_size"), "{err}");
+    // An unknown key.
+    let (code, err) = train(
+        &dir,
+        &format!("{}\nbogus = 1\n", RUN.replace("VAL", "64")),
+        "b",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    // Not a config error: the run directory cannot be created (a file is in the way).
+    std::fs::write(dir.join("c"), "in the way").unwrap();
+    let (code, err) = train(&dir, &RUN.replace("VAL", "64"), "c");
+    assert_eq!(code, Some(1), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
