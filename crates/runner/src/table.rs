@@ -44,19 +44,23 @@ pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunEr
         return Ok(None);
     }
     let ds: DatasetName = name.parse()?;
-    let Some((first, rest)) = roots.split_first() else {
+    if roots.is_empty() {
         return locate(ds, None).map(|_| None).map_err(Into::into);
-    };
+    }
+    let mut first_error = None;
     for root in roots {
-        if locate(ds, Some(root)).is_ok() {
-            return Ok(Some(root.canonicalize().unwrap_or_else(|_| root.clone())));
+        match locate(ds, Some(root)) {
+            Ok(_) => return Ok(Some(root.canonicalize().unwrap_or_else(|_| root.clone()))),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
-    let err = locate(ds, Some(first)).expect_err("not found above");
-    if rest.is_empty() {
+    let err = first_error.ok_or_else(|| RunError::Other(format!("{name}: no folder searched")))?;
+    if roots.len() == 1 {
         return Err(err.into());
     }
-    let searched: Vec<String> = rest
+    let searched: Vec<String> = roots[1..]
         .iter()
         .map(|r| r.join(ds.folder()).display().to_string())
         .collect();
