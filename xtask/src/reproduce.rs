@@ -184,6 +184,8 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     };
 
     let out_dir = out_dir(args)?;
+    // The revision before this command writes anything (its own plots would read as "dirty").
+    let revision = git_revision();
     let stem = format!("{}-{}", page_name(args), args.profile);
     let mut plots = Vec::new();
     for o in &outcomes {
@@ -215,7 +217,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         profile: args.profile.clone(),
         command,
         generated_utc: utc_now(),
-        git_revision: git_revision(),
+        git_revision: revision,
         hardware: format!(
             "{}{}",
             hardware_description(device.as_deref().unwrap_or("cpu")),
