@@ -127,7 +127,13 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
                 test_std,
                 train_mean: (!train.is_empty()).then(|| mean_std(&train).0),
                 seeds: test.len(),
-                converged: !test.is_empty() && converged,
+                // A seed of the chosen setting that diverged did not reach the criterion either.
+                converged: !test.is_empty()
+                    && converged
+                    && !runs.iter().any(|(s, r)| {
+                        Some(s.hyper) == chosen
+                            && r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged)
+                    }),
                 diverged: runs
                     .iter()
                     .filter(|(_, r)| r.as_ref().is_some_and(|r| r.status == RunStatus::Diverged))

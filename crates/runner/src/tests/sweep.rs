@@ -199,6 +199,14 @@ fn a_staged_profile_runs_the_baseline_at_eta_star_over_ten_and_extra_seeds_after
         .unwrap();
     capped.1.as_mut().unwrap().status = RunStatus::Capped;
     assert!(!reduce(&exp.columns, &runs)[0].converged);
+    // So does one that diverged (it leaves the cell's seeds, not its convergence mark).
+    let seed2 = runs
+        .iter_mut()
+        .find(|(s, _)| s.column == "eta_star" && s.seed == 2)
+        .unwrap();
+    seed2.1.as_mut().unwrap().status = RunStatus::Diverged;
+    let cell = &reduce(&exp.columns, &runs)[0];
+    assert!(!cell.converged && cell.seeds == 2, "{cell:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
