@@ -514,7 +514,6 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
         },
     );
     let mut rows = String::new();
-    let fmt_p = |p: Option<f64>| p.map_or("—".into(), |p| format!("{p:.3}"));
     for (row_index, o) in outcomes.iter().enumerate() {
         let RowState::Ran { cells, .. } = &o.state else {
             continue;
@@ -528,37 +527,15 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
             for i in (0..exp.columns.len()).filter(|&i| i != base && exp.columns[i].lr != "large") {
                 let c = &exp.columns[i].label;
                 let converged = conv(i) && conv(base);
-                let Some(e) = greater(seeds(i), seeds(base), converged, seed + i as u64) else {
-                    continue;
-                };
-                let interval = e.interval.map_or("—".into(), |(lo, hi)| {
-                    format!("[{lo:.2}, {hi:.2}] points")
-                });
-                let _ = writeln!(
-                    rows,
-                    "| {} | {c} beats the {b} | {:.2} points | {interval} | {} | **{}** ({}) |",
-                    o.row.setting,
-                    e.estimate,
-                    fmt_p(e.p_value),
-                    e.word.as_str(),
-                    e.reason
-                );
+                if let Some(e) = greater(seeds(i), seeds(base), converged, seed + i as u64) {
+                    difference_row(&mut rows, &o.row.setting, &format!("{c} beats the {b}"), &e);
+                }
             }
             continue;
         };
         if let Some(e) = greater(seeds(large), seeds(base), conv(large) && conv(base), seed) {
-            let interval = e.interval.map_or("—".into(), |(lo, hi)| {
-                format!("[{lo:.2}, {hi:.2}] points")
-            });
-            let _ = writeln!(
-                rows,
-                "| {} | the small learning rate loses accuracy ({l} > {b}) | {:.2} points | {interval} | {} | **{}** ({}) |",
-                o.row.setting,
-                e.estimate,
-                fmt_p(e.p_value),
-                e.word.as_str(),
-                e.reason
-            );
+            let claim = format!("the small learning rate loses accuracy ({l} > {b})");
+            difference_row(&mut rows, &o.row.setting, &claim, &e);
         }
         for &i in &pens {
             let p = &exp.columns[i].label;
@@ -581,14 +558,8 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
             } else {
                 "—".into()
             };
-            let _ = writeln!(
-                rows,
-                "| {} | {p} recovers the gap | {estimate} | {interval} | {} | **{}** ({}) |",
-                o.row.setting,
-                fmt_p(e.p_value),
-                e.word.as_str(),
-                e.reason
-            );
+            let claim = format!("{p} recovers the gap");
+            claim_row(&mut rows, &o.row.setting, &claim, &estimate, &interval, &e);
         }
     }
     if rows.is_empty() {
@@ -602,6 +573,33 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     out.push_str(&rows);
+}
+
+/// One row of the verdict table: setting, claim, estimate, interval, p, the word and its reason.
+fn claim_row(
+    rows: &mut String,
+    setting: &str,
+    claim: &str,
+    estimate: &str,
+    interval: &str,
+    e: &crate::evidence::Evidence,
+) {
+    let p = e.p_value.map_or("—".into(), |p| format!("{p:.3}"));
+    let _ = writeln!(
+        rows,
+        "| {setting} | {claim} | {estimate} | {interval} | {p} | **{}** ({}) |",
+        e.word.as_str(),
+        e.reason
+    );
+}
+
+/// [`claim_row`] for a difference of mean test accuracies, in points.
+fn difference_row(rows: &mut String, setting: &str, claim: &str, e: &crate::evidence::Evidence) {
+    let interval = e.interval.map_or("—".into(), |(lo, hi)| {
+        format!("[{lo:.2}, {hi:.2}] points")
+    });
+    let estimate = format!("{:.2} points", e.estimate);
+    claim_row(rows, setting, claim, &estimate, &interval, e);
 }
 
 /// The per-epoch (running training accuracy, test accuracy) of a run, from its metrics.
