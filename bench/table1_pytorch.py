@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_step import SimpleCNN  # bench/ is on the path when this script runs
 
 
 def load_cifar10(root):
@@ -47,29 +48,15 @@ def load_cifar10(root):
     return xtr, ytr, xte, yte
 
 
-class SimpleCNN(nn.Module):
-    """breakeven's SimpleCNN (crates/models/src/arch/simple_cnn.rs), with its initialization."""
-
-    def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv4 = nn.Conv2d(64, 64, 3)
-        self.fc1 = nn.Linear(64 * 6 * 6, 128)
-        self.fc2 = nn.Linear(128, classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.conv3(x))
-        x = F.max_pool2d(F.relu(self.conv4(x)), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return self.fc2(x)
+def simple_cnn():
+    """breakeven's SimpleCNN (torch_step.py's, as crates/models/src/arch/simple_cnn.rs) with
+    breakeven's initialization: Glorot-uniform kernels, zero biases (Keras defaults)."""
+    model = SimpleCNN()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def fisher_penalty(model, logits, sub_batch):
@@ -128,7 +115,7 @@ def main():
     x_val, y_val = tensors(xtr, ytr, split["val"])
     x_test, y_test = tensors(xte, yte, split["test"])
 
-    model = SimpleCNN()
+    model = simple_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=0.0)
     gen = torch.Generator().manual_seed(a.seed)
     step, status, epoch, t0 = 0, "capped", 0, time.time()

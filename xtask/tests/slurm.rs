@@ -176,13 +176,7 @@ fn metrics(run: &Path) -> Vec<MetricsRecord> {
     read_metrics(&RunDir::new(run).metrics_path())
         .unwrap()
         .into_iter()
-        .map(|mut r| {
-            r.step_time_s = 0.0;
-            if let Some(c) = r.curvature.as_mut() {
-                c.wall_s = 0.0;
-            }
-            r
-        })
+        .map(MetricsRecord::without_timings)
         .collect()
 }
 

@@ -54,6 +54,18 @@ pub struct MetricsRecord {
     pub curvature: Option<CurvatureRecord>,
 }
 
+impl MetricsRecord {
+    /// The record with its timings (step time, curvature wall time) zeroed: the only fields a
+    /// resumed or rescheduled run does not reproduce bit for bit.
+    pub fn without_timings(mut self) -> Self {
+        self.step_time_s = 0.0;
+        if let Some(c) = self.curvature.as_mut() {
+            c.wall_s = 0.0;
+        }
+        self
+    }
+}
+
 /// Curvature along the trajectory, on the measurement subset (SCIENCE.md §2).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CurvatureRecord {

@@ -170,17 +170,27 @@ pub fn dry_run(sweep: &Sweep, opts: &Options) -> Result<Option<String>, SlurmErr
         breakeven: staged_binary(&files, &opts.task.breakeven)?,
         ..opts.task.clone()
     };
+    array_script(&files, opts, &name, &runs, &task).map(Some)
+}
+
+/// The `sbatch --array` script of one submission: job `name`, one task per run dir of `runs`.
+fn array_script(
+    files: &SweepFiles,
+    opts: &Options,
+    name: &str,
+    runs: &[PathBuf],
+    task: &TaskCommand,
+) -> Result<String, SlurmError> {
     ArrayScript {
-        job_name: &name,
-        runs: &runs,
+        job_name: name,
+        runs,
         log_dir: &files.logs(),
         exit_dir: &files.exits(),
         made_by: &opts.made_by,
         sbatch: &opts.sbatch,
-        task: &task,
+        task,
     }
     .render()
-    .map(Some)
 }
 
 impl Ledger {
@@ -412,16 +422,7 @@ fn submit(
     let n = ledger.submissions.len();
     let name = job_name(sweep, &ledger.token, n);
     let runs: Vec<PathBuf> = todo.iter().map(|p| p.spec.dir.clone()).collect();
-    let script = ArrayScript {
-        job_name: &name,
-        runs: &runs,
-        log_dir: &files.logs(),
-        exit_dir: &files.exits(),
-        made_by: &opts.made_by,
-        sbatch: &opts.sbatch,
-        task: &opts.task,
-    }
-    .render()?;
+    let script = array_script(files, opts, &name, &runs, &opts.task)?;
     let script_name = format!("submit-{n}.sh");
     let script_path = files.dir.join(&script_name);
     breakeven_runner::atomic::write_atomic(&script_path, script.as_bytes())?;

@@ -34,13 +34,7 @@ fn metrics_without_time(run: &RunDir) -> Vec<crate::metrics::MetricsRecord> {
     read_metrics(&run.metrics_path())
         .unwrap()
         .into_iter()
-        .map(|mut r| {
-            r.step_time_s = 0.0;
-            if let Some(c) = r.curvature.as_mut() {
-                c.wall_s = 0.0;
-            }
-            r
-        })
+        .map(crate::metrics::MetricsRecord::without_timings)
         .collect()
 }
 
