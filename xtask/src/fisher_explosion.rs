@@ -8,6 +8,7 @@ use anyhow::Result;
 use breakeven_runner::claims::{
     early_peak, peak_accuracy_verdict, peak_ratio_verdict, sig4, Verdict,
 };
+use breakeven_runner::config::penalty_name;
 use breakeven_runner::plot::{labelled_scatter, line_chart, LabelledSeries};
 use breakeven_runner::TrainOptions;
 
@@ -63,14 +64,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                     "{} (η={}{})",
                     column_label(&exp, spec),
                     spec.config.optim.lr,
-                    if spec.config.penalty.kind == "none" {
+                    if spec.config.penalty.kind.is_none() {
                         String::new()
                     } else {
                         format!(", α={}", spec.config.penalty.alpha)
                     }
                 ),
                 lr: spec.config.optim.lr,
-                penalty: spec.config.penalty.kind.clone(),
+                penalty: penalty_name(spec.config.penalty.kind).to_string(),
                 peak: early_peak(&curve, 0.0, early),
                 run_peak: early_peak(&curve, 0.0, f64::INFINITY),
                 curve,

@@ -23,7 +23,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         .runs_dir
         .clone()
         .unwrap_or_else(|| root.join("runs").join(&stem));
-    let data_name = runs[0].1.data.name.clone();
+    let data_name = runs[0].1.data.name.to_string();
     let data_dir =
         data_dir_for(args, &data_name).with_context(|| format!("locating data set {data_name}"))?;
 
@@ -112,7 +112,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     if args.report_only {
         command.push_str(" --report-only");
     }
-    let device = runs[0].1.device.clone();
+    let device = runs[0].1.device;
     let data_note = data_dir
         .as_ref()
         .map(|d| format!("; data read from {}", d.display()))
@@ -123,7 +123,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         command,
         generated_utc: utc_now(),
         git_revision: git_revision(),
-        hardware: format!("{}{data_note}", hardware_description(&device)),
+        hardware: format!("{}{data_note}", hardware_description(&device.to_string())),
         plots: page_plots,
     };
     let page_runs: Vec<LcaRun<'_>> = runs

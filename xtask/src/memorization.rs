@@ -84,7 +84,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         for (spec, summary) in runs {
             let Some(summary) = summary else { continue };
             let records = run_records(spec)?;
-            let alpha = if spec.config.penalty.kind == "none" {
+            let alpha = if spec.config.penalty.kind.is_none() {
                 String::new()
             } else {
                 format!(", α={}", spec.config.penalty.alpha)

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use breakeven_data::fetch::FetchOptions;
-use breakeven_data::DatasetName;
 use breakeven_runner::claims::Verdict;
+use breakeven_runner::config::DataName;
 use breakeven_runner::metrics::{read_metrics, MetricsRecord};
 use breakeven_runner::plot::{bar_chart, line_chart, Plot};
 use breakeven_runner::report::{
@@ -335,12 +335,15 @@ impl TableProgress for LogProgress {
 /// Where data set `name` is (`None`: the default search path or synthetic data), fetching it
 /// into the first data root first unless `--offline`; the error says what to type.
 pub(crate) fn data_dir_for(args: &ReproduceArgs, name: &str) -> Result<Option<PathBuf>> {
+    let name: DataName = name.parse()?;
     let roots = data_roots(args);
     let missing = match find_data(name, &roots) {
         Ok(dir) => return Ok(dir),
         Err(e) => e,
     };
-    let dataset: DatasetName = name.parse()?;
+    let Some(dataset) = name.files() else {
+        return Err(missing.into());
+    };
     let fix = format!(
         "`{}` (or pass --data-dir / set BREAKEVEN_DATA to a folder holding it)",
         dataset.fetch_command()

@@ -3,10 +3,13 @@
 //! Every section rejects unknown keys, and `validate` rejects impossible values naming the key,
 //! so a typo or a negative learning rate is ONE clear error before any training starts.
 
+use breakeven_data::DatasetName;
 use breakeven_models::ModelSpec;
-use serde::{Deserialize, Serialize};
+use breakeven_penalties::PenaltyKind;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::Path;
 
+use crate::device::{parse_device_name, DeviceName};
 use crate::error::RunError;
 
 /// One training run: data, model, optimizer, schedule, penalty, stopping rule and tracking.
@@ -20,11 +23,11 @@ pub struct RunConfig {
     #[serde(default)]
     pub seed: u64,
     /// `cpu` or `cuda[:N]`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceName,
     /// Floating-point type of parameters and activations: `f32` or `f64`.
-    #[serde(default = "default_dtype")]
-    pub dtype: String,
+    #[serde(default)]
+    pub dtype: Precision,
     pub data: DataConfig,
     /// The architecture, passed to `breakeven_models::build` (e.g. `{ arch = "simple_cnn" }`).
     pub model: ModelSpec,
@@ -59,7 +62,7 @@ pub struct Provenance {
 pub struct DataConfig {
     /// `cifar10`, `cifar100`, `fashion-mnist`, `mnist`, `tiny-imagenet` or `synthetic`
     /// (seeded Gaussian blobs, for tests and smoke runs without data).
-    pub name: String,
+    pub name: DataName,
     /// Use only N training examples (after the validation split): a class-balanced draw seeded
     /// by the run's seed; absent = all.
     #[serde(default)]
@@ -71,8 +74,8 @@ pub struct DataConfig {
     #[serde(default)]
     pub test_subset: Option<usize>,
     /// `none` or `flip-crop` (random horizontal flip + 4-pixel-padded random crop).
-    #[serde(default = "default_augment")]
-    pub augment: String,
+    #[serde(default)]
+    pub augment: Augmentation,
     /// Fraction of training labels replaced by a uniformly drawn different class.
     #[serde(default)]
     pub label_noise: f64,
@@ -112,8 +115,8 @@ pub struct OptimConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// `constant`, `step` (×gamma at each milestone epoch) or `cosine` (to 0 at `stop.max_epochs`).
-    #[serde(default = "default_schedule")]
-    pub kind: String,
+    #[serde(default)]
+    pub kind: ScheduleKind,
     #[serde(default)]
     pub milestones: Vec<usize>,
     #[serde(default = "default_gamma")]
@@ -127,9 +130,9 @@ pub struct ScheduleConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PenaltyConfig {
-    /// `none`, `fp`, `gp`, `gpr` or `gpx`.
-    #[serde(default = "default_penalty")]
-    pub kind: String,
+    /// `none`, `fp`, `gp`, `gpr` or `gpx` (`None` for `none`).
+    #[serde(default, with = "penalty_name")]
+    pub kind: Option<PenaltyKind>,
     /// Penalty weight α (≥ 0).
     #[serde(default)]
     pub alpha: f64,
@@ -143,8 +146,16 @@ pub struct PenaltyConfig {
     #[serde(default = "default_true")]
     pub squared: bool,
     /// How ∇P is computed: `double_backprop` (exact) or `finite_difference` (cheaper).
-    #[serde(default = "default_method")]
-    pub method: String,
+    #[serde(default)]
+    pub method: PenaltyMethod,
+    /// With `finite_difference`: the step ε along the unit direction (absent = the penalties
+    /// crate's rule from the scales of θ and the direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// With `finite_difference`: one-sided differences (one extra pass, error O(ε)) instead of
+    /// central ones (two extra passes, error O(ε²)).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub one_sided: bool,
 }
 
 /// When a run ends. SCIENCE.md §4: compare at convergence, so stop at a training-accuracy
@@ -213,32 +224,17 @@ pub struct TrackingConfig {
 fn default_name() -> String {
     "run".into()
 }
-fn default_device() -> String {
-    "cpu".into()
-}
-fn default_dtype() -> String {
-    "f32".into()
-}
-fn default_augment() -> String {
-    "none".into()
-}
-fn default_schedule() -> String {
-    "constant".into()
-}
 fn default_gamma() -> f64 {
     0.1
-}
-fn default_penalty() -> String {
-    "none".into()
 }
 fn default_every() -> usize {
     1
 }
-fn default_method() -> String {
-    "double_backprop".into()
-}
 fn default_true() -> bool {
     true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 fn default_one() -> usize {
     1
@@ -268,7 +264,7 @@ fn default_noise_subset() -> usize {
 impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {
-            kind: default_schedule(),
+            kind: ScheduleKind::Constant,
             milestones: vec![],
             gamma: default_gamma(),
             warmup_epochs: 0,
@@ -279,12 +275,14 @@ impl Default for ScheduleConfig {
 impl Default for PenaltyConfig {
     fn default() -> Self {
         Self {
-            kind: default_penalty(),
+            kind: None,
             alpha: 0.0,
             every: 1,
             sub_batch: None,
             squared: true,
-            method: default_method(),
+            method: PenaltyMethod::DoubleBackprop,
+            epsilon: None,
+            one_sided: false,
         }
     }
 }
@@ -309,21 +307,182 @@ impl Default for TrackingConfig {
     }
 }
 
-/// Data sets the runner knows how to load.
-pub const DATASETS: &[&str] = &[
-    "cifar10",
-    "cifar100",
-    "fashion-mnist",
-    "mnist",
-    "tiny-imagenet",
-    "synthetic",
-];
-/// Penalty kinds (SCIENCE.md §3).
-pub const PENALTIES: &[&str] = &["none", "fp", "gp", "gpr", "gpx"];
-/// Schedule kinds.
-pub const SCHEDULES: &[&str] = &["constant", "step", "cosine"];
-/// Augmentations.
-pub const AUGMENTATIONS: &[&str] = &["none", "flip-crop"];
+/// `data.name`: a data set read from files, or the seeded synthetic blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DataName {
+    #[serde(rename = "cifar10")]
+    Cifar10,
+    #[serde(rename = "cifar100")]
+    Cifar100,
+    #[serde(rename = "fashion-mnist")]
+    FashionMnist,
+    #[serde(rename = "mnist")]
+    Mnist,
+    #[serde(rename = "tiny-imagenet")]
+    TinyImageNet,
+    /// Seeded Gaussian blobs generated in memory (no files).
+    #[serde(rename = "synthetic")]
+    Synthetic,
+}
+
+impl DataName {
+    /// Every accepted value, in the order error messages list them.
+    pub const ALL: [DataName; 6] = [
+        DataName::Cifar10,
+        DataName::Cifar100,
+        DataName::FashionMnist,
+        DataName::Mnist,
+        DataName::TinyImageNet,
+        DataName::Synthetic,
+    ];
+
+    /// The data set on disk, or `None` for the synthetic one.
+    pub fn files(self) -> Option<DatasetName> {
+        match self {
+            DataName::Cifar10 => Some(DatasetName::Cifar10),
+            DataName::Cifar100 => Some(DatasetName::Cifar100),
+            DataName::FashionMnist => Some(DatasetName::FashionMnist),
+            DataName::Mnist => Some(DatasetName::Mnist),
+            DataName::TinyImageNet => Some(DatasetName::TinyImageNet),
+            DataName::Synthetic => None,
+        }
+    }
+
+    /// The name as written in configs (and on `cargo xtask data fetch`).
+    pub fn as_str(self) -> &'static str {
+        self.files().map_or("synthetic", DatasetName::as_str)
+    }
+}
+
+impl std::str::FromStr for DataName {
+    type Err = RunError;
+    fn from_str(s: &str) -> Result<Self, RunError> {
+        DataName::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| RunError::Invalid {
+                key: "data.name".into(),
+                message: format!(
+                    "unknown data set {s:?}, expected one of {}",
+                    DataName::ALL.map(DataName::as_str).join(", ")
+                ),
+            })
+    }
+}
+
+impl std::fmt::Display for DataName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `data.augment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    #[default]
+    None,
+    /// Random horizontal flip and 4-pixel-padded random crop.
+    FlipCrop,
+}
+
+/// `schedule.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    /// ×gamma at each milestone epoch.
+    Step,
+    /// Cosine decay to 0 at `stop.max_epochs`.
+    Cosine,
+}
+
+/// `penalty.method`: how ∇P is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PenaltyMethod {
+    /// Exact, by differentiating through the backward pass.
+    #[default]
+    DoubleBackprop,
+    /// Hessian-vector products by differences of gradients (cheaper, approximate).
+    FiniteDifference,
+}
+
+/// `dtype`: the floating-point type of parameters and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Precision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::F64 => candle_core::DType::F64,
+        }
+    }
+}
+
+/// `penalty.kind` as `none` or one of the penalties crate's kinds, in their serde names.
+mod penalty_name {
+    use super::*;
+
+    const NAMES: [(&str, Option<PenaltyKind>); 5] = [
+        ("none", None),
+        ("fp", Some(PenaltyKind::Fp)),
+        ("gp", Some(PenaltyKind::Gp)),
+        ("gpr", Some(PenaltyKind::Gpr)),
+        ("gpx", Some(PenaltyKind::Gpx)),
+    ];
+
+    pub fn name(kind: Option<PenaltyKind>) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map_or("none", |(n, _)| n)
+    }
+
+    pub fn serialize<S: Serializer>(kind: &Option<PenaltyKind>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*kind))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PenaltyKind>, D::Error> {
+        let text = String::deserialize(d)?;
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == text)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(&text),
+                    &format!("one of {}", names.join(", ")).as_str(),
+                )
+            })
+    }
+}
+
+/// The name a penalty kind has in configs (`none` for no penalty).
+pub fn penalty_name(kind: Option<PenaltyKind>) -> &'static str {
+    penalty_name::name(kind)
+}
+
+impl Serialize for DeviceName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_device_name(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.

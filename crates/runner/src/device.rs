@@ -4,11 +4,21 @@ use candle_core::Device;
 
 use crate::error::RunError;
 
-/// A parsed device name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A parsed device name (`cuda` is `cuda:0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceName {
+    #[default]
     Cpu,
     Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`.
@@ -29,8 +39,8 @@ pub fn parse_device_name(name: &str) -> Result<DeviceName, RunError> {
 }
 
 /// Opens the device (CUDA only when built with the `cuda` feature).
-pub fn open_device(name: &str) -> Result<Device, RunError> {
-    match parse_device_name(name)? {
+pub fn open_device(name: DeviceName) -> Result<Device, RunError> {
+    match name {
         DeviceName::Cpu => Ok(Device::Cpu),
         DeviceName::Cuda(n) => Device::new_cuda(n).map_err(|e| RunError::Invalid {
             key: "device".into(),

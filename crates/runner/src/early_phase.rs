@@ -58,7 +58,7 @@ pub fn checkpoint_predictions(
         return Ok((0, vec![]));
     }
     let data = load_data(&config, data_dir)?;
-    let mut p = prepare(&config, data, open_device(&config.device)?)?;
+    let mut p = prepare(&config, data, open_device(config.device)?)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
     let mut out = Vec::with_capacity(checkpoints.len());
     for (step, path) in checkpoints {
@@ -353,7 +353,7 @@ mod tests {
                     "{name}: a checkpoint per log point"
                 );
                 assert_eq!(s.config.stop.train_acc, Some(0.65), "{name}");
-                assert_eq!(s.config.data.name, "cifar10");
+                assert_eq!(s.config.data.name, crate::config::DataName::Cifar10);
                 assert!(
                     s.config.data.test_subset.is_some(),
                     "{name}: a fixed test subset"
@@ -376,7 +376,12 @@ mod tests {
             keep_all_checkpoints: true,
             ..Default::default()
         };
-        crate::train(&config, &RunDir::new(dir.join("all")), &opts).unwrap();
+        crate::train(
+            &config.validate().unwrap(),
+            &RunDir::new(dir.join("all")),
+            &opts,
+        )
+        .unwrap();
         let t = trajectory(&dir.join("all"), None).unwrap();
         assert_eq!(t.classes, 4);
         let points = t.points;
@@ -394,7 +399,7 @@ mod tests {
         assert_ne!(points[0].predictions, points[points.len() - 1].predictions);
         // Without the option only the newest two checkpoints survive.
         crate::train(
-            &config,
+            &config.validate().unwrap(),
             &RunDir::new(dir.join("pruned")),
             &crate::TrainOptions::default(),
         )

@@ -296,7 +296,7 @@ pub fn run_full_batch_from_disk(
     data_dir: Option<&Path>,
     on_point: &mut dyn FnMut(&FullBatchPoint),
 ) -> Result<Vec<FullBatchPoint>, RunError> {
-    let device = crate::device::open_device(&spec.device)?;
+    let device = crate::device::open_device(crate::device::parse_device_name(&spec.device)?)?;
     let dtype = if spec.dtype == "f64" {
         DType::F64
     } else {

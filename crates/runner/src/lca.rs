@@ -164,10 +164,13 @@ pub fn run_lca(
     data_dir: Option<&Path>,
 ) -> Result<Vec<LcaRecord>, RunError> {
     config.validate()?;
-    if config.penalty.kind != "none" {
+    if let Some(kind) = config.penalty.kind {
         return Err(RunError::Invalid {
             key: "penalty.kind".into(),
-            message: format!("LCA runs use plain SGD, got `{}`", config.penalty.kind),
+            message: format!(
+                "LCA runs use plain SGD, got `{}`",
+                crate::config::penalty_name(Some(kind))
+            ),
         });
     }
     if schedule.every == 0 {
@@ -187,7 +190,7 @@ pub fn run_lca(
     // The resolved config as given (provenance-free, so a finished run is recognised above).
     std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
     crate::atomic::write_atomic(&run_dir.config_path(), config.to_toml()?.as_bytes())?;
-    let mut p = prepare(config, data, open_device(&config.device)?)?;
+    let mut p = prepare(config, data, open_device(config.device)?)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
     let vars: Vec<Var> = p.model.params().iter().map(|q| q.var.clone()).collect();
     let names = p.model.params().iter().map(|q| q.name.clone()).collect();

@@ -123,7 +123,7 @@ fn records_are_deterministic_for_a_seed() {
 #[test]
 fn penalties_are_refused() {
     let mut c = tiny("fc_relu", "f32");
-    c.penalty.kind = "fp".into();
+    c.penalty.kind = Some(breakeven_penalties::PenaltyKind::Fp);
     c.penalty.alpha = 0.1;
     let e = run_lca(&c, &SCHEDULE, &temp_dir("lca-pen"), None).unwrap_err();
     assert!(e.to_string().contains("penalty.kind"), "{e}");
@@ -140,7 +140,7 @@ fn experiment_profiles_expand_to_valid_configs() {
         let lrs: Vec<f64> = runs.iter().map(|(_, c)| c.optim.lr).collect();
         assert_eq!(lrs, vec![p.large_lr, p.small_lr], "{name}");
         assert!(p.large_lr > p.small_lr, "{name}");
-        assert!(runs.iter().all(|(_, c)| c.penalty.kind == "none"));
+        assert!(runs.iter().all(|(_, c)| c.penalty.kind.is_none()));
     }
     assert!(exp.profile("nope").is_err());
 }

@@ -38,6 +38,7 @@ pub use config::RunConfig;
 pub use error::{Result, RunError, EXIT_BAD_CONFIG};
 pub use rundir::{RunDir, RunStatus, Summary};
 pub use train::{enable_second_order, resolved_config, train, Outcome, TrainOptions};
+pub use validate::ValidConfig;
 
 #[cfg(test)]
 mod tests;

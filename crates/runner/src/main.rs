@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use breakeven_runner::device::parse_device_name;
 use breakeven_runner::{
     train, Outcome, RunConfig, RunDir, RunError, TrainOptions, EXIT_BAD_CONFIG,
 };
@@ -115,9 +116,10 @@ fn run() -> Result<()> {
                 cfg.seed = seed;
             }
             if let Some(device) = device {
-                cfg.device = device;
+                cfg.device = parse_device_name(&device)?;
             }
-            cfg.validate()
+            let cfg = cfg
+                .validate()
                 .with_context(|| format!("in {}", config.display()))?;
             let dir = run_dir.unwrap_or_else(|| {
                 PathBuf::from("runs").join(format!("{}-seed{}", cfg.name, cfg.seed))
@@ -144,8 +146,11 @@ fn run() -> Result<()> {
                 .with_context(|| format!("resuming {}", run_dir.display()))?;
             // Another device than the run's is refused by `train` (the configs differ).
             if let Some(device) = device {
-                cfg.device = device;
+                cfg.device = parse_device_name(&device)?;
             }
+            let cfg = cfg
+                .validate()
+                .with_context(|| format!("in {}", run_dir.display()))?;
             let opts = TrainOptions {
                 data_dir: cli.data_dir,
                 progress,

@@ -44,7 +44,7 @@ pub fn measure_checkpoint(
             }
         };
     if let Some(name) = data {
-        config.data.name = name.into();
+        config.data.name = name.parse()?;
     }
     if let Some(n) = subset {
         config.tracking.measure_subset = n;
@@ -52,7 +52,7 @@ pub fn measure_checkpoint(
     config.tracking.curvature = true;
     config.validate()?;
     let data = load_data(&config, data_dir)?;
-    let mut p = prepare(&config, data, open_device(&config.device)?)?;
+    let mut p = prepare(&config, data, open_device(config.device)?)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
     let step = match config_file {
         Some(_) => {

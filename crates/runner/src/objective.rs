@@ -3,11 +3,11 @@
 //! numbers the tracker logs.
 
 use breakeven_models::{correct_count, cross_entropy, Mode, Model};
-use breakeven_penalties::{GradMethod, Penalizer, PenaltyError, PenaltyKind, PenaltyNorm};
+use breakeven_penalties::{GradMethod, Penalizer, PenaltyError, PenaltyNorm};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::PenaltyConfig;
+use crate::config::{PenaltyConfig, PenaltyMethod};
 use crate::error::RunError;
 use crate::evaluate::scalar;
 
@@ -27,12 +27,8 @@ pub struct StepOutput {
 /// The penalties crate's config for a batch of `n` examples (a short last batch of an epoch
 /// takes the penalty on all its examples), or `None` without a penalty.
 fn penalizer(cfg: &PenaltyConfig, n: usize) -> Result<Option<Penalizer>, RunError> {
-    let kind = match cfg.kind.as_str() {
-        "fp" => PenaltyKind::Fp,
-        "gp" => PenaltyKind::Gp,
-        "gpr" => PenaltyKind::Gpr,
-        "gpx" => PenaltyKind::Gpx,
-        _ => return Ok(None),
+    let Some(kind) = cfg.kind else {
+        return Ok(None);
     };
     let config = breakeven_penalties::PenaltyConfig {
         kind,
@@ -44,13 +40,12 @@ fn penalizer(cfg: &PenaltyConfig, n: usize) -> Result<Option<Penalizer>, RunErro
         },
         every: cfg.every as u64,
         sub_batch: cfg.sub_batch.map(|m| m.min(n)),
-        method: if cfg.method == "finite_difference" {
-            GradMethod::FiniteDifference {
-                epsilon: None,
-                one_sided: false,
-            }
-        } else {
-            GradMethod::DoubleBackprop
+        method: match cfg.method {
+            PenaltyMethod::FiniteDifference => GradMethod::FiniteDifference {
+                epsilon: cfg.epsilon,
+                one_sided: cfg.one_sided,
+            },
+            PenaltyMethod::DoubleBackprop => GradMethod::DoubleBackprop,
         },
     };
     Penalizer::new(config, n)

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use breakeven_data::{
     balanced_subset, epoch_permutation, exact_duplicates, shared_images, symmetric_label_noise,
-    validation_split, Augment, Dataset, DatasetName, Loader, LoaderConfig, Mixup, NoisyLabels,
-    Normalization, TrainTest,
+    validation_split, Augment, Dataset, Loader, LoaderConfig, Mixup, NoisyLabels, Normalization,
+    TrainTest,
 };
 use breakeven_models::{build, Model};
 use breakeven_optim::{LrSchedule, Sgd, SgdConfig};
@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::RunConfig;
+use crate::config::{Augmentation, RunConfig, ScheduleKind};
 use crate::error::RunError;
 
 /// Seed offsets so that the model init, the measurement subset and the penalty labels never
@@ -80,11 +80,10 @@ pub struct Prepared {
 
 /// Loads the data set named in the config (or generates the synthetic one).
 pub fn load_data(config: &RunConfig, data_dir: Option<&Path>) -> Result<TrainTest, RunError> {
-    if config.data.name == "synthetic" {
-        return Ok(synthetic(config.seed));
+    match config.data.name.files() {
+        None => Ok(synthetic(config.seed)),
+        Some(name) => Ok(breakeven_data::load(name, data_dir)?),
     }
-    let name: DatasetName = config.data.name.parse()?;
-    Ok(breakeven_data::load(name, data_dir)?)
 }
 
 /// Seeded Gaussian blobs: 4 classes of 3×16×16 byte images (1,024 train, 256 test); learnable
@@ -165,14 +164,6 @@ pub fn training_pool(train: &Dataset, test: Option<&Dataset>, dedup: bool) -> Ve
     kept
 }
 
-fn parse_dtype(name: &str) -> DType {
-    if name == "f64" {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
-
 /// Which records of the data set a run trains, validates and tests on (indices into the
 /// data set's train and test splits, ascending), as [`prepare`] draws them from the config.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -248,7 +239,7 @@ pub fn export_split(config: &RunConfig, data_dir: Option<&Path>) -> Result<Split
         .transpose()?
         .map(|n| n.labels);
     Ok(SplitExport {
-        data: config.data.name.clone(),
+        data: config.data.name.to_string(),
         seed: config.seed,
         split,
         mean: norm.mean,
@@ -259,7 +250,7 @@ pub fn export_split(config: &RunConfig, data_dir: Option<&Path>) -> Result<Split
 
 /// Builds everything a run needs. The config must be validated.
 pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Prepared, RunError> {
-    let dtype = parse_dtype(&config.dtype);
+    let dtype = config.dtype.dtype();
     let TrainTest { train, test } = data;
     let num_classes = train.num_classes;
     let Split {
@@ -367,7 +358,7 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         batch_size: config.data.batch_size,
         shuffle: true,
         drop_last: false,
-        augment: (config.data.augment == "flip-crop").then_some(Augment::CIFAR),
+        augment: (config.data.augment == Augmentation::FlipCrop).then_some(Augment::CIFAR),
         normalization: norm,
         mixup,
         seed: config.seed,
@@ -426,16 +417,16 @@ pub fn noise_tracking_split(
 pub fn sgd_config(config: &RunConfig, steps_per_epoch: u64) -> SgdConfig {
     let o = &config.optim;
     let s = &config.schedule;
-    let base = match s.kind.as_str() {
-        "step" => LrSchedule::MultiStep {
+    let base = match s.kind {
+        ScheduleKind::Step => LrSchedule::MultiStep {
             milestones: s.milestones.iter().map(|&m| m as u64).collect(),
             gamma: s.gamma,
         },
-        "cosine" => LrSchedule::Cosine {
+        ScheduleKind::Cosine => LrSchedule::Cosine {
             t_max: config.stop.max_epochs as u64,
             min_lr: 0.0,
         },
-        _ => LrSchedule::Constant,
+        ScheduleKind::Constant => LrSchedule::Constant,
     };
     let schedule = if s.warmup_epochs > 0 {
         // Start at one warm-up step's share of the rate, not at 0 (a zero step is wasted).

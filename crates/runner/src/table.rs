@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use breakeven_data::{locate, DatasetName};
+use breakeven_data::locate;
+
+use crate::config::DataName;
 
 use crate::error::RunError;
 use crate::rundir::Summary;
@@ -39,11 +41,10 @@ pub struct RowOutcome {
 /// search path (`$BREAKEVEN_DATA`, then `./data`). Named roots replace the default search, so a
 /// sweep told where its data is never picks up another copy. Errors with the data crate's
 /// message (every folder searched and the fetch command).
-pub fn find_data(name: &str, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunError> {
-    if name == "synthetic" {
+pub fn find_data(name: DataName, roots: &[PathBuf]) -> Result<Option<PathBuf>, RunError> {
+    let Some(ds) = name.files() else {
         return Ok(None);
-    }
-    let ds: DatasetName = name.parse()?;
+    };
     if roots.is_empty() {
         return locate(ds, None).map(|_| None).map_err(Into::into);
     }
@@ -129,14 +130,13 @@ pub fn run_table_with(
         let specs = exp.expand_row(profile, row, root)?;
         let data_name = specs
             .first()
-            .map(|s| s.config.data.name.clone())
-            .unwrap_or_default();
+            .map_or(DataName::Synthetic, |s| s.config.data.name);
         plans.push((row, data_name));
     }
     let mut index = 0;
     let mut out = Vec::new();
     for (row, data_name) in plans {
-        let data_dir = match find_data(&data_name, data_roots) {
+        let data_dir = match find_data(data_name, data_roots) {
             Ok(d) => d,
             // A report needs the runs, not the data.
             Err(_) if !execute => None,
@@ -145,7 +145,7 @@ pub fn run_table_with(
                 out.push(RowOutcome {
                     row: (*row).clone(),
                     state: RowState::Missing {
-                        dataset: data_name,
+                        dataset: data_name.to_string(),
                         message: e.to_string(),
                     },
                     data_dir: None,
@@ -180,7 +180,11 @@ pub fn run_table_with(
                         bar: progress.run_bar(),
                         ..options.clone()
                     };
-                    if let Err(e) = train(&spec.config, &crate::RunDir::new(&spec.dir), &opts) {
+                    if let Err(e) = train(
+                        &spec.config.validate()?,
+                        &crate::RunDir::new(&spec.dir),
+                        &opts,
+                    ) {
                         tracing::error!(run = %spec.dir.display(), "failed: {e}");
                         // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
                         let message = e.to_string().lines().next().unwrap_or_default().to_string();

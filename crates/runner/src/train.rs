@@ -19,6 +19,7 @@ use crate::rundir::{git_revision, FinalMetrics, RunDir, RunStatus, Summary};
 use crate::setup::{load_data, prepare, Prepared, STEP_SEED_OFFSET};
 use crate::state::{restore, save, Accum, TrainState};
 use crate::track::{measure_curvature, noise_fit, should_log};
+use crate::validate::ValidConfig;
 
 /// Checkpoints kept on disk (the newest ones); older ones are deleted.
 const KEEP_CHECKPOINTS: usize = 2;
@@ -69,23 +70,22 @@ pub fn resolved_config(config: &RunConfig, data_dir: Option<&Path>) -> RunConfig
 /// Starts the run of `config` in `run_dir`, or continues it from its last checkpoint; a
 /// finished run is returned as is. The config must equal the one already in `run_dir`.
 pub fn train(
-    config: &RunConfig,
+    config: &ValidConfig,
     run_dir: &RunDir,
     opts: &TrainOptions,
 ) -> Result<Outcome, RunError> {
-    config.validate()?;
     if let Some(summary) = run_dir.summary()? {
         run_dir.check_same(config)?;
         tracing::info!(run = %run_dir.root.display(), "already finished");
         return Ok(Outcome::Finished(summary));
     }
-    if config.tracking.curvature || config.penalty.kind != "none" {
+    if config.tracking.curvature || config.penalty.kind.is_some() {
         enable_second_order()?;
     }
     // Data before anything is written: a missing data set is one clear error.
     let data = load_data(config, opts.data_dir.as_deref())?;
     run_dir.create(&resolved_config(config, opts.data_dir.as_deref()))?;
-    let device = open_device(&config.device)?;
+    let device = open_device(config.device)?;
     let mut p = prepare(config, data, device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
 

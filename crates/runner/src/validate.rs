@@ -1,40 +1,41 @@
 //! Validation of a parsed run config: impossible values are rejected naming the key, so a bad
 //! config is one clear error before any data is read or any step is taken.
 
-use crate::config::{RunConfig, AUGMENTATIONS, DATASETS, PENALTIES, SCHEDULES};
+use std::ops::Deref;
+
+use crate::config::{penalty_name, PenaltyMethod, RunConfig};
 use crate::error::RunError;
 
+/// A run config whose values were checked by [`RunConfig::validate`]: the only form the trainer
+/// takes, so no run starts from an unchecked config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(RunConfig);
+
+impl Deref for ValidConfig {
+    type Target = RunConfig;
+    fn deref(&self) -> &RunConfig {
+        &self.0
+    }
+}
+
+impl ValidConfig {
+    /// The checked config.
+    pub fn config(&self) -> &RunConfig {
+        &self.0
+    }
+}
+
 impl RunConfig {
-    /// Rejects impossible values, naming the key (unknown architectures and keys are already
-    /// rejected by parsing).
-    pub fn validate(&self) -> Result<(), RunError> {
+    /// Rejects impossible values, naming the key (unknown names of data sets, penalties,
+    /// schedules, devices and architectures, and unknown keys, are already rejected by parsing,
+    /// with the accepted values).
+    pub fn validate(&self) -> Result<ValidConfig, RunError> {
         let bad = |key: &str, why: String| {
             Err(RunError::Invalid {
                 key: key.into(),
                 message: why,
             })
         };
-        let one_of = |key: &str, value: &str, allowed: &[&str]| {
-            if allowed.contains(&value) {
-                Ok(())
-            } else {
-                bad(
-                    key,
-                    format!("unknown value {value:?}, expected one of {allowed:?}"),
-                )
-            }
-        };
-        one_of("data.name", &self.data.name, DATASETS)?;
-        one_of("data.augment", &self.data.augment, AUGMENTATIONS)?;
-        one_of("penalty.kind", &self.penalty.kind, PENALTIES)?;
-        one_of(
-            "penalty.method",
-            &self.penalty.method,
-            &["double_backprop", "finite_difference"],
-        )?;
-        one_of("schedule.kind", &self.schedule.kind, SCHEDULES)?;
-        one_of("dtype", &self.dtype, &["f32", "f64"])?;
-        crate::device::parse_device_name(&self.device)?;
         if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
             return bad(
                 "optim.lr",
@@ -93,12 +94,12 @@ impl RunConfig {
         }
         // A penalized step evaluates P on the batch's own labels; with mixed inputs those
         // labels are only part of the target, so the combination is refused, not guessed.
-        if self.data.mixup_alpha > 0.0 && self.penalty.kind != "none" {
+        if self.data.mixup_alpha > 0.0 && self.penalty.kind.is_some() {
             return bad(
                 "data.mixup_alpha",
                 format!(
                     "Mixup cannot be combined with penalty {:?}; set one of them off",
-                    self.penalty.kind
+                    penalty_name(self.penalty.kind)
                 ),
             );
         }
@@ -108,10 +109,26 @@ impl RunConfig {
                 format!("must be ≥ 0, got {}", self.penalty.alpha),
             );
         }
-        if self.penalty.kind != "none" && self.penalty.alpha == 0.0 {
+        if self.penalty.kind.is_some() && self.penalty.alpha == 0.0 {
             return bad(
                 "penalty.alpha",
-                format!("penalty {:?} needs alpha > 0", self.penalty.kind),
+                format!(
+                    "penalty {:?} needs alpha > 0",
+                    penalty_name(self.penalty.kind)
+                ),
+            );
+        }
+        let finite_difference = self.penalty.method == PenaltyMethod::FiniteDifference;
+        if let Some(eps) = self.penalty.epsilon {
+            if !(eps > 0.0 && eps.is_finite()) {
+                return bad("penalty.epsilon", format!("must be positive, got {eps}"));
+            }
+        }
+        if !finite_difference && (self.penalty.epsilon.is_some() || self.penalty.one_sided) {
+            return bad(
+                "penalty.method",
+                "penalty.epsilon and penalty.one_sided apply to method = \"finite_difference\" only"
+                    .into(),
             );
         }
         if self.penalty.every == 0 {
@@ -153,6 +170,6 @@ impl RunConfig {
                 format!("must be 0 or ≥ top_k = {}", t.top_k),
             );
         }
-        Ok(())
+        Ok(ValidConfig(self.clone()))
     }
 }

@@ -129,7 +129,7 @@ impl Sweep<'_> {
                 continue;
             };
             // A row whose data set is missing is not run (the page says so).
-            let Ok(data_dir) = find_data(&first.config.data.name, self.data_roots) else {
+            let Ok(data_dir) = find_data(first.config.data.name, self.data_roots) else {
                 continue;
             };
             waiting += plan.waiting.len();

@@ -18,7 +18,7 @@ fn logged_curvature_matches_remeasured_checkpoint() {
     config.tracking.lanczos_iters = 30;
     config.tracking.hutchinson_samples = 4;
     let run = RunDir::new(dir.join("run"));
-    train(&config, &run, &TrainOptions::default()).unwrap();
+    train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap();
     let last = read_metrics(&run.metrics_path()).unwrap().pop().unwrap();
     let logged = last.curvature.expect("curvature logged");
     assert_eq!(logged.lambda_h.len(), config.tracking.top_k);
@@ -80,17 +80,27 @@ fn tracking_does_not_change_the_trajectory() {
     let dir = temp_dir("tracking-off");
     let mut config = tiny_config();
     config.stop.max_epochs = 1;
-    config.penalty.kind = "fp".into();
+    config.penalty.kind = Some(breakeven_penalties::PenaltyKind::Fp);
     config.penalty.alpha = 0.1;
     config.penalty.every = 2;
     let plain = RunDir::new(dir.join("plain"));
-    train(&config, &plain, &TrainOptions::default()).unwrap();
+    train(
+        &config.validate().unwrap(),
+        &plain,
+        &TrainOptions::default(),
+    )
+    .unwrap();
     config.tracking.curvature = true;
     config.tracking.k_examples = 8;
     config.tracking.lanczos_iters = 5;
     config.tracking.hutchinson_samples = 2;
     let tracked = RunDir::new(dir.join("tracked"));
-    train(&config, &tracked, &TrainOptions::default()).unwrap();
+    train(
+        &config.validate().unwrap(),
+        &tracked,
+        &TrainOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         super::resume::final_bits(&plain),
         super::resume::final_bits(&tracked)

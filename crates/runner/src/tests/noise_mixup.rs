@@ -94,10 +94,10 @@ fn clean_and_noisy_training_accuracy_are_logged_and_recomputed_from_the_checkpoi
     let dir = temp_dir("noise-tracking");
     let mut config = tiny_config();
     config.data.label_noise = 0.3;
-    config.data.augment = "none".into();
+    config.data.augment = crate::config::Augmentation::None;
     config.tracking.noise_subset = 400;
     let run = RunDir::new(dir.join("run"));
-    train(&config, &run, &TrainOptions::default()).unwrap();
+    train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap();
     let records = read_metrics(&run.metrics_path()).unwrap();
     for r in &records {
         let (c, nz, nt) = (

@@ -43,7 +43,12 @@ fn metrics_without_time(run: &RunDir) -> Vec<crate::metrics::MetricsRecord> {
 fn assert_resume_identical(name: &str, config: &crate::config::RunConfig, stops: &[u64]) {
     let dir = temp_dir(name);
     let whole = RunDir::new(dir.join("whole"));
-    let Outcome::Finished(a) = train(config, &whole, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(a) = train(
+        &config.validate().unwrap(),
+        &whole,
+        &TrainOptions::default(),
+    )
+    .unwrap() else {
         panic!("not finished")
     };
     assert_eq!(a.status, RunStatus::Capped);
@@ -56,11 +61,16 @@ fn assert_resume_identical(name: &str, config: &crate::config::RunConfig, stops:
             ..Default::default()
         };
         assert_eq!(
-            train(config, &pieces, &opts).unwrap(),
+            train(&config.validate().unwrap(), &pieces, &opts).unwrap(),
             Outcome::Interrupted { step: stop }
         );
     }
-    let Outcome::Finished(b) = train(config, &pieces, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(b) = train(
+        &config.validate().unwrap(),
+        &pieces,
+        &TrainOptions::default(),
+    )
+    .unwrap() else {
         panic!("not finished")
     };
 
@@ -73,7 +83,12 @@ fn assert_resume_identical(name: &str, config: &crate::config::RunConfig, stops:
     // A finished run is not repeated: its summary comes back from disk.
     let on_disk = pieces.summary().unwrap().unwrap();
     assert_eq!(
-        train(config, &pieces, &TrainOptions::default()).unwrap(),
+        train(
+            &config.validate().unwrap(),
+            &pieces,
+            &TrainOptions::default()
+        )
+        .unwrap(),
         Outcome::Finished(on_disk)
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -90,14 +105,14 @@ fn interrupted_runs_resume_bit_identically() {
 fn penalized_runs_resume_bit_identically() {
     // The Fisher penalty draws labels from the step generator: its position must be restored.
     let mut config = tiny_config();
-    config.penalty.kind = "fp".into();
+    config.penalty.kind = Some(breakeven_penalties::PenaltyKind::Fp);
     config.penalty.alpha = 0.1;
     config.penalty.every = 3;
     config.penalty.sub_batch = Some(16);
     assert_resume_identical("resume-fp", &config, &[7, 26]);
     let dir = temp_dir("fp-logged");
     let run = RunDir::new(dir.join("run"));
-    train(&config, &run, &TrainOptions::default()).unwrap();
+    train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap();
     let logged = read_metrics(&run.metrics_path()).unwrap();
     assert!(
         logged
@@ -123,9 +138,11 @@ fn divergence_stops_cleanly_with_its_step() {
     let mut config = tiny_config();
     config.optim.lr = 1e6;
     config.optim.momentum = 0.0;
-    config.schedule.kind = "constant".into();
+    config.schedule.kind = crate::config::ScheduleKind::Constant;
     let run = RunDir::new(dir.join("run"));
-    let Outcome::Finished(s) = train(&config, &run, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(s) =
+        train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap()
+    else {
         panic!("not finished")
     };
     assert_eq!(s.status, RunStatus::Diverged);
@@ -144,9 +161,11 @@ fn training_accuracy_threshold_stops_the_run() {
     config.stop.train_acc = Some(0.9);
     // Label noise and random crops keep the running accuracy of this tiny net near 0.7.
     config.data.label_noise = 0.0;
-    config.data.augment = "none".into();
+    config.data.augment = crate::config::Augmentation::None;
     let run = RunDir::new(dir.join("run"));
-    let Outcome::Finished(s) = train(&config, &run, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(s) =
+        train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap()
+    else {
         panic!("not finished")
     };
     assert_eq!(s.status, RunStatus::Converged, "{s:?}");
@@ -168,7 +187,11 @@ fn killed_process_resumes_bit_identically() {
     config.tracking.checkpoint_every_steps = 7;
     if let Some(dir) = std::env::var_os(KILL_CHILD_ENV) {
         // Child: train until killed.
-        let _ = train(&config, &RunDir::new(dir), &TrainOptions::default());
+        let _ = train(
+            &config.validate().unwrap(),
+            &RunDir::new(dir),
+            &TrainOptions::default(),
+        );
         return;
     }
     let dir = temp_dir("kill");
@@ -205,11 +228,21 @@ fn killed_process_resumes_bit_identically() {
         "the child finished before the kill"
     );
 
-    let Outcome::Finished(b) = train(&config, &victim, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(b) = train(
+        &config.validate().unwrap(),
+        &victim,
+        &TrainOptions::default(),
+    )
+    .unwrap() else {
         panic!()
     };
     let whole = RunDir::new(dir.join("whole"));
-    let Outcome::Finished(a) = train(&config, &whole, &TrainOptions::default()).unwrap() else {
+    let Outcome::Finished(a) = train(
+        &config.validate().unwrap(),
+        &whole,
+        &TrainOptions::default(),
+    )
+    .unwrap() else {
         panic!()
     };
     assert_eq!(final_bits(&whole), final_bits(&victim));
@@ -226,15 +259,15 @@ fn finished_run_with_another_config_is_refused_naming_the_keys() {
     let mut config = tiny_config();
     config.stop.max_epochs = 1;
     let run = RunDir::new(dir.join("run"));
-    train(&config, &run, &TrainOptions::default()).unwrap();
+    train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap();
     // Same config: the finished summary comes back.
     assert!(matches!(
-        train(&config, &run, &TrainOptions::default()).unwrap(),
+        train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap(),
         Outcome::Finished(_)
     ));
     config.optim.lr *= 2.0;
     config.data.batch_size += 1;
-    let err = train(&config, &run, &TrainOptions::default())
+    let err = train(&config.validate().unwrap(), &run, &TrainOptions::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("different config"), "{err}");

@@ -46,8 +46,8 @@ fn table1_profiles_expand_into_valid_runs() {
         .unwrap();
     let fp = smoke.iter().find(|s| s.column == "fp").unwrap();
     assert_eq!(
-        (fp.config.penalty.kind.as_str(), fp.config.penalty.alpha),
-        ("fp", 0.1)
+        (fp.config.penalty.kind, fp.config.penalty.alpha),
+        (Some(breakeven_penalties::PenaltyKind::Fp), 0.1)
     );
     assert_eq!(
         Some(fp.config.optim.lr),
