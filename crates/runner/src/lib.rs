@@ -1,27 +1,20 @@
 //! breakeven-runner: run configs, run directories, checkpoints, the training loop with
-//! trajectory tracking, sweeps, and the `breakeven` CLI.
+//! trajectory tracking, sweeps, and the `breakeven` CLI. What is computed and drawn from the
+//! finished runs (claims, verdicts, pages, plots) is `breakeven-report`.
 
 pub mod atomic;
 pub mod checkpoint;
-pub mod claims;
 pub mod config;
 pub mod device;
 pub mod early_phase;
+pub mod edge_of_stability;
 pub mod error;
 pub mod evaluate;
-pub mod evidence;
 pub mod full_batch;
 pub mod lca;
-pub mod lca_report;
-pub mod matched;
 pub mod measure;
-pub mod memorization;
 pub mod metrics;
 pub mod objective;
-pub mod pca;
-pub mod plot;
-pub mod raster;
-pub mod report;
 pub mod rundir;
 pub mod select;
 pub mod setup;
