@@ -34,6 +34,8 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
     let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
     let step = level_step(runs);
+    // The page still names `breakeven_runner::matched` (now `breakeven_report::matched`): the
+    // committed pages re-render byte for byte; the next deliberate regeneration may update it.
     let _ = writeln!(
         page,
         "- Training accuracy: accuracy on the fixed measurement subset of the training set (`tracking.measure_subset` images, eval mode) at every logged step; λ_H^1 (Lanczos), λ_K^1, Tr(K) and λ_K^*/λ_K^1 (Gram matrix of the first `tracking.k_examples` per-example gradients) are measured on the same subset.\n\

@@ -51,6 +51,8 @@ pub fn page(
     );
     let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
+    // The rule still names `breakeven_runner::evidence` (now `breakeven_report::evidence`): the
+    // committed pages re-render byte for byte; the next deliberate regeneration may update it.
     let _ = writeln!(
         page,
         "- Accuracies are in eval mode on a fixed seeded subset of the training set \
