@@ -12,7 +12,7 @@ use breakeven_report::pages::{
     batch_variance, break_even, break_even_sweep, early_phase, edge_of_stability, fisher_explosion,
     memorization,
 };
-use breakeven_report::table::{hardware_description, read_reference_runs, ReportContext};
+use breakeven_report::table::read_reference_runs;
 use breakeven_runner::lca::{lca_path, read_lca, run_lca, LcaExperiment};
 use breakeven_runner::sweep::{Experiment, Profile};
 use breakeven_runner::table::{find_data, run_table_with, RowOutcome, RowState, TableProgress};
@@ -65,44 +65,18 @@ fn table_page(args: &ReproduceArgs) -> Result<Page> {
         bars.finish();
         out?
     };
-    let out_dir = args.out_dir()?;
     let stem = format!("{}-{}", args.page_name(), args.profile);
-    let device = args.device.clone().or_else(|| {
-        profile
-            .base
-            .get("device")
-            .and_then(|d| d.as_str())
-            .map(String::from)
-    });
-    let data_note: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| {
-            o.data_dir
-                .as_ref()
-                .map(|d| format!("{}: {}", o.row.key, d.display()))
-        })
-        .collect();
-    let stamp = args.stamp();
-    let ctx = ReportContext {
-        profile: args.profile.clone(),
-        command: stamp.command,
-        generated_utc: stamp.generated_utc,
-        git_revision: stamp.git_revision,
-        hardware: format!(
-            "{}{}",
-            hardware_description(device.as_deref().unwrap_or("cpu")),
-            if data_note.is_empty() {
-                String::new()
-            } else {
-                format!("; data read from {}", data_note.join(", "))
-            }
-        ),
-        plots: vec![],
-        reference_runs: read_reference_runs(&out_dir.join(format!("{stem}-pytorch.jsonl")))?,
-    };
+    let reference = args.out_dir()?.join(format!("{stem}-pytorch.jsonl"));
+    let reference_runs = read_reference_runs(&reference)?;
     let records = read_records(&outcomes)?;
     Ok(breakeven_report::table::page(
-        stem, &exp, &outcomes, ctx, &records,
+        stem,
+        &args.stamp(),
+        &exp,
+        &profile,
+        &outcomes,
+        reference_runs,
+        &records,
     )?)
 }
 

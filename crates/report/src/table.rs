@@ -5,11 +5,11 @@
 use std::fmt::Write;
 
 use breakeven_runner::metrics::MetricsRecord;
-use breakeven_runner::sweep::{CellResult, Experiment};
+use breakeven_runner::sweep::{CellResult, Experiment, Profile};
 use breakeven_runner::table::{RowOutcome, RowState};
 use breakeven_runner::RunError;
 
-use crate::page::{records_of, Page, Records};
+use crate::page::{records_of, Page, Records, Stamp};
 use crate::plot::{bar_chart, line_chart, Plot};
 
 /// Where and how the table was made.
@@ -712,15 +712,43 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
     let _ = writeln!(out, "{}", lines.join("\n"));
 }
 
-/// The page of a table (`<stem>.md`, e.g. `table1-cpu`): [`render_markdown`] with the plots of
-/// every row that ran ([`row_plots`]), read from the finished runs' `records`.
+/// The page of a table (`<stem>.md`, e.g. `table1-cpu`) of `profile`: [`render_markdown`] with
+/// the plots of every row that ran ([`row_plots`]), read from the finished runs' `records`, and
+/// the reference runs of another implementation shown beside them.
 pub fn page(
     stem: String,
+    stamp: &Stamp,
     exp: &Experiment,
+    profile: &Profile,
     outcomes: &[RowOutcome],
-    mut ctx: ReportContext,
+    reference_runs: Vec<ReferenceRun>,
     records: &Records,
 ) -> Result<Page, RunError> {
+    let data_note: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.data_dir
+                .as_ref()
+                .map(|d| format!("{}: {}", o.row.key, d.display()))
+        })
+        .collect();
+    let mut ctx = ReportContext {
+        profile: stamp.profile.clone(),
+        command: stamp.command.clone(),
+        generated_utc: stamp.generated_utc.clone(),
+        git_revision: stamp.git_revision.clone(),
+        hardware: format!(
+            "{}{}",
+            hardware_description(&stamp.device(&profile.base)),
+            if data_note.is_empty() {
+                String::new()
+            } else {
+                format!("; data read from {}", data_note.join(", "))
+            }
+        ),
+        plots: vec![],
+        reference_runs,
+    };
     let mut page = Page::new(stem, String::new());
     for o in outcomes {
         if let RowState::Ran { .. } = &o.state {
@@ -944,9 +972,18 @@ mod gap_tests {
         );
         // The page: the same Markdown, with the synthetic row's bar chart and curves.
         let records = crate::page::read_records(&again).unwrap();
-        let mut ctx = ctx;
-        ctx.plots.clear();
-        let page = super::page("table1-smoke".into(), &exp, &again, ctx, &records).unwrap();
+        let stamp = crate::pages::testing::stamp("smoke");
+        let profile = exp.profile("smoke").unwrap().clone();
+        let page = super::page(
+            "table1-smoke".into(),
+            &stamp,
+            &exp,
+            &profile,
+            &again,
+            vec![],
+            &records,
+        )
+        .unwrap();
         let files: Vec<&str> = page.plots.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(
             files,
