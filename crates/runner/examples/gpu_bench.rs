@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let dev = breakeven_runner::device::open_device(&device)?;
+    let dev = breakeven_runner::open_device(&device)?;
     if markdown {
         println!("| model | measurement | breakeven (Candle CUDA) ms | PyTorch CUDA ms | time ratio | breakeven times ms |");
         println!("|---|---|---|---|---|---|");

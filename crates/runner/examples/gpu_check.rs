@@ -240,7 +240,7 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let gpu = breakeven_runner::device::open_device(&device)?;
+    let gpu = breakeven_runner::open_device(&device)?;
     if !gpu.is_cuda() && !allow_cpu {
         anyhow::bail!("--device {device} is not a CUDA device: nothing to compare")
     }

@@ -5,7 +5,7 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod config;
-pub mod device;
+mod device;
 pub mod early_phase;
 pub mod edge_of_stability;
 pub mod error;
@@ -23,11 +23,12 @@ pub mod sweep;
 pub mod table;
 mod track;
 pub mod train;
-pub mod validate;
+mod validate;
 
 /// For binaries that train: glibc keeps freed activation buffers for reuse (models `alloc.rs`).
 pub use breakeven_models::keep_freed_memory;
 pub use config::RunConfig;
+pub use device::open_device;
 pub use error::{Result, RunError, EXIT_BAD_CONFIG};
 pub use rundir::{RunDir, RunStatus, Summary};
 pub use train::{enable_second_order, resolved_config, train, Outcome, TrainOptions};
