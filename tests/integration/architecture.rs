@@ -233,5 +233,40 @@ fn the_documented_graph_keeps_the_rules() {
         if deps.contains("breakeven-slurm") {
             assert_eq!(krate, "xtask", "only xtask may drive the Slurm executor");
         }
+        if deps.contains("breakeven-report") {
+            assert_eq!(krate, "xtask", "only xtask renders pages");
+        }
+    }
+}
+
+#[test]
+fn reports_sit_between_runner_and_xtask() {
+    let deps = normal_dependencies("crates/report");
+    for dep in ours(&deps) {
+        assert!(
+            ["breakeven-runner", "breakeven-curvature"].contains(&dep.as_str()),
+            "breakeven-report reads runs through the runner (and curvature's linear algebra) \
+             only, not {dep}"
+        );
+    }
+    assert!(
+        !deps.iter().any(|d| d.starts_with("candle")),
+        "breakeven-report trains nothing and holds no tensor code: {deps:?}"
+    );
+    for dir in [
+        "crates/data",
+        "crates/models",
+        "crates/optim",
+        "crates/curvature",
+        "crates/penalties",
+        "crates/runner",
+        "crates/slurm",
+    ] {
+        assert!(
+            !normal_dependencies(dir)
+                .iter()
+                .any(|d| d == "breakeven-report"),
+            "{dir} may not depend on breakeven-report (only xtask does)"
+        );
     }
 }

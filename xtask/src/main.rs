@@ -1,14 +1,10 @@
-//! `cargo xtask`: the orchestrator.
+//! `cargo xtask`: the orchestrator. `reproduce` parses the task, plans and runs it through
+//! `breakeven-runner` (or `breakeven-slurm`), has `breakeven-report` build the page and writes
+//! it; `data fetch` downloads a data set through `breakeven-data`.
 
-mod batch_variance;
-mod break_even;
-mod break_even_runs;
-mod early_phase;
-mod edge_of_stability;
+mod args;
 mod fetch;
-mod fisher_explosion;
-mod lca;
-mod memorization;
+mod progress;
 mod reproduce;
 mod slurm;
 
@@ -27,7 +23,7 @@ enum Command {
     #[command(subcommand)]
     Data(DataCommand),
     /// Reproduce a table or figure: run its sweep, write docs/results/<name>-<profile>.md and plots.
-    Reproduce(Box<reproduce::ReproduceArgs>),
+    Reproduce(Box<args::ReproduceArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,7 +43,7 @@ fn main() -> anyhow::Result<()> {
                 tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
             }),
         )
-        .with_writer(reproduce::LogWriter::default)
+        .with_writer(progress::LogWriter::default)
         // Colour only on a terminal: logs redirected to a file stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();

@@ -13,62 +13,7 @@ use breakeven_runner::table::{RowOutcome, RowState};
 use breakeven_runner::TrainOptions;
 use breakeven_slurm::{Event, Options, SbatchOptions, Slurm, Sweep, TaskCommand};
 
-use crate::reproduce::{data_roots, profile_device, project_root, ReproduceArgs};
-
-/// Where a sweep's runs train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Executor {
-    /// In this process, one run after another.
-    Local,
-    /// As Slurm job arrays on a cluster that shares this file system (docs/CLUSTER.md).
-    Slurm,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Slurm executor (--executor slurm, docs/CLUSTER.md)")]
-pub struct SlurmArgs {
-    /// Partition of every task (`sbatch --partition`).
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Wall-time limit of one task (`sbatch --time`, e.g. `12:00:00`); a task that hits it is
-    /// resubmitted from its last checkpoint (it counts against --retries).
-    #[arg(long)]
-    pub time: Option<String>,
-    /// CPUs per task (`sbatch --cpus-per-task`).
-    #[arg(long)]
-    pub cpus_per_task: Option<u32>,
-    /// GPUs per task (`sbatch --gpus-per-task`, e.g. `1` or `a100:1`).
-    #[arg(long)]
-    pub gpus_per_task: Option<String>,
-    /// Memory per task's node (`sbatch --mem`, e.g. `16G`).
-    #[arg(long)]
-    pub mem: Option<String>,
-    /// Account charged (`sbatch --account`).
-    #[arg(long)]
-    pub account: Option<String>,
-    /// Tasks of one array running at once (the array's `%N`).
-    #[arg(long)]
-    pub max_parallel: Option<u32>,
-    /// Another `sbatch` option for every task, one `#SBATCH` line each (repeatable), e.g.
-    /// `--sbatch-arg=--qos=long`.
-    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
-    pub sbatch_args: Vec<String>,
-    /// Times a run whose task failed, was cancelled, preempted or hit its time limit is
-    /// resubmitted (from its last checkpoint) before it is recorded as failed; a config error
-    /// is never retried.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
-    /// Print the script of the first submission and stop: nothing is written or submitted.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Seconds between two looks at the queue.
-    #[arg(long, default_value_t = 10.0)]
-    pub poll: f64,
-    /// The `breakeven` binary the tasks run, on a file system the nodes share (default: built
-    /// now with cargo, with this xtask's profile and features).
-    #[arg(long)]
-    pub breakeven_bin: Option<PathBuf>,
-}
+use crate::args::{project_root, ReproduceArgs, SlurmArgs};
 
 /// The reproductions whose runs are a sweep of independent runs (those with their own loops
 /// run in-process only).
@@ -98,7 +43,8 @@ pub(crate) fn execute(
 ) -> Result<Vec<RowOutcome>> {
     let root = std::path::absolute(runs_dir)
         .with_context(|| format!("runs dir {}", runs_dir.display()))?;
-    let roots: Vec<PathBuf> = data_roots(args)
+    let roots: Vec<PathBuf> = args
+        .data_roots()
         .into_iter()
         .map(|r| std::path::absolute(&r).unwrap_or(r))
         .collect();
@@ -129,7 +75,7 @@ pub(crate) fn execute(
         task: TaskCommand {
             breakeven: breakeven_binary(&args.slurm)?,
             data_dir: roots.first().and_then(|r| r.canonicalize().ok()),
-            device: Some(profile_device(args, base)),
+            device: Some(args.profile_device(base)),
             keep_all_checkpoints: options.keep_all_checkpoints,
         },
         retries: args.slurm.retries,

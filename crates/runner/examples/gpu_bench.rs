@@ -178,9 +178,7 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let dev = breakeven_runner::device::open_device(breakeven_runner::device::parse_device_name(
-        &device,
-    )?)?;
+    let dev = breakeven_runner::open_device(breakeven_runner::parse_device_name(&device)?)?;
     if markdown {
         println!("| model | measurement | breakeven (Candle CUDA) ms | PyTorch CUDA ms | time ratio | breakeven times ms |");
         println!("|---|---|---|---|---|---|");

@@ -240,9 +240,7 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    let gpu = breakeven_runner::device::open_device(breakeven_runner::device::parse_device_name(
-        &device,
-    )?)?;
+    let gpu = breakeven_runner::open_device(breakeven_runner::parse_device_name(&device)?)?;
     if !gpu.is_cuda() && !allow_cpu {
         anyhow::bail!("--device {device} is not a CUDA device: nothing to compare")
     }

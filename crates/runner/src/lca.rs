@@ -5,8 +5,11 @@
 //!
 //! The measurement subset is the run's seeded `tracking.measure_subset` draw of the training set
 //! (the same for every step, so ΔL is a change of ONE function of θ). The training trajectory is
-//! the one `train` would follow: same loader, same step generator, same optimizer.
+//! the one `train` would follow: same loader, same step generator, same optimizer. The
+//! experiment as data (`experiments/lca.toml`: a large and a small learning rate over one base
+//! config) is planned here too (`LcaExperiment`); its page is `breakeven_report::lca`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -264,6 +267,85 @@ pub fn run_lca(
     out.flush().map_err(|e| RunError::io(&path, e))?;
     crate::atomic::write_atomic(&done, b"finished\n")?;
     Ok(records)
+}
+
+/// `experiments/lca.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LcaExperiment {
+    pub name: String,
+    pub title: String,
+    pub source: String,
+    pub profiles: BTreeMap<String, LcaProfile>,
+}
+
+/// One scale of the experiment: the two learning rates, the allocation schedule, the base run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LcaProfile {
+    pub description: String,
+    pub large_lr: f64,
+    pub small_lr: f64,
+    pub lca: LcaSchedule,
+    /// A `RunConfig` without `optim.lr` and `name` (filled in per learning rate).
+    pub base: toml::Table,
+}
+
+impl LcaExperiment {
+    /// Reads and parses the definition; `path` names the file in errors.
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| RunError::Config {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The named profile, or an error listing the defined ones.
+    pub fn profile(&self, name: &str) -> Result<&LcaProfile, RunError> {
+        self.profiles.get(name).ok_or_else(|| RunError::Invalid {
+            key: "profile".into(),
+            message: format!(
+                "`{name}` is not defined; profiles: {}",
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+}
+
+impl LcaProfile {
+    /// The two runs: `("large", config)` and `("small", config)`, validated.
+    pub fn runs(
+        &self,
+        stem: &str,
+        device: Option<&str>,
+    ) -> Result<Vec<(String, RunConfig)>, RunError> {
+        [("large", self.large_lr), ("small", self.small_lr)]
+            .into_iter()
+            .map(|(label, lr)| {
+                let mut t = self.base.clone();
+                t.insert("name".into(), format!("{stem}-{label}-lr{lr}").into());
+                if let Some(d) = device {
+                    t.insert("device".into(), d.into());
+                }
+                let optim = t
+                    .entry("optim")
+                    .or_insert_with(|| toml::Table::new().into());
+                if let Some(o) = optim.as_table_mut() {
+                    o.insert("lr".into(), lr.into());
+                }
+                let config: RunConfig =
+                    toml::Value::Table(t)
+                        .try_into()
+                        .map_err(|e: toml::de::Error| RunError::Config {
+                            origin: format!("{stem} profile base"),
+                            message: e.to_string(),
+                        })?;
+                config.validate()?;
+                Ok((label.to_string(), config))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ fn penalties_are_refused() {
 
 #[test]
 fn experiment_profiles_expand_to_valid_configs() {
-    use crate::lca_report::LcaExperiment;
+    use crate::lca::LcaExperiment;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/lca.toml");
     let exp = LcaExperiment::load(&path).unwrap();
     for name in ["smoke", "cpu", "paper"] {
@@ -143,25 +143,4 @@ fn experiment_profiles_expand_to_valid_configs() {
         assert!(runs.iter().all(|(_, c)| c.penalty.kind.is_none()));
     }
     assert!(exp.profile("nope").is_err());
-}
-
-#[test]
-fn stats_are_quantiles_of_the_records() {
-    use crate::lca_report::{about_half_hurt, lca_stats};
-    let dir = temp_dir("lca-stats");
-    let mut records = run_lca(&tiny("fc_relu", "f32"), &SCHEDULE, &dir, None).unwrap();
-    // Plant the fractions 0.1, 0.3, 0.5, 0.7, 0.9: quartiles 0.3 / 0.5 / 0.7.
-    for (r, h) in records.iter_mut().zip([0.9, 0.1, 0.5, 0.3, 0.7]) {
-        r.hurt_among_nonzero = h;
-    }
-    let s = lca_stats(&records, 32).unwrap();
-    assert!((s.hurt_q25 - 0.3).abs() < 1e-12 && (s.hurt_median - 0.5).abs() < 1e-12);
-    assert!((s.hurt_q75 - 0.7).abs() < 1e-12);
-    assert!(about_half_hurt(&s));
-    // 12 passes of 48 examples over 5 steps, against batches of 32.
-    assert!((s.gradients_per_step - 12.0 / 5.0).abs() < 1e-12);
-    assert!((s.cost_in_train_steps - 12.0 * 48.0 / 32.0 / 5.0).abs() < 1e-12);
-    records[2].hurt_among_nonzero = 0.95;
-    assert!(!about_half_hurt(&lca_stats(&records, 32).unwrap()));
-    assert!(lca_stats(&[], 32).is_none());
 }

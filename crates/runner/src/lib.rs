@@ -1,40 +1,34 @@
 //! breakeven-runner: run configs, run directories, checkpoints, the training loop with
-//! trajectory tracking, sweeps, and the `breakeven` CLI.
+//! trajectory tracking, sweeps, and the `breakeven` CLI. What is computed and drawn from the
+//! finished runs (claims, verdicts, pages, plots) is `breakeven-report`.
 
 pub mod atomic;
 pub mod checkpoint;
-pub mod claims;
 pub mod config;
-pub mod device;
+mod device;
 pub mod early_phase;
+pub mod edge_of_stability;
 pub mod error;
-pub mod evaluate;
-pub mod evidence;
+mod evaluate;
 pub mod full_batch;
 pub mod lca;
-pub mod lca_report;
-pub mod matched;
 pub mod measure;
-pub mod memorization;
 pub mod metrics;
-pub mod objective;
-pub mod pca;
-pub mod plot;
-pub mod raster;
-pub mod report;
+mod objective;
 pub mod rundir;
 pub mod select;
 pub mod setup;
-pub mod state;
+mod state;
 pub mod sweep;
 pub mod table;
-pub mod track;
+mod track;
 pub mod train;
-pub mod validate;
+mod validate;
 
 /// For binaries that train: glibc keeps freed activation buffers for reuse (models `alloc.rs`).
 pub use breakeven_models::keep_freed_memory;
 pub use config::RunConfig;
+pub use device::{open_device, parse_device_name, DeviceName};
 pub use error::{Result, RunError, EXIT_BAD_CONFIG};
 pub use rundir::{RunDir, RunStatus, Summary};
 pub use train::{enable_second_order, resolved_config, train, Outcome, TrainOptions};

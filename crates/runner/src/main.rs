@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use breakeven_runner::device::parse_device_name;
+use breakeven_runner::parse_device_name;
 use breakeven_runner::{
     train, Outcome, RunConfig, RunDir, RunError, TrainOptions, EXIT_BAD_CONFIG,
 };

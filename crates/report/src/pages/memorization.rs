@@ -1,44 +1,58 @@
-//! `cargo xtask reproduce memorization`: memorization under label noise (SCIENCE.md §5.3)
-//! through the table1 sweep machinery: clean vs noisy training accuracy per run, the noisy fit
-//! of every run against its clean fit, and verdicts computed by `breakeven_runner::memorization`.
+//! The memorization page (`cargo xtask reproduce memorization`): memorization under label
+//! noise (SCIENCE.md §5.3): clean vs noisy training accuracy per run, the noisy fit of every
+//! run against its clean fit, and verdicts computed by `memorization::memorization_evidence`.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Result;
-use breakeven_runner::evidence::{ALPHA, INTERVAL_LEVEL};
-use breakeven_runner::memorization::{fit_curve, memorization_evidence, FitPoint, MIN_LEARNED};
 use breakeven_runner::metrics::MetricsRecord;
-use breakeven_runner::plot::line_chart;
-use breakeven_runner::table::RowState;
-use breakeven_runner::TrainOptions;
+use breakeven_runner::sweep::{Experiment, Profile};
+use breakeven_runner::table::{RowOutcome, RowState};
+use breakeven_runner::RunError;
 
-use crate::reproduce::{
-    column_label, out_dir, page_head, profile_device, row_runs, run_definition, run_records,
-    write_page, write_plot, ReproduceArgs,
-};
+use crate::evidence::{ALPHA, INTERVAL_LEVEL};
+use crate::memorization::{fit_curve, memorization_evidence, FitPoint, MIN_LEARNED};
+use crate::page::{column_label, records_of, row_runs, Page, Records, Stamp};
+use crate::plot::line_chart;
+
+/// The experiment file (`experiments/memorization.toml`).
+pub const DEFINITION: &str = "memorization";
 
 /// One finished run of a noise level.
-struct RunFit {
-    column: String,
+#[derive(Debug, Clone)]
+pub struct RunFit {
+    pub column: String,
     /// The column's chosen setting (α chosen on validation; the baseline's one setting).
-    chosen: bool,
-    label: String,
-    seed: u64,
-    noise: f64,
-    wall_s: f64,
-    records: Vec<MetricsRecord>,
-    curve: Vec<FitPoint>,
-    test_acc: Option<f64>,
+    pub chosen: bool,
+    pub label: String,
+    pub seed: u64,
+    pub noise: f64,
+    pub wall_s: f64,
+    pub records: Vec<MetricsRecord>,
+    pub curve: Vec<FitPoint>,
+    pub test_acc: Option<f64>,
 }
 
-pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    let (exp, profile, outcomes) = run_definition(args, "memorization", &TrainOptions::default())?;
-
-    let out_dir = out_dir(args)?;
-    let stem = format!("memorization-{}", args.profile);
-    let device = profile_device(args, &profile.base);
-    let mut page = page_head(args, &exp.title, &device, &profile.description, &exp.source);
+/// The page: one section per noise level (row of `outcomes`), every finished run read from
+/// `records`.
+pub fn page(
+    stamp: &Stamp,
+    exp: &Experiment,
+    profile: &Profile,
+    outcomes: &[RowOutcome],
+    records: &Records,
+) -> Result<Page, RunError> {
+    let device = stamp.device(&profile.base);
+    let head = stamp.head(
+        DEFINITION,
+        &exp.title,
+        &device,
+        &profile.description,
+        &exp.source,
+    );
+    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
+    let page = &mut out.markdown;
+    // The rule still names `breakeven_runner::evidence` (now `breakeven_report::evidence`): the
+    // committed pages re-render byte for byte; the next deliberate regeneration may update it.
     let _ = writeln!(
         page,
         "- Accuracies are in eval mode on a fixed seeded subset of the training set \
@@ -62,15 +76,15 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         100.0 * MIN_LEARNED,
         100.0 * INTERVAL_LEVEL
     );
-    if args.profile == "smoke" {
+    if stamp.profile == "smoke" {
         page.push_str(
             "- Smoke scale: a few dozen steps on 128 images, where penalized runs barely leave \
              chance level; the verdicts below check the pipeline, not the claim.\n",
         );
     }
 
-    for o in &outcomes {
-        let Some(runs) = row_runs(&mut page, o) else {
+    for o in outcomes {
+        let Some(runs) = row_runs(&mut out.markdown, o) else {
             continue;
         };
         let chosen_of = |column: &str| match &o.state {
@@ -83,7 +97,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         let mut fits = Vec::new();
         for (spec, summary) in runs {
             let Some(summary) = summary else { continue };
-            let records = run_records(spec)?;
+            let records = records_of(records, &spec.dir)?.to_vec();
             let alpha = if spec.config.penalty.kind.is_none() {
                 String::new()
             } else {
@@ -92,7 +106,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             fits.push(RunFit {
                 column: spec.column.clone(),
                 chosen: chosen_of(&spec.column) == Some(spec.hyper),
-                label: format!("{}{alpha}, seed {}", column_label(&exp, spec), spec.seed),
+                label: format!("{}{alpha}, seed {}", column_label(exp, spec), spec.seed),
                 seed: spec.seed,
                 noise: spec.config.data.label_noise,
                 wall_s: summary.wall_s,
@@ -101,27 +115,14 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                 test_acc: summary.final_metrics.test_acc.map(|a| 100.0 * a),
             });
         }
-        write_row(
-            &mut page,
-            &out_dir,
-            &stem,
-            &o.row.key,
-            &o.row.setting,
-            &fits,
-        )?;
+        row(&mut out, &o.row.key, &o.row.setting, &fits);
     }
-    write_page(&out_dir, &stem, &page)
+    Ok(out)
 }
 
 /// The per-run table, the plots and the verdicts of one noise level.
-fn write_row(
-    page: &mut String,
-    out_dir: &Path,
-    stem: &str,
-    key: &str,
-    setting: &str,
-    fits: &[RunFit],
-) -> Result<()> {
+fn row(out: &mut Page, key: &str, setting: &str, fits: &[RunFit]) {
+    let page = &mut out.markdown;
     // Plot titles must fit the figure: the noise level names the row.
     let short = fits.first().map_or(setting.to_string(), |f| {
         format!("{:.0}% label noise", 100.0 * f.noise)
@@ -169,17 +170,16 @@ fn write_row(
         })
         .collect();
     series.push(("equal fit (y = x)".into(), vec![(0.0, 0.0), (100.0, 100.0)]));
-    let fit_file = format!("{stem}-{key}-noisy-vs-clean.svg");
-    write_plot(
-        &out_dir.join(&fit_file),
-        &line_chart(
+    let fit_file = out.plot(
+        &format!("{key}-noisy-vs-clean"),
+        line_chart(
             &format!("{short}: noisy vs clean training accuracy"),
             "clean examples fitted (training accuracy, %)",
             "noisy examples fitted to their wrong labels (%)",
             &series,
         ),
-    )?;
-    let _ = writeln!(page, "\n![noisy vs clean]({fit_file})\n");
+    );
+    let _ = writeln!(out.markdown, "\n![noisy vs clean]({fit_file})\n");
     for f in &shown {
         let over = |g: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
             f.records
@@ -198,18 +198,18 @@ fn write_row(
                 over(|r| r.train_acc_noisy_true),
             ),
         ];
-        let file = format!("{stem}-{key}-{}.svg", f.column);
-        write_plot(
-            &out_dir.join(&file),
-            &line_chart(
+        let file = out.plot(
+            &format!("{key}-{}", f.column),
+            line_chart(
                 &format!("{short}, {}: training accuracy", f.label),
                 "epoch",
                 "training accuracy on the tracking subset (%)",
                 &series,
             ),
-        )?;
-        let _ = writeln!(page, "![{}]({file})\n", f.label);
+        );
+        let _ = writeln!(out.markdown, "![{}]({file})\n", f.label);
     }
+    let page = &mut out.markdown;
 
     page.push_str("### Claim (computed from the chosen settings' seeds)\n\n");
     let curves = |column: &str| -> Vec<&[FitPoint]> {
@@ -266,5 +266,80 @@ fn write_row(
             }
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::testing::{experiment, ran, records_for, specs, stamp, summary};
+
+    /// Clean accuracy 10 → 90% over 4 epochs; the noisy examples' fit to their wrong labels
+    /// rises by `noisy_gain` per epoch.
+    fn fit(noisy_gain: f64) -> Vec<MetricsRecord> {
+        (0..=4)
+            .map(|k| MetricsRecord {
+                step: 10 * k,
+                epoch: k as f64,
+                train_acc_clean: Some(0.1 + 0.2 * k as f64),
+                train_acc_noisy: Some(0.1 + noisy_gain * k as f64),
+                train_acc_noisy_true: Some(0.1),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn penalties_that_fit_fewer_noisy_labels_per_clean_one_are_supported_over_three_seeds() {
+        let mut exp = experiment(DEFINITION);
+        exp.profiles.get_mut("smoke").unwrap().seeds = vec![0, 1, 2];
+        let profile = exp.profile("smoke").unwrap().clone();
+        let specs = specs(&exp, "smoke");
+        let mut chosen: Vec<(String, f64)> =
+            specs.iter().map(|s| (s.column.clone(), s.hyper)).collect();
+        chosen.dedup();
+        let chosen: Vec<(&str, f64)> = chosen.iter().map(|(c, h)| (c.as_str(), *h)).collect();
+        let runs = specs
+            .into_iter()
+            .map(|s| (s, Some(summary(0.3, 0.5))))
+            .collect();
+        let outcome = ran(&exp, "smoke", runs, &chosen);
+        // The baseline memorizes (its ratio grows with the seed); every penalty barely does.
+        let records = records_for(&outcome, |s| {
+            if s.column == "baseline" {
+                fit(0.1 + 0.01 * s.seed as f64)
+            } else {
+                fit(0.02)
+            }
+        });
+        let out = page(&stamp("smoke"), &exp, &profile, &[outcome], &records).unwrap();
+        assert_eq!(out.stem, "memorization-smoke");
+        // The noisy-vs-clean plot and one per chosen column (first seed).
+        let key = &exp.rows_in("smoke")[0].key;
+        assert_eq!(out.plots.len(), 1 + chosen.len());
+        assert_eq!(
+            out.plots[0].0,
+            format!("memorization-smoke-{key}-noisy-vs-clean.svg")
+        );
+        let md = &out.markdown;
+        assert!(md.contains("Smoke scale"), "{md}");
+        assert_eq!(
+            md.matches("slows the fitting of noisy labels more than of clean ones: supports**")
+                .count(),
+            chosen.len() - 1,
+            "{md}"
+        );
+        assert!(
+            md.contains("R_baseline = 0.550 (3 seeds), R_penalty = 0.100 (3 seeds)"),
+            "{md}"
+        );
+        // A row without finished runs has no claim lines; only the smoke page carries its note.
+        let outcome = ran(&exp, "smoke", vec![], &chosen);
+        let md = page(&stamp("cpu"), &exp, &profile, &[outcome], &Records::new())
+            .unwrap()
+            .markdown;
+        assert!(
+            !md.contains("Smoke scale") && !md.contains("than of clean ones:"),
+            "{md}"
+        );
+    }
 }

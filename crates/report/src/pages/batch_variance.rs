@@ -1,39 +1,31 @@
-//! `cargo xtask reproduce batch-variance`: batch size against gradient variance (SCIENCE.md
-//! §5.4): Tr(K) along the trajectories of the break-even sweep (the same runs, reused), compared
-//! at matched training accuracy, with a verdict from `breakeven_runner::claims::trend_verdict`.
+//! The batch-variance page (`cargo xtask reproduce batch-variance`): batch size against
+//! gradient variance (SCIENCE.md §5.4): Tr(K) along the trajectories of the break-even sweep
+//! (the same runs, reused), compared at matched training accuracy, with a verdict from
+//! `claims::trend_verdict`.
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
-use breakeven_runner::claims::{trend_verdict, TrendGroup};
-use breakeven_runner::matched::value_at_accuracy;
+use breakeven_runner::sweep::Profile;
 
-use crate::break_even_runs::{
-    group_by, group_levels, level_step, level_table, load_sweep, pct, plain_chart, series,
-    table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
+use super::break_even_sweep::{
+    group_by, group_levels, level_step, level_table, pct, plain_chart, series, table_levels,
+    Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
 };
-use crate::reproduce::{
-    out_dir, page_head_defined_by, profile_device, write, write_plot, ReproduceArgs,
-};
+use crate::claims::{trend_verdict, TrendGroup};
+use crate::matched::value_at_accuracy;
+use crate::page::{claim_line, Page, Stamp};
 
 const TITLE: &str = "Batch size vs gradient variance: Tr(K) at matched training accuracy";
 const SOURCE: &str =
     "the seed talk's claim (SCIENCE.md §5.4), measured as in Jastrzebski et al. ICLR 2020";
 
-pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    let sweep = load_sweep(args)?;
+/// The page of the break-even sweep's finished runs (`sweep`, of `profile`).
+pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
     let runs = &sweep.runs;
-    let out_dir = out_dir(args)?;
-    let stem = format!("batch-variance-{}", args.profile);
-    let device = profile_device(args, &sweep.profile.base);
-    let mut page = page_head_defined_by(
-        args,
-        DEFINITION,
-        TITLE,
-        &device,
-        &sweep.profile.description,
-        SOURCE,
-    );
+    let device = stamp.device(&profile.base);
+    let head = stamp.head(DEFINITION, TITLE, &device, &profile.description, SOURCE);
+    let mut out = Page::new(format!("batch-variance-{}", stamp.profile), head);
+    let page = &mut out.markdown;
     let step = level_step(runs);
     let _ = writeln!(
         page,
@@ -41,24 +33,21 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
          - Tr(K) = E‖g_i − ḡ‖² over the first `tracking.k_examples` images of the fixed measurement subset (per-example gradients of the mean loss, population normalization), at every logged step. Training accuracy: accuracy on the measurement subset (eval mode).\n\
          - Matched accuracy: a run's Tr(K) at accuracy a is read where the run FIRST reaches a, interpolated linearly between the logged points around it; levels are multiples of {} above every compared run's starting accuracy, up to the best accuracy all of them reach.",
         pct(step),
-        profile = args.profile
+        profile = stamp.profile
     );
     for n in &sweep.notes {
         let _ = writeln!(page, "- {n}");
     }
-    let md = out_dir.join(format!("{stem}.md"));
     if runs.is_empty() {
         page.push_str("\nNo finished runs.\n");
-        write(&md, &page)?;
-        println!("wrote {}", md.display());
-        return Ok(());
+        return out;
     }
 
     // Tr(K) at every level some run reaches.
     let levels = table_levels(runs, step);
     page.push_str("\n## Tr(K) at matched training accuracy\n\n");
     let k_trace: Metric = |t| &t.k_trace;
-    level_table(&mut page, runs, &levels, k_trace);
+    level_table(page, runs, &levels, k_trace);
 
     page.push_str("\n## Plots\n\n");
     for (suffix, title, x_label, plot_series) in [
@@ -75,11 +64,11 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
             series(runs, |t| t.epoch.clone(), k_trace, 1.0),
         ),
     ] {
-        let file = format!("{stem}-{suffix}.svg");
         let plot = plain_chart(title, x_label, "Tr(K) (measurement subset)", &plot_series);
-        write_plot(&out_dir.join(&file), &plot)?;
-        let _ = writeln!(page, "![{suffix}]({file})\n");
+        let file = out.plot(suffix, plot);
+        let _ = writeln!(out.markdown, "![{suffix}]({file})\n");
     }
+    let page = &mut out.markdown;
 
     // Claim: at each η (and seed) and each level all its runs reach, Tr(K) grows with S.
     let mut groups = Vec::new();
@@ -97,7 +86,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
                 .collect::<Option<Vec<_>>>();
             if let Some(points) = points {
                 let t = &runs[idx[0]];
-                let seed = if sweep.profile.seeds.len() > 1 {
+                let seed = if profile.seeds.len() > 1 {
                     format!(", seed {}", t.seed)
                 } else {
                     String::new()
@@ -110,16 +99,44 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         }
     }
     page.push_str("## Claim (verdict computed from the runs above)\n\n");
-    let claim = "Larger S ⇒ larger Tr(K) at matched training accuracy (at each η and level)";
-    let _ = match trend_verdict(&groups, true) {
-        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
-        None => writeln!(
-            page,
-            "- **{claim}**: no η with two batch sizes and a shared accuracy level; cannot decide."
-        ),
-    };
+    claim_line(
+        page,
+        "Larger S ⇒ larger Tr(K) at matched training accuracy (at each η and level)",
+        trend_verdict(&groups, true).as_ref(),
+        "no η with two batch sizes and a shared accuracy level; cannot decide.",
+    );
     page.push_str("\nRule: per comparison group (runs at one η, compared at one accuracy level) the Spearman rank correlation between S and Tr(K); supported when the mean over groups is at least 0.5.\n");
-    write(&md, &page)?;
-    println!("wrote {}", md.display());
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::testing::{experiment, stamp, synthetic_sweep};
+
+    #[test]
+    fn tr_k_growing_with_the_batch_size_supports_the_claim() {
+        let exp = experiment(DEFINITION);
+        let profile = exp.profile("smoke").unwrap().clone();
+        let out = page(&stamp("smoke"), &profile, &synthetic_sweep());
+        assert_eq!(out.stem, "batch-variance-smoke");
+        let files: Vec<&str> = out.plots.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "batch-variance-smoke-trace-k-acc.svg",
+                "batch-variance-smoke-trace-k-epoch.svg"
+            ]
+        );
+        let md = &out.markdown;
+        assert!(md.contains("- **Larger S ⇒ larger Tr(K) at matched training accuracy (at each η and level)**: "), "{md}");
+        assert!(md.contains("→ **supports**."), "{md}");
+        // Decreasing Tr(K) with S: does not support.
+        let mut sweep = synthetic_sweep();
+        for t in &mut sweep.runs {
+            t.k_trace = vec![1.0 / t.batch as f64; 4];
+        }
+        let md = page(&stamp("smoke"), &profile, &sweep).markdown;
+        assert!(md.contains("→ **does not support**."), "{md}");
+    }
 }

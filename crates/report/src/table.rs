@@ -4,8 +4,13 @@
 
 use std::fmt::Write;
 
-use crate::sweep::{CellResult, Experiment};
-use crate::table::{RowOutcome, RowState};
+use breakeven_runner::metrics::MetricsRecord;
+use breakeven_runner::sweep::{CellResult, Experiment, Profile};
+use breakeven_runner::table::{RowOutcome, RowState};
+use breakeven_runner::RunError;
+
+use crate::page::{records_of, Page, Records, Stamp};
+use crate::plot::{bar_chart, line_chart, Plot};
 
 /// Where and how the table was made.
 #[derive(Debug, Clone)]
@@ -42,17 +47,19 @@ pub struct ReferenceRun {
 
 /// The reference runs of a JSON-lines file (absent file: none); a bad line is an error naming
 /// the file and line.
-pub fn read_reference_runs(path: &std::path::Path) -> Result<Vec<ReferenceRun>, crate::RunError> {
+pub fn read_reference_runs(
+    path: &std::path::Path,
+) -> Result<Vec<ReferenceRun>, breakeven_runner::RunError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(crate::RunError::io(path, e)),
+        Err(e) => return Err(breakeven_runner::RunError::io(path, e)),
     };
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| crate::RunError::Config {
+            serde_json::from_str(l).map_err(|e| breakeven_runner::RunError::Config {
                 origin: format!("{} line {}", path.display(), i + 1),
                 message: e.to_string(),
             })
@@ -604,8 +611,8 @@ fn difference_row(rows: &mut String, setting: &str, claim: &str, e: &crate::evid
 
 /// The per-epoch (running training accuracy, test accuracy) of a run, from its metrics.
 fn epoch_curve(dir: &std::path::Path) -> Vec<(f64, f64, f64)> {
-    let path = crate::RunDir::new(dir).metrics_path();
-    crate::metrics::read_metrics(&path)
+    let path = breakeven_runner::RunDir::new(dir).metrics_path();
+    breakeven_runner::metrics::read_metrics(&path)
         .unwrap_or_default()
         .iter()
         .filter_map(|r| r.test_acc.map(|t| (r.epoch, r.train_acc, t)))
@@ -641,8 +648,9 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
                 .filter(|(s, r)| {
                     s.column == cell.column
                         && Some(s.hyper) == cell.chosen
-                        && r.as_ref()
-                            .is_some_and(|r| r.status != crate::rundir::RunStatus::Diverged)
+                        && r.as_ref().is_some_and(|r| {
+                            r.status != breakeven_runner::rundir::RunStatus::Diverged
+                        })
                 })
                 .map(|(s, _)| epoch_curve(&s.dir))
                 .filter(|c| !c.is_empty())
@@ -704,6 +712,146 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
     let _ = writeln!(out, "{}", lines.join("\n"));
 }
 
+/// The page of a table (`<stem>.md`, e.g. `table1-cpu`) of `profile`: [`render_markdown`] with
+/// the plots of every row that ran ([`row_plots`]), read from the finished runs' `records`, and
+/// the reference runs of another implementation shown beside them.
+pub fn page(
+    stem: String,
+    stamp: &Stamp,
+    exp: &Experiment,
+    profile: &Profile,
+    outcomes: &[RowOutcome],
+    reference_runs: Vec<ReferenceRun>,
+    records: &Records,
+) -> Result<Page, RunError> {
+    let data_note: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.data_dir
+                .as_ref()
+                .map(|d| format!("{}: {}", o.row.key, d.display()))
+        })
+        .collect();
+    let mut ctx = ReportContext {
+        profile: stamp.profile.clone(),
+        command: stamp.command.clone(),
+        generated_utc: stamp.generated_utc.clone(),
+        git_revision: stamp.git_revision.clone(),
+        hardware: format!(
+            "{}{}",
+            hardware_description(&stamp.device(&profile.base)),
+            if data_note.is_empty() {
+                String::new()
+            } else {
+                format!("; data read from {}", data_note.join(", "))
+            }
+        ),
+        plots: vec![],
+        reference_runs,
+    };
+    let mut page = Page::new(stem, String::new());
+    for o in outcomes {
+        if let RowState::Ran { .. } = &o.state {
+            for (suffix, plot) in row_plots(exp, o, records)? {
+                let file = page.plot(&format!("{}{suffix}", o.row.key), plot);
+                ctx.plots.push((o.row.key.clone(), file));
+            }
+        }
+    }
+    page.markdown = render_markdown(exp, outcomes, &ctx);
+    Ok(page)
+}
+
+/// The bar chart of a row, and the test-accuracy curves of each column's chosen setting (first seed).
+pub fn row_plots(
+    exp: &Experiment,
+    o: &RowOutcome,
+    records: &Records,
+) -> Result<Vec<(&'static str, Plot)>, RunError> {
+    let RowState::Ran { cells, runs, .. } = &o.state else {
+        return Ok(vec![]);
+    };
+    let labels: Vec<String> = exp.columns.iter().map(|c| c.label.clone()).collect();
+    let measured: Vec<Option<(f64, f64)>> =
+        cells.iter().map(|c| c.test_mean.zip(c.test_std)).collect();
+    let paper: Vec<Option<f64>> = exp
+        .columns
+        .iter()
+        .map(|c| o.row.paper.get(&c.key).copied())
+        .collect();
+    let mut out = vec![(
+        "",
+        bar_chart(
+            &format!("{}: test accuracy", o.row.setting),
+            &labels,
+            &measured,
+            &paper,
+        ),
+    )];
+    // Per chosen setting (first seed): test accuracy and, when tracked, Tr(F) along training.
+    let (mut acc, mut train_acc, mut fisher) = (Vec::new(), Vec::new(), Vec::new());
+    for (col, cell) in exp.columns.iter().zip(cells) {
+        let Some(h) = cell.chosen else { continue };
+        let Some((spec, _)) = runs
+            .iter()
+            .find(|(s, r)| s.column == col.key && s.hyper == h && r.is_some())
+        else {
+            continue;
+        };
+        let records = records_of(records, &spec.dir)?;
+        let name = format!("{} ({h})", col.label);
+        let series = |f: fn(&MetricsRecord) -> Option<f64>| {
+            records
+                .iter()
+                .filter_map(|r| f(r).map(|a| (r.epoch, 100.0 * a)))
+                .collect::<Vec<_>>()
+        };
+        acc.push((name.clone(), series(|r| r.test_acc)));
+        train_acc.push((name.clone(), series(|r| r.measure_acc)));
+        let tr_f: Vec<(f64, f64)> = records
+            .iter()
+            .filter_map(|r| {
+                r.curvature
+                    .as_ref()
+                    .and_then(|c| c.fisher_trace)
+                    .map(|f| (r.epoch, f))
+            })
+            .collect();
+        if !tr_f.is_empty() {
+            fisher.push((name, tr_f));
+        }
+    }
+    // Test accuracy where the profile tracks it along training (`tracking.eval_test`), else the
+    // training accuracy on the fixed measurement subset, which every run tracks.
+    if acc.iter().any(|(_, pts)| !pts.is_empty()) {
+        let title = format!("{}: test accuracy during training", o.row.setting);
+        out.push((
+            "-curves",
+            line_chart(&title, "epoch", "test accuracy (%)", &acc),
+        ));
+    } else if train_acc.iter().any(|(_, pts)| !pts.is_empty()) {
+        let title = format!("{}: training accuracy during training", o.row.setting);
+        out.push((
+            "-curves",
+            line_chart(
+                &title,
+                "epoch",
+                "training accuracy (%, measurement subset)",
+                &train_acc,
+            ),
+        ));
+    }
+    if !fisher.is_empty() {
+        // Tr(F) spans decades between the columns and along training.
+        let title = format!("{}: Fisher trace Tr(F) during training", o.row.setting);
+        out.push((
+            "-fisher",
+            line_chart(&title, "epoch", "Tr(F) (measurement subset)", &fisher).log_y(),
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod gap_tests {
     use super::{recovery, test_at_train_acc};
@@ -753,5 +901,103 @@ mod gap_tests {
         assert_eq!(recovery(50.0, 40.0, 40.0), Some(0.0));
         assert_eq!(recovery(50.0, 40.0, 50.0), Some(1.0));
         assert_eq!(recovery(50.0, 50.0, 55.0), None);
+    }
+
+    /// A small table trained for real (the synthetic row, one epoch, 2 seeds; the CIFAR-100 row
+    /// missing its data) and rendered: paper numbers, the fetch command, plots and an
+    /// undecided verdict.
+    #[test]
+    fn a_small_table_renders_missing_rows_plots_and_verdicts() {
+        use breakeven_runner::sweep::Experiment;
+        use breakeven_runner::table::{run_table, Silent};
+
+        use super::{render_markdown, ReportContext};
+
+        let dir =
+            std::env::temp_dir().join(format!("breakeven-report-table-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
+        let mut exp = Experiment::load(&path).unwrap();
+        exp.columns
+            .retain(|c| c.key == "eta_star" || c.key == "baseline");
+        let profile = exp.profiles.get_mut("smoke").unwrap();
+        profile.seeds = vec![0, 1];
+        profile
+            .base
+            .insert("stop".into(), toml::toml! { max_epochs = 1 }.into());
+        let empty = dir.join("no-data");
+        std::fs::create_dir_all(&empty).unwrap();
+        for row in &mut exp.rows {
+            if row.key == "cifar10-simplecnn" {
+                row.overrides
+                    .get_mut("smoke")
+                    .unwrap()
+                    .insert("data".into(), toml::toml! { name = "cifar100" }.into());
+            }
+        }
+        let again = run_table(
+            &exp,
+            "smoke",
+            &dir.join("runs"),
+            &[empty],
+            true,
+            &mut Silent,
+        )
+        .unwrap();
+        let ctx = ReportContext {
+            profile: "smoke".into(),
+            command: "cargo xtask reproduce table1 --profile smoke".into(),
+            generated_utc: "now".into(),
+            git_revision: "rev".into(),
+            hardware: "test".into(),
+            plots: vec![("synthetic-fc".into(), "x.svg".into())],
+            reference_runs: vec![],
+        };
+        let md = render_markdown(&exp, &again, &ctx);
+        assert!(
+            md.contains("| CIFAR-100 (DenseNet) |") || md.contains("missing `cifar100`"),
+            "{md}"
+        );
+        assert!(
+            md.contains("76.94")
+                && md.contains("official CIFAR-10")
+                && md.contains("cargo xtask data fetch cifar100")
+        );
+        assert!(md.contains("![Synthetic blobs"));
+        // Two seeds a column cannot decide a claim.
+        assert!(
+            md.contains("## Verdicts") && md.contains("**undecided** (2 vs 2 seeds"),
+            "{md}"
+        );
+        // The page: the same Markdown, with the synthetic row's bar chart and curves.
+        let records = crate::page::read_records(&again).unwrap();
+        let stamp = crate::pages::testing::stamp("smoke");
+        let profile = exp.profile("smoke").unwrap().clone();
+        let page = super::page(
+            "table1-smoke".into(),
+            &stamp,
+            &exp,
+            &profile,
+            &again,
+            vec![],
+            &records,
+        )
+        .unwrap();
+        let files: Vec<&str> = page.plots.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "table1-smoke-synthetic-fc.svg",
+                "table1-smoke-synthetic-fc-curves.svg",
+                "table1-smoke-synthetic-fc-fisher.svg"
+            ]
+        );
+        assert!(
+            page.markdown.contains("(table1-smoke-synthetic-fc.svg)"),
+            "{}",
+            page.markdown
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,26 +1,32 @@
-//! `cargo xtask reproduce early-phase`: the early-phase picture (SCIENCE.md §5.6). SimpleCNN
-//! on CIFAR-10 at η = 0.1 and η = 0.01 until 65% training accuracy through the sweep
-//! machinery (every checkpoint kept); each checkpoint embedded by its softmax predictions on
-//! a fixed test subset, PCA to 2-D, scatter plots coloured by λ_K^1 and by training accuracy,
-//! and verdicts computed by `breakeven_runner::early_phase`.
+//! The early-phase page (`cargo xtask reproduce early-phase`, SCIENCE.md §5.6): SimpleCNN on
+//! CIFAR-10 at η = 0.1 and η = 0.01 until 65% training accuracy, each checkpoint embedded by
+//! its softmax predictions on a fixed test subset (`breakeven_runner::early_phase`), PCA to
+//! 2-D, scatter plots coloured by λ_K^1 and by training accuracy, and verdicts computed by
+//! `early_phase`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use breakeven_runner::claims::sig4;
-use breakeven_runner::early_phase::{
-    lambda_ratio_verdict, match_runs, matched_levels, separation_verdict, TrajectoryPoint,
-    LAMBDA_RATIO_THRESHOLD,
-};
-use breakeven_runner::pca::pca_2d;
-use breakeven_runner::plot::{scatter_chart, Marker, ScatterSeries};
+use breakeven_runner::early_phase::{Trajectory, TrajectoryPoint};
 use breakeven_runner::rundir::Summary;
-use breakeven_runner::TrainOptions;
+use breakeven_runner::sweep::{Experiment, Profile};
+use breakeven_runner::table::RowOutcome;
+use breakeven_runner::RunError;
 
-use crate::reproduce::{
-    claim_line, column_label, out_dir, page_head, profile_device, row_runs, run_definition,
-    write_page, write_plot, ReproduceArgs,
+use crate::claims::sig4;
+use crate::early_phase::{
+    lambda_ratio_verdict, match_runs, matched_levels, separation_verdict, LAMBDA_RATIO_THRESHOLD,
 };
+use crate::page::{claim_line, column_label, row_runs, Page, Stamp};
+use crate::pca::pca_2d;
+use crate::plot::{scatter_chart, Marker, ScatterSeries};
+
+/// The experiment file (`experiments/early-phase.toml`).
+pub const DEFINITION: &str = "early-phase";
+
+/// The embedded checkpoints of every finished run, by run directory.
+pub type Trajectories = BTreeMap<PathBuf, Trajectory>;
 
 /// What a verdict line says when the runs cannot decide a claim.
 const UNDECIDED: &str = "not enough matched accuracy levels to decide.";
@@ -30,26 +36,34 @@ const LEVEL_START: f64 = 0.20;
 const LEVEL_STEP: f64 = 0.05;
 
 /// One finished run and its trajectory.
-struct Run {
-    label: String,
-    lr: f64,
-    summary: Summary,
-    classes: usize,
-    points: Vec<TrajectoryPoint>,
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub label: String,
+    pub lr: f64,
+    pub summary: Summary,
+    pub classes: usize,
+    pub points: Vec<TrajectoryPoint>,
 }
 
-pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    // Every checkpoint is kept: each one becomes a point of the embedding.
-    let options = TrainOptions {
-        keep_all_checkpoints: true,
-        ..Default::default()
-    };
-    let (exp, profile, outcomes) = run_definition(args, "early-phase", &options)?;
-
-    let out_dir = out_dir(args)?;
-    let stem = format!("early-phase-{}", args.profile);
-    let device = profile_device(args, &profile.base);
-    let mut page = page_head(args, &exp.title, &device, &profile.description, &exp.source);
+/// The page: one section per row of `outcomes`, every finished run's checkpoints from
+/// `trajectories`.
+pub fn page(
+    stamp: &Stamp,
+    exp: &Experiment,
+    profile: &Profile,
+    outcomes: &[RowOutcome],
+    trajectories: &Trajectories,
+) -> Result<Page, RunError> {
+    let device = stamp.device(&profile.base);
+    let head = stamp.head(
+        DEFINITION,
+        &exp.title,
+        &device,
+        &profile.description,
+        &exp.source,
+    );
+    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
+    let page = &mut out.markdown;
     page.push_str("- Embedding: each kept checkpoint's softmax outputs on the run's fixed test subset (the first `data.test_subset` test images), concatenated into one vector; PCA (exact, f64, Gram matrix + Jacobi) of the checkpoints of both runs together, 2 components. Training accuracy = accuracy at the checkpoint on the fixed measurement subset of training images (`tracking.measure_subset`); λ_K^1 = largest eigenvalue of the gradient covariance from `tracking.k_examples` per-example gradients of that subset (SCIENCE.md §2), logged at the same step.\n");
     let _ = writeln!(
         page,
@@ -58,44 +72,35 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         100.0 * LEVEL_STEP
     );
 
-    for o in &outcomes {
-        let Some(specs) = row_runs(&mut page, o) else {
+    for o in outcomes {
+        let Some(specs) = row_runs(&mut out.markdown, o) else {
             continue;
         };
         let mut runs = Vec::new();
         for (spec, summary) in specs {
             let Some(summary) = summary else { continue };
-            let t = breakeven_runner::early_phase::trajectory(&spec.dir, o.data_dir.as_deref())
-                .with_context(|| format!("embedding the checkpoints of {}", spec.dir.display()))?;
+            let t = trajectories.get(&spec.dir).ok_or_else(|| {
+                RunError::Other(format!(
+                    "no embedded checkpoints for run {}",
+                    spec.dir.display()
+                ))
+            })?;
             runs.push(Run {
-                label: column_label(&exp, spec).to_string(),
+                label: column_label(exp, spec).to_string(),
                 lr: spec.config.optim.lr,
                 summary: summary.clone(),
                 classes: t.classes,
-                points: t.points,
+                points: t.points.clone(),
             });
         }
-        write_row(
-            &mut page,
-            &out_dir,
-            &stem,
-            &o.row.key,
-            &o.row.setting,
-            &runs,
-        )?;
+        row(&mut out, &o.row.key, &o.row.setting, &runs)?;
     }
-    write_page(&out_dir, &stem, &page)
+    Ok(out)
 }
 
 /// The run table, the plots and the verdicts of one row (one large-η and one small-η run).
-fn write_row(
-    page: &mut String,
-    out_dir: &std::path::Path,
-    stem: &str,
-    key: &str,
-    setting: &str,
-    runs: &[Run],
-) -> Result<()> {
+fn row(out: &mut Page, key: &str, setting: &str, runs: &[Run]) -> Result<(), RunError> {
+    let page = &mut out.markdown;
     page.push_str("| Run | status | steps (epochs) | checkpoints embedded | training acc. at the last checkpoint (%) | final train / test acc. (%) | max λ_K^1 |\n|---|---|---|---|---|---|---|\n");
     for r in runs {
         let f = |a: Option<f64>| a.map_or("—".into(), |a| format!("{:.2}", 100.0 * a));
@@ -136,11 +141,11 @@ fn write_row(
         .iter()
         .find(|r| r.classes != classes || r.points.iter().any(|p| p.predictions.len() != len))
     {
-        bail!(
+        return Err(RunError::Other(format!(
             "run {} has predictions of another shape than run {} (different test subsets or class counts)",
             r.label,
             large.label
-        );
+        )));
     }
 
     // PCA of both trajectories together.
@@ -160,10 +165,9 @@ fn write_row(
         100.0 * pca.explained[0]
     );
     let y_label = format!("PC2 ({:.1}% of variance)", 100.0 * pca.explained[1]);
-    let lambda_file = format!("{stem}-{key}-pca-lambda.svg");
-    write_plot(
-        &out_dir.join(&lambda_file),
-        &scatter_chart(
+    let lambda_file = out.plot(
+        &format!("{key}-pca-lambda"),
+        scatter_chart(
             "Checkpoints embedded by test predictions, coloured by λ_K^1",
             &x_label,
             &y_label,
@@ -171,11 +175,10 @@ fn write_row(
             &by_lambda,
             true,
         ),
-    )?;
-    let acc_file = format!("{stem}-{key}-pca-accuracy.svg");
-    write_plot(
-        &out_dir.join(&acc_file),
-        &scatter_chart(
+    );
+    let acc_file = out.plot(
+        &format!("{key}-pca-accuracy"),
+        scatter_chart(
             "Checkpoints embedded by test predictions, by training accuracy",
             &x_label,
             &y_label,
@@ -183,8 +186,7 @@ fn write_row(
             &by_acc,
             true,
         ),
-    )?;
-    let curve_file = format!("{stem}-{key}-lambda-vs-accuracy.svg");
+    );
     // Accuracy is not monotone along SGD: points (coloured by epoch), not a line; λ_K^1 spans
     // decades, so on a log axis.
     let curves: Vec<ScatterSeries> = runs
@@ -203,9 +205,9 @@ fn write_row(
                 .collect(),
         })
         .collect();
-    write_plot(
-        &out_dir.join(&curve_file),
-        &scatter_chart(
+    let curve_file = out.plot(
+        &format!("{key}-lambda-vs-accuracy"),
+        scatter_chart(
             &format!("{setting}: λ_K^1 against training accuracy"),
             "training accuracy (%) at the checkpoint",
             "λ_K^1",
@@ -214,7 +216,8 @@ fn write_row(
             false,
         )
         .log_y(),
-    )?;
+    );
+    let page = &mut out.markdown;
     let png = |f: &str| f.replace(".svg", ".png");
     let _ = writeln!(
         page,
@@ -300,4 +303,102 @@ fn scatter_series(
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::testing::{experiment, ran, specs, stamp, summary};
+
+    /// A trajectory through accuracies 10 … 70% whose predictions (2 test images × 2 classes)
+    /// move along `direction` by `speed` per point, with λ_K^1 = `lambda` throughout.
+    fn trajectory(speed: f64, direction: [f64; 4], lambda: f64) -> Trajectory {
+        let points = (0..7)
+            .map(|k| TrajectoryPoint {
+                step: 10 * k,
+                epoch: k as f64,
+                train_acc: 0.1 + 0.1 * k as f64,
+                lambda_k1: Some(lambda),
+                predictions: direction
+                    .iter()
+                    .map(|d| 0.25 + speed * k as f64 * d)
+                    .collect(),
+            })
+            .collect();
+        Trajectory { classes: 2, points }
+    }
+
+    #[test]
+    fn trajectories_that_part_with_a_larger_small_eta_lambda_support_both_claims() {
+        let exp = experiment(DEFINITION);
+        let profile = exp.profile("smoke").unwrap().clone();
+        let specs = specs(&exp, "smoke");
+        let mut trajectories = Trajectories::new();
+        for s in &specs {
+            // The small-η run has 4× the λ_K^1; the two move apart in prediction space.
+            let t = if s.column == "small" {
+                trajectory(0.01, [1.0, -1.0, 1.0, -1.0], 4.0)
+            } else {
+                trajectory(0.01, [-1.0, 1.0, -1.0, 1.0], 1.0)
+            };
+            trajectories.insert(s.dir.clone(), t);
+        }
+        let runs = specs
+            .into_iter()
+            .map(|s| (s, Some(summary(0.4, 0.7))))
+            .collect();
+        let outcome = ran(&exp, "smoke", runs, &[]);
+        let page = page(&stamp("smoke"), &exp, &profile, &[outcome], &trajectories).unwrap();
+        let key = &exp.rows_in("smoke")[0].key;
+        let files: Vec<String> = page.plots.iter().map(|p| p.0.clone()).collect();
+        assert_eq!(
+            files,
+            ["pca-lambda", "pca-accuracy", "lambda-vs-accuracy"]
+                .map(|s| format!("early-phase-smoke-{key}-{s}.svg"))
+        );
+        let md = &page.markdown;
+        // Levels 20, 25, … 70%: ratio 4 at each.
+        assert!(
+            md.contains(
+                "training-accuracy levels of λ_K^1(small η) / λ_K^1(large η) = 4.000 (≥ 1.5)"
+            ),
+            "{md}"
+        );
+        assert_eq!(md.matches("→ **supports**.").count(), 2, "{md}");
+        // The first point is shared (the common initialization) and all 14 are embedded.
+        assert!(
+            md.contains(
+                "variance of the 14 checkpoints' predictions (2 test images × 2 classes each)"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn predictions_of_another_shape_are_an_error_naming_the_runs() {
+        let a = Run {
+            label: "large η".into(),
+            lr: 0.1,
+            summary: summary(0.4, 0.7),
+            classes: 2,
+            points: trajectory(0.01, [1.0; 4], 1.0).points,
+        };
+        let mut b = a.clone();
+        (b.label, b.lr) = ("small η".into(), 0.01);
+        b.points[3].predictions.pop();
+        let mut page = Page::new("p".into(), String::new());
+        let err = row(&mut page, "k", "s", &[a.clone(), b])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("run small η has predictions of another shape than run large η"),
+            "{err}"
+        );
+        // One learning rate only: nothing to compare, no plots.
+        row(&mut page, "k", "s", &[a.clone(), a]).unwrap();
+        assert!(page
+            .markdown
+            .contains("Needs two finished runs at different learning rates"));
+        assert!(page.plots.is_empty());
+    }
 }

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::{BitMapBackend, IntoDrawingArea};
 
-use crate::atomic::write_atomic;
-use crate::error::RunError;
 use crate::plot::Plot;
+use breakeven_runner::atomic::write_atomic;
+use breakeven_runner::RunError;
 
 /// Scale of the PNG relative to the SVG's own size (1.5: 760×420 plots become 1140×630).
 pub const PNG_ZOOM: f64 = 1.5;

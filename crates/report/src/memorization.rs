@@ -3,7 +3,7 @@
 //! the baseline's and the penalty's runs are read where their clean training accuracy first
 //! reaches one common level, and their memorization ratios are compared over seeds.
 
-use crate::metrics::MetricsRecord;
+use breakeven_runner::metrics::MetricsRecord;
 
 /// The matched clean accuracy must exceed every run's initial clean accuracy by this much, or
 /// the runs learned too little to compare [ours].

@@ -1,43 +1,41 @@
-//! `cargo xtask reproduce break-even`: the break-even conjectures (Jastrzebski et al. ICLR
+//! The break-even page (`cargo xtask reproduce break-even`): the break-even conjectures (Jastrzebski et al. ICLR
 //! 2020, SCIENCE.md §5.1) from the η × S sweep: λ_H^1, λ_K^1 and λ_K^*/λ_K^1 compared at
 //! matched training accuracy, the maxima against η and S, where λ_H^1 first meets 2/η, and
-//! verdicts computed by `breakeven_runner::claims::trend_verdict`.
+//! verdicts computed by `claims::trend_verdict`.
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
-use breakeven_runner::claims::{sig4, trend_verdict, TrendGroup};
-use breakeven_runner::matched::{first_crossing, max_until_accuracy, value_at_accuracy};
-use breakeven_runner::plot::{line_chart_with_bounds, Bound};
+use breakeven_runner::sweep::{Experiment, Profile};
 
-use crate::break_even_runs::{
-    group_by, group_levels, level_step, level_table, load_sweep, pct, plain_chart, series,
-    table_levels, Metric, Trajectory, ACC_AXIS, DEFINITION,
+use super::break_even_sweep::{
+    group_by, group_levels, level_step, level_table, pct, plain_chart, series, table_levels,
+    Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
 };
-use crate::reproduce::{
-    claim_line, out_dir, page_head_defined_by, profile_device, write_page, write_plot,
-    ReproduceArgs,
-};
+use crate::claims::{sig4, trend_verdict, TrendGroup};
+use crate::matched::{first_crossing, max_until_accuracy, value_at_accuracy};
+use crate::page::{claim_line, Page, Stamp};
+use crate::plot::{line_chart_with_bounds, Bound};
 
 /// What a verdict line says when the runs cannot decide a claim.
 const UNDECIDED: &str =
     "no comparison group with two settings and a shared accuracy level; cannot decide.";
 
-pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
-    let sweep = load_sweep(args)?;
+/// The page of the break-even sweep's finished runs (`sweep`).
+pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -> Page {
     let runs = &sweep.runs;
-    let out_dir = out_dir(args)?;
-    let stem = format!("break-even-{}", args.profile);
-    let device = profile_device(args, &sweep.profile.base);
-    let mut page = page_head_defined_by(
-        args,
+    let device = stamp.device(&profile.base);
+    let head = stamp.head(
         DEFINITION,
-        &sweep.exp.title,
+        &exp.title,
         &device,
-        &sweep.profile.description,
-        &sweep.exp.source,
+        &profile.description,
+        &exp.source,
     );
+    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
+    let page = &mut out.markdown;
     let step = level_step(runs);
+    // The page still names `breakeven_runner::matched` (now `breakeven_report::matched`): the
+    // committed pages re-render byte for byte; the next deliberate regeneration may update it.
     let _ = writeln!(
         page,
         "- Training accuracy: accuracy on the fixed measurement subset of the training set (`tracking.measure_subset` images, eval mode) at every logged step; λ_H^1 (Lanczos), λ_K^1, Tr(K) and λ_K^*/λ_K^1 (Gram matrix of the first `tracking.k_examples` per-example gradients) are measured on the same subset.\n\
@@ -45,18 +43,19 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
          - Maximum of λ along a trajectory: the largest logged value from initialization up to the first point at or above the highest level all runs of the comparison group reach (so every run's maximum covers the same stretch of learning).\n\
          - The same runs feed `cargo xtask reproduce batch-variance --profile {}` (Tr(K) vs S, SCIENCE.md §5.4).",
         pct(step),
-        args.profile
+        stamp.profile
     );
     for n in &sweep.notes {
         let _ = writeln!(page, "- {n}");
     }
     if runs.is_empty() {
         page.push_str("\nNo finished runs.\n");
-        return finish(&out_dir, &stem, &page);
+        return out;
     }
 
-    run_table(&mut page, runs);
-    plots(&mut page, &out_dir, &stem, runs)?;
+    run_table(page, runs);
+    plots(&mut out, runs);
+    let page = &mut out.markdown;
     let levels = table_levels(runs, step);
     let metrics: [(&str, Metric); 3] = [
         ("λ_H^1", |t| &t.lambda_h),
@@ -65,7 +64,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     ];
     for (name, m) in metrics {
         let _ = writeln!(page, "\n### {name} at matched training accuracy\n");
-        level_table(&mut page, runs, &levels, m);
+        level_table(page, runs, &levels, m);
     }
 
     page.push_str("\n## Claims (verdicts computed from the runs above)\n\n");
@@ -170,7 +169,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     ];
     for (claim, groups, increasing) in &claims {
         claim_line(
-            &mut page,
+            page,
             claim,
             trend_verdict(groups, *increasing).as_ref(),
             UNDECIDED,
@@ -227,18 +226,13 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
         if series.iter().all(|s| s.1.len() < 2) {
             continue;
         }
-        let file = format!("{stem}-{suffix}.svg");
         let y_label = "maximum eigenvalue (up to the group's matched accuracy)";
         let plot = plain_chart(title, x_label, y_label, &series);
         let plot = if log_x { plot.log_x() } else { plot };
-        write_plot(&out_dir.join(&file), &plot)?;
-        let _ = writeln!(page, "\n![{suffix}]({file})");
+        let file = out.plot(suffix, plot);
+        let _ = writeln!(out.markdown, "\n![{suffix}]({file})");
     }
-    finish(&out_dir, &stem, &page)
-}
-
-fn finish(out_dir: &std::path::Path, stem: &str, page: &str) -> Result<()> {
-    write_page(out_dir, stem, page)
+    out
 }
 
 /// `, seed N` when the sweep has several seeds.
@@ -283,12 +277,7 @@ fn run_table(page: &mut String, runs: &[Trajectory]) {
     }
 }
 
-fn plots(
-    page: &mut String,
-    out_dir: &std::path::Path,
-    stem: &str,
-    runs: &[Trajectory],
-) -> Result<()> {
+fn plots(page: &mut Page, runs: &[Trajectory]) {
     let epoch: fn(&Trajectory) -> Vec<f64> = |t| t.epoch.clone();
     let acc: fn(&Trajectory) -> Vec<f64> = Trajectory::best_acc_so_far;
     let bounds: Vec<Bound> = runs
@@ -336,11 +325,54 @@ fn plots(
             plain_chart(title, ACC_AXIS, y, &series(runs, acc, m, 100.0)),
         ));
     }
-    let _ = writeln!(page, "\n## Plots\n");
+    let _ = writeln!(page.markdown, "\n## Plots\n");
     for (suffix, plot) in files {
-        let file = format!("{stem}-{suffix}.svg");
-        write_plot(&out_dir.join(&file), &plot)?;
-        let _ = writeln!(page, "![{suffix}]({file})\n");
+        let file = page.plot(suffix, plot);
+        let _ = writeln!(page.markdown, "![{suffix}]({file})\n");
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::testing::{experiment, stamp, synthetic_sweep};
+
+    #[test]
+    fn the_six_claims_are_decided_from_the_trajectories() {
+        let exp = experiment(DEFINITION);
+        let profile = exp.profile("smoke").unwrap().clone();
+        let page = page(&stamp("smoke"), &exp, &profile, &synthetic_sweep());
+        let files: Vec<&str> = page.plots.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "break-even-smoke-lambda-h-epoch.svg",
+                "break-even-smoke-lambda-h-acc.svg",
+                "break-even-smoke-lambda-k-acc.svg",
+                "break-even-smoke-k-ratio-acc.svg",
+                "break-even-smoke-max-vs-lr.svg",
+                "break-even-smoke-max-vs-batch.svg",
+            ]
+        );
+        let md = &page.markdown;
+        assert!(md.contains("- run /r/x has not finished\n"), "{md}");
+        // Every synthetic trend goes the claimed way.
+        assert_eq!(md.matches("→ **supports**.").count(), 6, "{md}");
+        assert!(md.contains("  - S = 16 (up to "), "{md}");
+        // η = 0.1, S = 16: λ_H^1 = 10, 20, … meets 2/η = 20 at its second point.
+        assert!(
+            md.contains("| η=0.1, S=16 | 30 (3.00) | 70.0 | 40.00 | 40.00 | 10 (1.00) |"),
+            "{md}"
+        );
+        assert!(md.contains(" of 4 runs met it"), "{md}");
+    }
+
+    #[test]
+    fn without_finished_runs_the_page_says_so_and_draws_nothing() {
+        let exp = experiment(DEFINITION);
+        let profile = exp.profile("smoke").unwrap().clone();
+        let page = page(&stamp("smoke"), &exp, &profile, &Sweep::default());
+        assert!(page.markdown.ends_with("\nNo finished runs.\n"));
+        assert!(page.plots.is_empty());
+    }
 }

@@ -10,7 +10,7 @@
 
 use breakeven_curvature::linalg::jacobi_eigen;
 
-use crate::error::RunError;
+use breakeven_runner::RunError;
 
 /// The 2-D PCA embedding of a set of points.
 #[derive(Debug, Clone, PartialEq)]

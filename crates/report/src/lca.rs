@@ -1,95 +1,17 @@
-//! The LCA experiment as data (`experiments/lca.toml`: profiles with a large and a small
-//! learning rate over one base config), statistics computed from the logged records, and the
-//! Markdown results page. Every claim on the page is computed here from the records.
+//! The LCA results page (`cargo xtask reproduce lca`): statistics computed from the logged
+//! records of the large- and the small-η run (`breakeven_runner::lca`), the Markdown page and
+//! its plots. Every claim on the page is computed here from the records.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use serde::Deserialize;
+use breakeven_runner::config::RunConfig;
+use breakeven_runner::lca::{LcaExperiment, LcaProfile, LcaRecord};
 
-use crate::config::RunConfig;
-use crate::error::RunError;
-use crate::lca::{LcaRecord, LcaSchedule};
-
-/// `experiments/lca.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LcaExperiment {
-    pub name: String,
-    pub title: String,
-    pub source: String,
-    pub profiles: BTreeMap<String, LcaProfile>,
-}
-
-/// One scale of the experiment: the two learning rates, the allocation schedule, the base run.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LcaProfile {
-    pub description: String,
-    pub large_lr: f64,
-    pub small_lr: f64,
-    pub lca: LcaSchedule,
-    /// A `RunConfig` without `optim.lr` and `name` (filled in per learning rate).
-    pub base: toml::Table,
-}
-
-impl LcaExperiment {
-    /// Reads and parses the definition; `path` names the file in errors.
-    pub fn load(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| RunError::Config {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        })
-    }
-
-    /// The named profile, or an error listing the defined ones.
-    pub fn profile(&self, name: &str) -> Result<&LcaProfile, RunError> {
-        self.profiles.get(name).ok_or_else(|| RunError::Invalid {
-            key: "profile".into(),
-            message: format!(
-                "`{name}` is not defined; profiles: {}",
-                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        })
-    }
-}
-
-impl LcaProfile {
-    /// The two runs: `("large", config)` and `("small", config)`, validated.
-    pub fn runs(
-        &self,
-        stem: &str,
-        device: Option<&str>,
-    ) -> Result<Vec<(String, RunConfig)>, RunError> {
-        [("large", self.large_lr), ("small", self.small_lr)]
-            .into_iter()
-            .map(|(label, lr)| {
-                let mut t = self.base.clone();
-                t.insert("name".into(), format!("{stem}-{label}-lr{lr}").into());
-                if let Some(d) = device {
-                    t.insert("device".into(), d.into());
-                }
-                let optim = t
-                    .entry("optim")
-                    .or_insert_with(|| toml::Table::new().into());
-                if let Some(o) = optim.as_table_mut() {
-                    o.insert("lr".into(), lr.into());
-                }
-                let config: RunConfig =
-                    toml::Value::Table(t)
-                        .try_into()
-                        .map_err(|e: toml::de::Error| RunError::Config {
-                            origin: format!("{stem} profile base"),
-                            message: e.to_string(),
-                        })?;
-                config.validate()?;
-                Ok((label.to_string(), config))
-            })
-            .collect()
-    }
-}
+use crate::page::{Page, Stamp};
+use crate::plot::line_chart;
+use crate::table::hardware_description;
 
 /// Summary statistics of one run's records.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,4 +221,232 @@ fn data_name(c: &RunConfig) -> String {
         "{}{subset}, batch {}, subset {} for LCA",
         c.data.name, c.data.batch_size, c.tracking.measure_subset
     )
+}
+
+/// The page `lca-<profile>.md` and its plots: `runs` are the profile's two runs (label and
+/// config), `records` their logged steps in the same order; `data_dir` is where the data set
+/// was read (named on the page).
+pub fn page(
+    stamp: &Stamp,
+    exp: &LcaExperiment,
+    profile: &LcaProfile,
+    runs: &[(String, RunConfig)],
+    records: &[Vec<LcaRecord>],
+    data_dir: Option<&Path>,
+) -> Page {
+    let stem = format!("lca-{}", stamp.profile);
+    let named = |label: &str| {
+        let lr = runs
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.optim.lr);
+        format!("{label} lr {}", lr.unwrap_or(f64::NAN))
+    };
+    let series = |f: &dyn Fn(&LcaRecord) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+        runs.iter()
+            .zip(records)
+            .map(|((l, _), recs)| {
+                let pts = recs.iter().map(|r| (r.step as f64, f(r))).collect();
+                (named(l), pts)
+            })
+            .collect()
+    };
+    let mut plots = vec![
+        (
+            format!("{stem}-hurt.svg"),
+            "Fraction of parameters that hurt (among non-zero allocations)".to_string(),
+            line_chart(
+                "LCA: fraction of parameters that hurt (A_i > 0) among non-zero",
+                "step",
+                "fraction hurt",
+                &series(&|r| r.hurt_among_nonzero),
+            ),
+        ),
+        (
+            format!("{stem}-error.svg"),
+            "Simpson's relative integration error |Σ A_i − ΔL| / |ΔL|".to_string(),
+            // The error spans decades between runs and steps.
+            line_chart(
+                "LCA: relative integration error (Simpson)",
+                "step",
+                "|allocated − ΔL| / |ΔL|",
+                &series(&|r| r.relative_error.abs().min(1e3)),
+            )
+            .log_y(),
+        ),
+    ];
+    for ((label, _), recs) in runs.iter().zip(records) {
+        plots.push((
+            format!("{stem}-layers-{label}.svg"),
+            format!("Allocation per layer (weight + bias), {}", named(label)),
+            line_chart(
+                &format!("LCA per layer, {}", named(label)),
+                "step",
+                "Σ A_i over the layer (negative = helped)",
+                &per_layer(recs),
+            ),
+        ));
+    }
+    let device = runs
+        .first()
+        .map_or_else(|| "cpu".to_string(), |(_, c)| c.device.to_string());
+    let data_note = data_dir
+        .map(|d| format!("; data read from {}", d.display()))
+        .unwrap_or_default();
+    let about = LcaPage {
+        profile: stamp.profile.clone(),
+        description: profile.description.clone(),
+        command: stamp.command.clone(),
+        generated_utc: stamp.generated_utc.clone(),
+        git_revision: stamp.git_revision.clone(),
+        hardware: format!("{}{data_note}", hardware_description(&device)),
+        plots: plots
+            .iter()
+            .map(|(file, caption, _)| (file.clone(), caption.clone()))
+            .collect(),
+    };
+    let page_runs: Vec<LcaRun<'_>> = runs
+        .iter()
+        .zip(records)
+        .map(|((label, config), recs)| (label.as_str(), config, recs.as_slice()))
+        .collect();
+    Page {
+        markdown: render_lca_markdown(exp, &page_runs, &about),
+        stem,
+        plots: plots
+            .into_iter()
+            .map(|(file, _, plot)| (file, plot))
+            .collect(),
+    }
+}
+
+/// One series per layer: the allocations of its tensors (`conv1.weight`, `conv1.bias`) summed.
+fn per_layer(records: &[LcaRecord]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut layers: BTreeMap<usize, (String, Vec<(f64, f64)>)> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for r in records {
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        for l in &r.layers {
+            let layer = l.name.rsplit_once('.').map_or(l.name.as_str(), |(a, _)| a);
+            if !order.iter().any(|o| o == layer) {
+                order.push(layer.to_string());
+            }
+            *totals.entry(layer.to_string()).or_default() += l.total;
+        }
+        for (name, total) in totals {
+            let i = order.iter().position(|o| *o == name).unwrap_or(0);
+            layers
+                .entry(i)
+                .or_insert_with(|| (name.clone(), Vec::new()))
+                .1
+                .push((r.step as f64, total));
+        }
+    }
+    layers.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use breakeven_runner::lca::{LayerAllocation, LcaRecord};
+
+    use super::{about_half_hurt, lca_stats};
+
+    /// A logged step whose fraction hurt is `hurt`: 3 gradient passes over 48 examples.
+    fn record(step: u64, hurt: f64, true_delta: f64, allocated: f64) -> LcaRecord {
+        LcaRecord {
+            step,
+            lr: 0.1,
+            batch_loss: 1.0,
+            loss_before: 1.0,
+            loss_after: 1.0 + true_delta,
+            true_delta,
+            allocated,
+            integration_error: allocated - true_delta,
+            relative_error: ((allocated - true_delta) / true_delta).abs(),
+            num_params: 10,
+            fraction_helped: 1.0 - hurt,
+            fraction_hurt: hurt,
+            fraction_zero: 0.0,
+            hurt_among_nonzero: hurt,
+            layers: vec![LayerAllocation {
+                name: "fc.weight".into(),
+                total: allocated,
+                helped: 5,
+                hurt: 5,
+                zero: 0,
+            }],
+            gradient_evaluations: 3,
+            reused_gradients: 0,
+            loss_evaluations: 0,
+            measure_examples: 48,
+            lca_wall_s: 0.5,
+            step_wall_s: 0.1,
+        }
+    }
+
+    #[test]
+    fn stats_are_quantiles_of_the_records() {
+        // The fractions 0.1, 0.3, 0.5, 0.7, 0.9 (out of order): quartiles 0.3 / 0.5 / 0.7.
+        let mut records: Vec<LcaRecord> = [0.9, 0.1, 0.5, 0.3, 0.7]
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| record(i as u64 + 1, h, -0.1, -0.1 + 0.01 * i as f64))
+            .collect();
+        let s = lca_stats(&records, 32).unwrap();
+        assert_eq!((s.steps, s.num_params), (5, 10));
+        assert!((s.hurt_q25 - 0.3).abs() < 1e-12 && (s.hurt_median - 0.5).abs() < 1e-12);
+        assert!((s.hurt_q75 - 0.7).abs() < 1e-12);
+        assert!(about_half_hurt(&s));
+        // Relative errors 0, 0.1, 0.2, 0.3, 0.4: median 0.2, maximum 0.4.
+        assert!((s.rel_error_median - 0.2).abs() < 1e-12, "{s:?}");
+        assert!((s.rel_error_max - 0.4).abs() < 1e-12);
+        assert!((s.sum_true_delta + 0.5).abs() < 1e-12);
+        assert!((s.sum_allocated - (-0.5 + 0.1)).abs() < 1e-12);
+        // 3 passes of 48 examples per step, against batches of 32.
+        assert!((s.gradients_per_step - 3.0).abs() < 1e-12);
+        assert!((s.cost_in_train_steps - 3.0 * 48.0 / 32.0).abs() < 1e-12);
+        records[2].hurt_among_nonzero = 0.95;
+        assert!(!about_half_hurt(&lca_stats(&records, 32).unwrap()));
+        assert!(lca_stats(&[], 32).is_none());
+    }
+
+    #[test]
+    fn the_page_draws_both_runs_and_names_its_command() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/lca.toml");
+        let exp = super::LcaExperiment::load(&path).unwrap();
+        let profile = exp.profile("smoke").unwrap();
+        let runs = profile.runs("lca-smoke", None).unwrap();
+        let records: Vec<Vec<LcaRecord>> = [0.5, 0.2]
+            .into_iter()
+            .map(|h| (1..=4).map(|k| record(k, h, -0.1, -0.1)).collect())
+            .collect();
+        let stamp = crate::pages::testing::stamp("smoke");
+        let page = super::page(&stamp, &exp, profile, &runs, &records, None);
+        assert_eq!(page.stem, "lca-smoke");
+        let files: Vec<&str> = page.plots.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "lca-smoke-hurt.svg",
+                "lca-smoke-error.svg",
+                "lca-smoke-layers-large.svg",
+                "lca-smoke-layers-small.svg"
+            ]
+        );
+        let md = &page.markdown;
+        assert!(
+            md.contains("Generated by `cargo xtask reproduce test` on now at git rev."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Only the large learning rate has about half hurting."),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fc.weight | -4.0000e-1 | -4.0000e-1 |"),
+            "{md}"
+        );
+        assert!(md.contains("![Fraction of parameters that hurt (among non-zero allocations)](lca-smoke-hurt.svg)"), "{md}");
+    }
 }

@@ -1,24 +1,24 @@
 //! The break-even sweep (`experiments/break-even.toml`: η × S, plain SGD, dense curvature
-//! tracking) run through the table machinery and read back as trajectories; shared by the
-//! `break-even` and `batch-variance` reports, which read the same runs.
+//! tracking) read back as trajectories; shared by the `break-even` and `batch-variance`
+//! pages, which read the same runs.
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
-use breakeven_runner::claims::sig4;
-use breakeven_runner::matched::{matched_levels, value_at_accuracy, AccPoint};
-use breakeven_runner::plot::{line_chart_with_bounds, Plot};
-use breakeven_runner::sweep::{Experiment, Profile};
-use breakeven_runner::table::RowState;
-use breakeven_runner::TrainOptions;
+use breakeven_runner::sweep::Profile;
+use breakeven_runner::table::{RowOutcome, RowState};
+use breakeven_runner::RunError;
 
-use crate::reproduce::{run_definition, run_records, ReproduceArgs};
+use crate::claims::sig4;
+use crate::matched::{matched_levels, value_at_accuracy, AccPoint};
+use crate::page::{records_of, Records};
+use crate::plot::{line_chart_with_bounds, Plot};
 
-/// The experiment file both reports read.
-pub(crate) const DEFINITION: &str = "break-even";
+/// The experiment file both pages read.
+pub const DEFINITION: &str = "break-even";
 
 /// One finished run, at its logged points that carry curvature.
-pub(crate) struct Trajectory {
+#[derive(Debug, Clone)]
+pub struct Trajectory {
     pub label: String,
     pub lr: f64,
     pub batch: usize,
@@ -70,21 +70,21 @@ impl Trajectory {
     }
 }
 
-/// The sweep: its profile, the finished runs, and page notes on rows or runs that did not run.
-pub(crate) struct Sweep {
-    pub exp: Experiment,
-    pub profile: Profile,
+/// The sweep's finished runs, and page notes on rows or runs that did not run.
+#[derive(Debug, Clone, Default)]
+pub struct Sweep {
     pub runs: Vec<Trajectory>,
     pub notes: Vec<String>,
 }
 
-/// Runs the break-even sweep for `args.profile` (finished runs are skipped; with
-/// `--report-only` nothing is trained) under `runs/break-even-<profile>` and reads every
-/// finished run back.
-pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
-    let (exp, profile, outcomes) = run_definition(args, DEFINITION, &TrainOptions::default())?;
+/// Every finished run of the sweep's `outcomes` read back (from `records`) as a trajectory.
+pub fn sweep(
+    profile: &Profile,
+    outcomes: &[RowOutcome],
+    records: &Records,
+) -> Result<Sweep, RunError> {
     let (mut runs, mut notes) = (Vec::new(), Vec::new());
-    for o in &outcomes {
+    for o in outcomes {
         let specs = match &o.state {
             RowState::Missing { message, .. } => {
                 notes.push(format!("{}: not run: {message}", o.row.setting));
@@ -102,7 +102,6 @@ pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
                 notes.push(format!("run {} has not finished", spec.dir.display()));
                 continue;
             }
-            let records = run_records(spec)?;
             let nan = f64::NAN;
             let mut t = Trajectory {
                 label: format!(
@@ -123,7 +122,7 @@ pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
             if profile.seeds.len() > 1 {
                 t.label.push_str(&format!(", seed {}", spec.seed));
             }
-            for r in &records {
+            for r in records_of(records, &spec.dir)? {
                 let (Some(c), Some(acc)) = (&r.curvature, r.measure_acc) else {
                     continue;
                 };
@@ -138,16 +137,10 @@ pub(crate) fn load_sweep(args: &ReproduceArgs) -> Result<Sweep> {
             runs.push(t);
         }
     }
-    Ok(Sweep {
-        exp,
-        profile,
-        runs,
-        notes,
-    })
+    Ok(Sweep { runs, notes })
 }
-
 /// Step between compared accuracy levels: 5 points, 10 when the runs span more than 40.
-pub(crate) fn level_step(runs: &[Trajectory]) -> f64 {
+pub fn level_step(runs: &[Trajectory]) -> f64 {
     let best = runs
         .iter()
         .flat_map(|r| r.acc.iter().copied())
@@ -165,7 +158,7 @@ pub(crate) fn level_step(runs: &[Trajectory]) -> f64 {
 
 /// Every level at which at least one run can be read (above every run's start, up to the
 /// best accuracy of any run), for the per-level tables.
-pub(crate) fn table_levels(runs: &[Trajectory], step: f64) -> Vec<f64> {
+pub fn table_levels(runs: &[Trajectory], step: f64) -> Vec<f64> {
     let start = runs
         .iter()
         .filter_map(|r| r.acc.first().copied())
@@ -192,7 +185,7 @@ pub(crate) fn table_levels(runs: &[Trajectory], step: f64) -> Vec<f64> {
 }
 
 /// Groups of run indices that share everything but one setting: `key` gives what they share.
-pub(crate) fn group_by<K: PartialEq + Clone>(
+pub fn group_by<K: PartialEq + Clone>(
     runs: &[Trajectory],
     key: impl Fn(&Trajectory) -> K,
 ) -> Vec<(K, Vec<usize>)> {
@@ -208,22 +201,22 @@ pub(crate) fn group_by<K: PartialEq + Clone>(
 }
 
 /// The accuracy levels all runs of a group reach (see `matched_levels`).
-pub(crate) fn group_levels(runs: &[Trajectory], idx: &[usize], step: f64) -> Vec<f64> {
+pub fn group_levels(runs: &[Trajectory], idx: &[usize], step: f64) -> Vec<f64> {
     let pts: Vec<Vec<AccPoint>> = idx.iter().map(|&i| runs[i].acc_points()).collect();
     let refs: Vec<&[AccPoint]> = pts.iter().map(Vec::as_slice).collect();
     matched_levels(&refs, step)
 }
 
 /// `x%` for a level in [0, 1].
-pub(crate) fn pct(level: f64) -> String {
+pub fn pct(level: f64) -> String {
     format!("{:.0}%", 100.0 * level)
 }
 
 /// Which metric of a trajectory.
-pub(crate) type Metric = fn(&Trajectory) -> &[f64];
+pub type Metric = fn(&Trajectory) -> &[f64];
 
 /// One plot series per run: (scale · x, metric) at the points where the metric was measured.
-pub(crate) fn series(
+pub fn series(
     runs: &[Trajectory],
     x: fn(&Trajectory) -> Vec<f64>,
     m: Metric,
@@ -241,7 +234,7 @@ pub(crate) fn series(
 }
 
 /// A line chart without bounds (its x ticks sit at round values also when x starts anywhere).
-pub(crate) fn plain_chart(
+pub fn plain_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
@@ -251,10 +244,10 @@ pub(crate) fn plain_chart(
 }
 
 /// The x label of the plots against training accuracy.
-pub(crate) const ACC_AXIS: &str = "best training accuracy so far (%, measurement subset)";
+pub const ACC_AXIS: &str = "best training accuracy so far (%, measurement subset)";
 
 /// A run × level table of one metric ("—" where the run never reaches the level).
-pub(crate) fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
+pub fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
     if levels.is_empty() {
         page.push_str("No accuracy level above the runs' starting accuracy was reached.\n");
         return;
@@ -297,10 +290,10 @@ mod tests {
 
     #[test]
     fn every_profile_is_an_eta_by_batch_grid_of_tracked_plain_sgd_runs() {
-        let def = crate::reproduce::project_root()
-            .join("experiments")
+        let def = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../experiments")
             .join(format!("{DEFINITION}.toml"));
-        let exp = Experiment::load(&def).unwrap();
+        let exp = breakeven_runner::sweep::Experiment::load(&def).unwrap();
         for name in ["smoke", "cpu", "paper"] {
             let profile = exp.profile(name).unwrap();
             let mut cells = std::collections::BTreeSet::new();

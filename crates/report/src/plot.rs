@@ -26,7 +26,7 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend, FontStyle, IntoDrawingArea, SVGBackend};
 use plotters::style::register_font;
 
-use crate::error::RunError;
+use breakeven_runner::RunError;
 
 /// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
 pub use crate::raster::write_svg_and_png;

@@ -1,0 +1,167 @@
+//! A results page as data: its Markdown and the plots it links (written by `xtask`), the head
+//! every generated page shares, and the finished runs' metrics logs a page reads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use breakeven_runner::metrics::{read_metrics, MetricsRecord};
+use breakeven_runner::table::{RowOutcome, RowState};
+use breakeven_runner::{RunDir, RunError};
+
+use crate::claims::Verdict;
+use crate::plot::Plot;
+use crate::table::hardware_description;
+
+/// A page: `<stem>.md` and its plots, each `(file name of the SVG, plot)` in the page's folder
+/// (every plot is written as SVG and PNG).
+#[derive(Debug)]
+pub struct Page {
+    pub stem: String,
+    pub markdown: String,
+    pub plots: Vec<(String, Plot)>,
+}
+
+impl Page {
+    /// An empty page named `<stem>.md` that starts with `head`.
+    pub fn new(stem: String, head: String) -> Self {
+        Self {
+            stem,
+            markdown: head,
+            plots: Vec::new(),
+        }
+    }
+
+    /// Adds a plot as `<stem>-<suffix>.svg` and returns its file name.
+    pub fn plot(&mut self, suffix: &str, plot: Plot) -> String {
+        let file = format!("{}-{suffix}.svg", self.stem);
+        self.plots.push((file.clone(), plot));
+        file
+    }
+}
+
+/// Where and how a page was made: what its head says that the runs do not.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub profile: String,
+    /// The command that made the page.
+    pub command: String,
+    pub generated_utc: String,
+    pub git_revision: String,
+    /// `--device`, in place of the profile's own.
+    pub device: Option<String>,
+}
+
+impl Stamp {
+    /// The device a run of a profile with this base config uses: `--device`, else the profile's
+    /// `device`, else CPU.
+    pub fn device(&self, base: &toml::Table) -> String {
+        self.device.clone().unwrap_or_else(|| {
+            base.get("device")
+                .and_then(|d| d.as_str())
+                .unwrap_or("cpu")
+                .to_string()
+        })
+    }
+
+    /// The head every generated results page shares: title, do-not-edit marker, the exact
+    /// command, date and git revision, hardware, profile and the definition
+    /// (`experiments/<definition>.toml`).
+    pub fn head(
+        &self,
+        definition: &str,
+        title: &str,
+        device: &str,
+        profile_description: &str,
+        source: &str,
+    ) -> String {
+        let mut page = format!("# {title} — profile `{}`\n\n", self.profile);
+        page.push_str("<!-- Generated file: do not edit; rerun the command below. -->\n\n");
+        page.push_str(&format!("- Command: `{}`\n", self.command));
+        page.push_str(&format!(
+            "- Generated: {} (git {})\n",
+            self.generated_utc, self.git_revision
+        ));
+        page.push_str(&format!("- Hardware: {}\n", hardware_description(device)));
+        page.push_str(&format!("- Profile: {profile_description}\n"));
+        page.push_str(&format!(
+            "- Definition: `experiments/{definition}.toml`; source: {source}\n"
+        ));
+        page
+    }
+}
+
+/// A claim's verdict line on a results page: what was measured and the verdict, or, without a
+/// verdict, the reproduction's reason the runs cannot decide (`undecided`).
+pub fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>, undecided: &str) {
+    let _ = match v {
+        Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(page, "- **{claim}**: {undecided}"),
+    };
+}
+
+/// The metrics log of every finished run of a sweep, by run directory.
+pub type Records = BTreeMap<PathBuf, Vec<MetricsRecord>>;
+
+/// Reads the metrics log of every finished run of `outcomes`.
+pub fn read_records(outcomes: &[RowOutcome]) -> Result<Records, RunError> {
+    let mut out = Records::new();
+    for o in outcomes {
+        let RowState::Ran { runs, .. } = &o.state else {
+            continue;
+        };
+        for (spec, _) in runs.iter().filter(|(_, s)| s.is_some()) {
+            let path = RunDir::new(&spec.dir).metrics_path();
+            out.insert(spec.dir.clone(), read_metrics(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The records of the run in `dir` (an error naming the run when they were not read).
+pub fn records_of<'a>(
+    records: &'a Records,
+    dir: &std::path::Path,
+) -> Result<&'a [MetricsRecord], RunError> {
+    records
+        .get(dir)
+        .map(Vec::as_slice)
+        .ok_or_else(|| RunError::Other(format!("no metrics read for run {}", dir.display())))
+}
+
+/// Writes the row's heading to `page`, then why it did not run or which of its runs failed;
+/// returns its runs when it ran.
+pub fn row_runs<'a>(
+    page: &mut String,
+    o: &'a RowOutcome,
+) -> Option<
+    &'a [(
+        breakeven_runner::sweep::RunSpec,
+        Option<breakeven_runner::Summary>,
+    )],
+> {
+    let _ = writeln!(page, "\n## {}\n", o.row.setting);
+    match &o.state {
+        RowState::Missing { message, .. } => {
+            let _ = writeln!(page, "Not run: {message}");
+            None
+        }
+        RowState::Ran { runs, errors, .. } => {
+            for (dir, e) in errors {
+                let _ = writeln!(page, "- run {} failed: {e}", dir.display());
+            }
+            Some(runs)
+        }
+    }
+}
+
+/// The label of a run's column in its experiment definition (its key if the column is gone).
+pub fn column_label<'a>(
+    exp: &'a breakeven_runner::sweep::Experiment,
+    spec: &'a breakeven_runner::sweep::RunSpec,
+) -> &'a str {
+    exp.columns
+        .iter()
+        .find(|c| c.key == spec.column)
+        .map_or(spec.column.as_str(), |c| c.label.as_str())
+}

@@ -1,0 +1,216 @@
+//! The edge-of-stability page (`cargo xtask reproduce edge-of-stability`): full-batch GD
+//! (Cohen et al. 2021, SCIENCE.md §5.5) on the first n CIFAR-10 images for each loss × η of the
+//! profile (`breakeven_runner::edge_of_stability`), λ_H^1 by Lanczos every few steps, plots of
+//! λ_H^1 against 2/η and of the training loss, and verdicts computed by
+//! `claims::edge_of_stability_verdict`.
+
+use std::fmt::Write as _;
+
+use breakeven_runner::edge_of_stability::{Definition, Profile, StoredRun};
+
+use crate::claims::{edge_of_stability_verdict, sig4, EOS_BAND};
+use crate::page::{Page, Stamp};
+use crate::plot::line_chart;
+
+/// The experiment file (`experiments/edge-of-stability.toml`).
+pub const DEFINITION: &str = "edge-of-stability";
+
+/// The runs of one loss: per learning rate of the profile, its run (`None`: not run yet).
+pub type LossRuns = (String, Vec<(f64, Option<StoredRun>)>);
+
+/// The page of `profile`'s runs, in the profile's order of losses and learning rates.
+pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, runs: &[LossRuns]) -> Page {
+    let device = stamp.device(&profile.base);
+    let head = stamp.head(
+        DEFINITION,
+        &def.title,
+        &device,
+        &profile.description,
+        &def.source,
+    );
+    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
+    let page = &mut out.markdown;
+    let _ = writeln!(
+        page,
+        "- Rule: a run supports the claim when the median of λ_H^1·η/2 over the measurements in the second half of the run lies in [{lo}, {hi}] (hovering at 2/η) and, if λ_H^1·η/2 starts below {lo}, it reaches {lo} (progressive sharpening; a run starting above cannot sharpen and is judged on hovering alone). Runs stop at the training-accuracy target `stop_acc` where the profile sets one (Cohen et al. stop at 99%). The claim is supported overall when at least half of the runs that did not diverge support it.",
+        lo = EOS_BAND.0,
+        hi = EOS_BAND.1
+    );
+    let (mut supported, mut decided) = (0, 0);
+    for (loss, runs) in runs {
+        let page = &mut out.markdown;
+        let _ = writeln!(page, "\n## Loss: {loss}\n");
+        page.push_str("| η | 2/η | steps | final loss | final acc. (%) | λ_H^1 first → max → last | verdict | wall (s) |\n|---|---|---|---|---|---|---|---|\n");
+        let (mut sharp, mut losses) = (Vec::new(), Vec::new());
+        for (lr, run) in runs {
+            let lr = *lr;
+            let Some(run) = run else {
+                let _ = writeln!(page, "| {lr} | {} | pending | | | | | |", sig4(2.0 / lr));
+                continue;
+            };
+            let lambda: Vec<(u64, f64)> = run
+                .points
+                .iter()
+                .filter_map(|p| Some((p.step, p.lambda_h1?)))
+                .collect();
+            let last = run.points.last();
+            let diverged = last.is_some_and(|p| !p.loss.is_finite());
+            let verdict = if diverged {
+                None
+            } else {
+                edge_of_stability_verdict(&lambda, lr)
+            };
+            let cell = match (&verdict, diverged) {
+                (_, true) => "diverged (not counted)".to_string(),
+                (Some(v), _) => {
+                    decided += 1;
+                    supported += usize::from(v.supports);
+                    format!("{}: {}", v.word(), v.explanation)
+                }
+                (None, _) => "too few measurements".to_string(),
+            };
+            let lam = |p: Option<&(u64, f64)>| p.map_or("—".into(), |p| sig4(p.1));
+            let max = lambda.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                page,
+                "| {lr} | {} | {} | {} | {} | {} → {} → {} | {cell} | {:.0} |",
+                sig4(2.0 / lr),
+                last.map_or(0, |p| p.step),
+                last.map_or("—".into(), |p| sig4(p.loss)),
+                last.and_then(|p| p.accuracy)
+                    .map_or("—".into(), |a| format!("{:.1}", 100.0 * a)),
+                lam(lambda.first()),
+                if max.is_finite() {
+                    sig4(max)
+                } else {
+                    "—".into()
+                },
+                lam(lambda.last()),
+                run.wall_s
+            );
+            let end = last.map_or(1, |p| p.step.max(1)) as f64;
+            sharp.push((
+                format!("λ_H^1, η={lr}"),
+                lambda
+                    .iter()
+                    .map(|&(s, l)| (s as f64, l))
+                    .collect::<Vec<_>>(),
+            ));
+            sharp.push((
+                format!("2/η, η={lr}"),
+                vec![(0.0, 2.0 / lr), (end, 2.0 / lr)],
+            ));
+            losses.push((
+                format!("η={lr}"),
+                run.points
+                    .iter()
+                    .filter(|p| p.loss.is_finite())
+                    .map(|p| (p.step as f64, p.loss))
+                    .collect(),
+            ));
+        }
+        for (suffix, title, y, series) in [
+            (
+                "sharpness",
+                "top Hessian eigenvalue λ_H^1 and 2/η",
+                "λ_H^1",
+                &sharp,
+            ),
+            ("loss", "training loss (full batch)", "loss", &losses),
+        ] {
+            if series.is_empty() {
+                continue;
+            }
+            let title = format!("Full-batch GD, {loss}: {title}");
+            let plot = line_chart(&title, "step", y, series);
+            // The loss falls by decades; λ_H^1 is read against 2/η on a linear axis.
+            let plot = if suffix == "loss" { plot.log_y() } else { plot };
+            let file = out.plot(&format!("{loss}-{suffix}"), plot);
+            let _ = writeln!(out.markdown, "\n![{suffix}]({file})");
+        }
+    }
+    let page = &mut out.markdown;
+    let _ = writeln!(page, "\n## Verdict\n");
+    let overall = decided > 0 && 2 * supported >= decided;
+    let _ = writeln!(
+        page,
+        "**λ_H^1 rises to ≈ 2/η and hovers there**: {supported} of {decided} non-diverged runs support it → **{}**.",
+        if overall { "supports" } else { "does not support" }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use breakeven_runner::full_batch::FullBatchPoint;
+
+    use super::*;
+    use crate::pages::testing::stamp;
+
+    fn definition() -> Definition {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../experiments")
+            .join(format!("{DEFINITION}.toml"));
+        Definition::load(&path).unwrap()
+    }
+
+    /// 11 measurements every 10 steps of λ_H^1 = `lambda(k)`, with a falling loss.
+    fn run(def: &Definition, loss: &str, lr: f64, lambda: impl Fn(u64) -> f64) -> StoredRun {
+        let profile = def.profile("smoke").unwrap();
+        StoredRun {
+            spec: profile.spec(loss, lr, None).unwrap(),
+            points: (0..=10)
+                .map(|k| FullBatchPoint {
+                    step: 10 * k,
+                    loss: 1.0 / (1 + k) as f64,
+                    accuracy: Some(0.05 * k as f64),
+                    lambda_h1: Some(lambda(k)),
+                })
+                .collect(),
+            wall_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn runs_that_sharpen_to_two_over_eta_support_the_claim_and_pending_ones_are_listed() {
+        let def = definition();
+        let profile = def.profile("smoke").unwrap();
+        // η = 0.01: λ_H^1 rises from 50 to 2/η = 200 and stays; η = 0.1: flat at a quarter of 20.
+        let sharpening = run(&def, "mse", 0.01, |k| (50.0 + 30.0 * k as f64).min(200.0));
+        let flat = run(&def, "mse", 0.1, |_| 5.0);
+        let runs: Vec<LossRuns> = vec![
+            (
+                "mse".into(),
+                vec![(0.01, Some(sharpening)), (0.1, Some(flat))],
+            ),
+            ("ce".into(), vec![(0.01, None), (0.1, None)]),
+        ];
+        let page = page(&stamp("smoke"), &def, profile, &runs);
+        let files: Vec<&str> = page.plots.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "edge-of-stability-smoke-mse-sharpness.svg",
+                "edge-of-stability-smoke-mse-loss.svg"
+            ]
+        );
+        let md = &page.markdown;
+        assert!(
+            md.contains(
+                "| 0.01 | 200.0 | 100 | 0.09091 | 50.0 | 50.00 → 200.0 → 200.0 | supports: "
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 0.1 | 20.00 | 100 | 0.09091 | 50.0 | 5.000 → 5.000 → 5.000 | does not support: "
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 0.01 | 200.0 | pending | | | | | |"), "{md}");
+        assert!(
+            md.ends_with("1 of 2 non-diverged runs support it → **supports**.\n"),
+            "{md}"
+        );
+    }
+}
