@@ -166,15 +166,6 @@ fn measure(
     progress: bool,
 ) -> Result<()> {
     use breakeven_runner::measure::{batch, measure_checkpoint, output};
-    let show = |m: &breakeven_runner::measure::Measurement| -> Result<()> {
-        for note in &m.notes {
-            eprintln!("note: {note}");
-        }
-        for (from, to) in &m.key_map {
-            eprintln!("key map: {from} -> {to}");
-        }
-        Ok(())
-    };
     if args.checkpoint.is_dir() {
         let report = batch::measure_run(args, data_dir, |m| {
             if progress {
@@ -198,10 +189,17 @@ fn measure(
     }
     let m = measure_checkpoint(args, data_dir)
         .with_context(|| format!("measuring {}", args.checkpoint.display()))?;
-    show(&m)?;
     if args.format == "table" {
         print!("{}", output::table(&m));
     } else {
+        // The notes and the key map are in the JSON too; on stderr they are seen when it is
+        // piped to a file.
+        for note in &m.notes {
+            eprintln!("note: {note}");
+        }
+        for (from, to) in &m.key_map {
+            eprintln!("key map: {from} -> {to}");
+        }
         println!("{}", serde_json::to_string_pretty(&m)?);
     }
     Ok(())

@@ -144,7 +144,7 @@ pub fn table(m: &Measurement) -> String {
         row(
             "Tr(F)",
             format!(
-                "{} [{}, {} labels/example]; ± {:.2e} over the choice of examples",
+                "{} [{}, {} label(s) per example]; ± {:.2e} over the choice of examples",
                 pm(f.value, f.std_error),
                 f.method,
                 f.labels_per_example,
@@ -172,6 +172,10 @@ pub fn table(m: &Measurement) -> String {
         );
     }
     if let Some(blocks) = &m.per_layer {
+        row(
+            "per layer",
+            "λ_1 and Tr of each tensor's diagonal block of H".into(),
+        );
         for b in blocks {
             row(
                 &format!("  {}", b.name),
