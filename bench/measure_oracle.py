@@ -86,11 +86,11 @@ def oracle(a):
         value = loss(theta).item()
         acc = (logits(theta, x).argmax(1) == y).double().mean().item()
 
-    # Dense Hessian: one HVP per unit vector (double backprop), symmetrized.
+    # Dense Hessian: one HVP (forward over reverse) per unit vector, vectorized by vmap (13.6 s
+    # for 1,736 parameters against 108 s for a loop of `linearize` products), symmetrized.
     g = torch.func.grad(loss)
-    _, hvp = torch.func.linearize(g, theta)
     eye = torch.eye(dim)
-    h = torch.stack([hvp(eye[i]) for i in range(dim)])
+    h = torch.func.vmap(lambda v: torch.func.jvp(g, (theta,), (v,))[1])(eye)
     h = 0.5 * (h + h.T)
     eig = torch.linalg.eigvalsh(h).flip(0)
 

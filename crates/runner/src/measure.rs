@@ -95,8 +95,6 @@ pub struct Measurement {
     pub step: Option<u64>,
     pub model: ModelSpec,
     pub data: String,
-    pub settings: Settings,
-    pub examples: Examples,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +116,9 @@ pub struct Measurement {
     pub key_map: std::collections::BTreeMap<String, String>,
     /// What the user should know (ignored optimizer tensors, widened dtypes, pairings).
     pub notes: Vec<String>,
+    pub settings: Settings,
+    /// Last: the index lists are long.
+    pub examples: Examples,
 }
 
 /// A model and its measurement examples, prepared once for one or many checkpoints.

@@ -180,8 +180,13 @@ pub fn load_weights(model: &dyn Model, path: &Path, map: &KeyMap) -> Result<Load
     let model_dtype = model.params().first().map(|p| p.var.dtype());
     if let (Some(dt), Some(t)) = (model_dtype, renamed.values().find(|t| t.dtype().is_float())) {
         if t.dtype() != dt {
+            let how = if dt.size_in_bytes() > t.dtype().size_in_bytes() {
+                "widened: exact"
+            } else {
+                "rounded: pass --dtype f64 to measure them as stored"
+            };
             report.notes.push(format!(
-                "weights stored as {:?} converted to {:?} (f32 → f64 widening is exact)",
+                "weights stored as {:?}, measured as {:?} ({how})",
                 t.dtype(),
                 dt
             ));

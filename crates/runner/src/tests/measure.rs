@@ -82,7 +82,7 @@ fn exact_fisher_equals_the_dense_f64_fisher_and_mc_agrees_within_its_error() {
     assert!(m
         .notes
         .iter()
-        .any(|n| n.contains("F32") && n.contains("F64")));
+        .any(|n| n.contains("F32, measured as F64 (widened")));
     assert!(m.loss.is_none() && m.lambda_h.is_none() && m.k.is_none());
 
     // The oracle: F = (1/N) Σ_n J_nᵀ (diag p − p pᵀ) J_n by Jacobian-vector products over
