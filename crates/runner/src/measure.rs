@@ -33,7 +33,7 @@ use crate::setup::{load_data, prepare, EvalSet, Prepared};
 use crate::track::CURVATURE_SEED_OFFSET;
 
 use estimate::{Block, Cost, Counter, Covariance, Eigen, FisherEstimate, Trace};
-pub use settings::{FisherSampling, MeasureArgs, Quantity, Settings, TraceMethod};
+pub use settings::{BnMode, FisherSampling, MeasureArgs, Quantity, Settings, TraceMethod};
 use weights::{FileKind, KeyMap};
 
 /// Loss and accuracy in eval mode (BatchNorm running statistics, as training logs them).
@@ -294,7 +294,7 @@ impl Session {
         let (slq_seed, layer_seed) = (rng.next_u64(), rng.next_u64());
 
         let t0 = Instant::now();
-        let counter = Counter::default();
+        let counter = Counter::new(s.bn == BnMode::Eval);
         let mut cost = Cost::default();
         let loss = if s.wants(Quantity::Loss) {
             let (value, accuracy) = evaluate(model, &h_set)?;

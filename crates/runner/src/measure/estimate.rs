@@ -3,8 +3,11 @@
 //! or Monte Carlo), λ_K^1 and Tr(K) (Gram matrix), the SLQ spectral density, and the per-tensor
 //! (block-diagonal) λ_H^1 and Tr(H).
 //!
-//! BatchNorm runs in `BatchStats` mode (as in training-time tracking, `track.rs`): repeated
-//! products are deterministic and running statistics stay untouched.
+//! BatchNorm runs in `BatchStats` mode by default (as in training-time tracking, `track.rs`):
+//! the statistics of each batch of 128, or of the single example of a per-example pass; with
+//! `--bn eval` in eval mode (running statistics, as PyHessian's `model.eval()`), where the loss
+//! of a batch is the mean of its examples' losses. Either way repeated products are
+//! deterministic and running statistics stay untouched.
 
 use std::cell::Cell;
 
@@ -99,6 +102,8 @@ pub struct Covariance {
     pub lambda_k1: f64,
     pub trace_k: f64,
     pub ratio: f64,
+    /// `‖ḡ‖²`, the squared norm of the mean of the per-example gradients.
+    pub mean_grad_sq_norm: f64,
     /// `1/n` (population), as the paper defines K.
     pub normalization: String,
     /// Standard error: 0, the Gram matrix of the examples used is decomposed exactly.
@@ -115,16 +120,29 @@ pub struct Block {
     pub trace: Trace,
 }
 
-/// Counts forward passes of the closures that call the model.
-#[derive(Debug, Default)]
+/// Calls the model in the measurement's BatchNorm mode and counts the forward passes.
+#[derive(Debug)]
 pub struct Counter {
     forwards: Cell<u64>,
+    mode: Mode,
 }
 
 impl Counter {
+    /// Forwards in `BatchStats` mode, or in `Eval` mode when `eval_bn`.
+    pub fn new(eval_bn: bool) -> Self {
+        Self {
+            forwards: Cell::new(0),
+            mode: if eval_bn {
+                Mode::Eval
+            } else {
+                Mode::BatchStats
+            },
+        }
+    }
+
     fn forward(&self, model: &dyn Model, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forwards.set(self.forwards.get() + 1);
-        model.forward(x, Mode::BatchStats)
+        model.forward(x, self.mode)
     }
 
     /// Forward passes so far.
@@ -310,6 +328,7 @@ pub fn covariance(
         lambda_k1: cov.eigenvalues.first().copied().unwrap_or(0.0),
         trace_k: cov.trace,
         ratio: cov.conditioning,
+        mean_grad_sq_norm: cov.mean_grad_sq_norm,
         normalization: "1/n".into(),
         std_error: 0.0,
     })

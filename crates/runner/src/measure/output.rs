@@ -88,15 +88,16 @@ pub fn table(m: &Measurement) -> String {
         "model / data",
         format!("{} on {}, {}", m.model.arch(), m.data, m.settings.dtype),
     );
-    let ex = &m.examples;
+    let sets: Vec<String> = [&m.examples.hessian, &m.examples.gradient]
+        .into_iter()
+        .filter(|e| !e.used_by.is_empty())
+        .map(|e| format!("{} for {}", e.count, e.used_by.join(", ")))
+        .collect();
     row(
         "examples",
         format!(
-            "{} for {}; {} for {} (first N of the run's measurement subset; indices in JSON)",
-            ex.hessian.count,
-            ex.hessian.used_by.join(", "),
-            ex.gradient.count,
-            ex.gradient.used_by.join(", ")
+            "{} (the first N of the run's measurement subset; indices in JSON)",
+            sets.join("; ")
         ),
     );
     if let Some(l) = &m.loss {

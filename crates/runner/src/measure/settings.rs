@@ -116,6 +116,16 @@ impl Serialize for FisherSampling {
     }
 }
 
+/// The BatchNorm statistics of the curvature passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BnMode {
+    /// Each batch's own statistics (training's view; training-time tracking uses it).
+    Batch,
+    /// The running statistics (PyHessian's `model.eval()`): per-example and batched passes agree.
+    Eval,
+}
+
 /// How Tr(H) is estimated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
@@ -200,6 +210,11 @@ pub struct MeasureArgs {
     /// sampled per example).
     #[arg(long, default_value = "mc:1")]
     pub fisher: FisherSampling,
+    /// BatchNorm during the curvature passes: `batch` (each batch's statistics, as tracked in
+    /// training; a per-example pass normalizes by its one example) or `eval` (running
+    /// statistics). The loss is always in eval mode.
+    #[arg(long, value_enum, default_value_t = BnMode::Batch)]
+    pub bn: BnMode,
     /// Also estimate the Hessian's spectral density by stochastic Lanczos quadrature: CSV and
     /// PNG plot written to --out-dir.
     #[arg(long)]
@@ -271,6 +286,7 @@ pub struct Settings {
     pub tol: f64,
     pub trace: TraceMethod,
     pub fisher: FisherSampling,
+    pub bn: BnMode,
     pub slq: bool,
     pub slq_probes: usize,
     pub slq_steps: usize,
@@ -322,6 +338,7 @@ impl Settings {
             tol: args.tol,
             trace,
             fisher: args.fisher,
+            bn: args.bn,
             slq: args.slq,
             slq_probes: args.slq_probes,
             slq_steps: args.slq_steps,

@@ -408,3 +408,78 @@ fn batch_mode_measures_every_checkpoint_once_and_resumes() {
     assert_eq!(s.measured, [0, 4, 6]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn with_eval_batchnorm_per_example_gradients_average_to_the_batch_gradient() {
+    crate::train::enable_second_order().unwrap();
+    let dir = temp_dir("measure-bn");
+    // A ResNet-32 of width 2 (BatchNorm everywhere) with running statistics away from 0 and 1.
+    let spec = breakeven_models::ModelSpec::ResNet32 { width: 2 };
+    let model = breakeven_models::build(
+        &spec,
+        (3, 16, 16),
+        4,
+        candle_core::DType::F64,
+        &Device::Cpu,
+        3,
+    )
+    .unwrap();
+    for (name, var) in model.buffers() {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            let n = var.elem_count();
+            let v: Vec<f64> = (0..n).map(|i| 0.5 + 0.1 * (i % 7) as f64).collect();
+            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let weights = dir.join("resnet.safetensors");
+    breakeven_models::io::save(model.as_ref(), &weights).unwrap();
+    let flags = |bn: &str| {
+        args(
+            &weights,
+            &[
+                "--arch",
+                "resnet32",
+                "--model-option",
+                "width=2",
+                "--data",
+                "synthetic",
+                "--dtype",
+                "f64",
+                "--gradient-examples",
+                "6",
+                "--quantities",
+                "trace_k",
+                "--bn",
+                bn,
+            ],
+        )
+    };
+    let mut session = Session::new(&flags("eval"), &weights, None).unwrap();
+    let eval = session.measure(&weights).unwrap();
+    assert!(eval.loss.is_none() && eval.trace_f.is_none());
+    let mean_sq = eval.k.unwrap().mean_grad_sq_norm;
+    // ‖ḡ‖² from the per-example passes against the gradient of one batched pass.
+    let p = session.prepared();
+    let m = p.model.as_ref();
+    let vars: Vec<_> = m.params().iter().map(|q| q.var.clone()).collect();
+    let (x, y) = &p.measure.batches[0];
+    let (x, y) = (x.narrow(0, 0, 6).unwrap(), y.narrow(0, 0, 6).unwrap());
+    let mut loss = BatchedLoss::new(1, Reduction::Mean, |_| {
+        Ok((cross_entropy(&m.forward(&x, Mode::Eval)?, &y)?, 6))
+    });
+    let (_, g) = breakeven_curvature::loss_and_gradient(&mut loss, &vars).unwrap();
+    let batched: f64 = g.iter().map(|v| v * v).sum();
+    assert!(
+        (mean_sq - batched).abs() <= 1e-10 * batched,
+        "{mean_sq} vs {batched}"
+    );
+    // With each example's own statistics, the two differ.
+    let batch = measure_checkpoint(&flags("batch"), None).unwrap();
+    let other = batch.k.unwrap().mean_grad_sq_norm;
+    assert!(
+        (other - batched).abs() > 1e-6 * batched,
+        "{other} vs {batched}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
