@@ -79,6 +79,28 @@ fn exact_fisher_equals_the_dense_f64_fisher_and_mc_agrees_within_its_error() {
     let f = m.trace_f.clone().unwrap();
     assert_eq!((f.method.as_str(), f.std_error), ("exact", 0.0));
     assert_eq!(f.labels_per_example, 4);
+    // The error over the choice of examples: the standard error of the mean of the six
+    // examples' own Tr(F_n), each computed alone.
+    let per_example: Vec<f64> = (0..6)
+        .map(|i| {
+            let p = session.prepared();
+            let model = p.model.as_ref();
+            let vars: Vec<_> = model.params().iter().map(|q| q.var.clone()).collect();
+            let x = p.measure.batches[0].0.narrow(0, i, 1).unwrap();
+            let mut logits = BatchedLogits::new(1, |_| model.forward(&x, Mode::BatchStats));
+            breakeven_curvature::fisher_trace(&mut logits, &vars, FisherKind::Exact)
+                .unwrap()
+                .trace
+        })
+        .collect();
+    let mean = per_example.iter().sum::<f64>() / 6.0;
+    let sem = (per_example.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0 / 6.0).sqrt();
+    assert!((mean - f.value).abs() <= 1e-12 * mean);
+    assert!(
+        (sem - f.std_error_over_examples).abs() <= 1e-10 * sem,
+        "{sem} vs {}",
+        f.std_error_over_examples
+    );
     assert!(m
         .notes
         .iter()
