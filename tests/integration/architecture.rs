@@ -244,7 +244,7 @@ fn reports_sit_between_runner_and_xtask() {
     let deps = normal_dependencies("crates/report");
     for dep in ours(&deps) {
         assert!(
-            ["breakeven-runner", "breakeven-curvature"].contains(&dep.as_str()),
+            ["breakeven-runner", "breakeven-curvature", "breakeven-plot"].contains(&dep.as_str()),
             "breakeven-report reads runs through the runner (and curvature's linear algebra) \
              only, not {dep}"
         );

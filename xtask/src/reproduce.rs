@@ -348,7 +348,7 @@ fn load_definition(
 fn write_page(out_dir: &Path, page: &Page) -> Result<()> {
     for (file, plot) in &page.plots {
         let path = out_dir.join(file);
-        breakeven_report::raster::write_svg_and_png(&path, plot)
+        breakeven_report::plot::write_svg_and_png(&path, plot)
             .with_context(|| format!("writing {} and its PNG", path.display()))?;
     }
     let md = out_dir.join(format!("{}.md", page.stem));

@@ -15,6 +15,10 @@ pub mod memorization;
 pub mod page;
 pub mod pages;
 pub mod pca;
-pub mod plot;
-pub mod raster;
+/// The charts (`breakeven-plot`) and the atomic writer of their files, under the names the pages
+/// use.
+pub mod plot {
+    pub use breakeven_plot::*;
+    pub use breakeven_runner::atomic::write_svg_and_png;
+}
 pub mod table;

@@ -50,6 +50,18 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes `plot` as SVG to `svg_path` and as PNG beside it (same name, `.png`), both
+/// atomically; returns the PNG's path. Every results page and `breakeven measure --slq` use it.
+pub fn write_svg_and_png(
+    svg_path: &Path,
+    plot: &breakeven_plot::Plot,
+) -> Result<PathBuf, RunError> {
+    write_atomic(svg_path, plot.svg()?.as_bytes())?;
+    let png_path = svg_path.with_extension("png");
+    write_atomic(&png_path, &plot.png()?)?;
+    Ok(png_path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +79,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "left over: {names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_plot_is_written_as_svg_and_png() {
+        let dir = std::env::temp_dir().join(format!("breakeven-plotfiles-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let plot = breakeven_plot::line_chart(
+            "t",
+            "epoch",
+            "loss",
+            &[("a".into(), vec![(0.0, 1.0), (1.0, 0.5)])],
+        );
+        let png = write_svg_and_png(&dir.join("plot.svg"), &plot).unwrap();
+        assert_eq!(png, dir.join("plot.png"));
+        assert!(fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
+        let svg = fs::read_to_string(dir.join("plot.svg")).unwrap();
+        assert_eq!(svg, plot.svg().unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -419,6 +419,14 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+
     pub fn dtype(self) -> candle_core::DType {
         match self {
             Precision::F32 => candle_core::DType::F32,

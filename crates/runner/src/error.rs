@@ -54,3 +54,9 @@ impl RunError {
 
 /// Result alias of the runner library.
 pub type Result<T, E = RunError> = std::result::Result<T, E>;
+
+impl From<breakeven_plot::PlotError> for RunError {
+    fn from(e: breakeven_plot::PlotError) -> Self {
+        RunError::Other(e.0)
+    }
+}

@@ -55,22 +55,10 @@ enum Command {
         #[arg(long)]
         keep_all_checkpoints: bool,
     },
-    /// Print the curvature of a checkpoint as JSON (λ_H^1..k, Tr H, Tr F, λ_K^1, Tr K, ratios).
-    Measure {
-        /// A checkpoint (`checkpoints/step-*.safetensors` inside a run directory), or with
-        /// `--config` a bare weights file (ours, or a PyTorch `state_dict` saved as safetensors).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// A run config (TOML) naming the model and data of a bare weights file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data set to measure on (default: the run's).
-        #[arg(long)]
-        data: Option<String>,
-        /// Number of training examples in the measurement subset (default: the run's).
-        #[arg(long)]
-        subset: Option<usize>,
-    },
+    /// The curvature of a checkpoint (λ_H^1..k, Tr H, Tr F, λ_K^1, Tr K; optionally the
+    /// spectral density and per-layer blocks), every number with its standard error or
+    /// convergence and the cost; or of every checkpoint of a run directory (batch mode).
+    Measure(Box<breakeven_runner::measure::MeasureArgs>),
     /// Print, as JSON, the training, validation and test indices a run uses (into the data set's
     /// train and test splits), its normalization and, under label noise, its training labels:
     /// what another framework needs to train on exactly the same examples.
@@ -159,23 +147,7 @@ fn run() -> Result<()> {
             };
             report(train(&cfg, &dir, &opts).with_context(|| format!("run {}", run_dir.display()))?)
         }
-        Command::Measure {
-            checkpoint,
-            config,
-            data,
-            subset,
-        } => {
-            let json = breakeven_runner::measure::measure_checkpoint(
-                &checkpoint,
-                config.as_deref(),
-                data.as_deref(),
-                subset,
-                cli.data_dir.as_deref(),
-            )
-            .with_context(|| format!("measuring {}", checkpoint.display()))?;
-            println!("{}", serde_json::to_string_pretty(&json)?);
-            Ok(())
-        }
+        Command::Measure(args) => measure(&args, cli.data_dir.as_deref(), progress),
         Command::Split { run } => {
             let cfg = if run.is_dir() {
                 RunDir::new(&run).load_config()
@@ -189,6 +161,53 @@ fn run() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `breakeven measure`: one checkpoint printed as JSON or a table, or a run directory's
+/// checkpoints appended to its `curvature.jsonl`.
+fn measure(
+    args: &breakeven_runner::measure::MeasureArgs,
+    data_dir: Option<&std::path::Path>,
+    progress: bool,
+) -> Result<()> {
+    use breakeven_runner::measure::{batch, measure_checkpoint, output};
+    if args.checkpoint.is_dir() {
+        let report = batch::measure_run(args, data_dir, |m| {
+            if progress {
+                eprintln!(
+                    "measured step {} ({:.1} s)",
+                    m.step.unwrap_or(0),
+                    m.cost.wall_s
+                );
+            }
+        })
+        .with_context(|| format!("measuring the run {}", args.checkpoint.display()))?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "output": report.output.display().to_string(),
+                "measured_steps": report.measured,
+                "already_there": report.skipped,
+            })
+        );
+        return Ok(());
+    }
+    let m = measure_checkpoint(args, data_dir)
+        .with_context(|| format!("measuring {}", args.checkpoint.display()))?;
+    if args.format == "table" {
+        print!("{}", output::table(&m));
+    } else {
+        // The notes and the key map are in the JSON too; on stderr they are seen when it is
+        // piped to a file.
+        for note in &m.notes {
+            eprintln!("note: {note}");
+        }
+        for (from, to) in &m.key_map {
+            eprintln!("key map: {from} -> {to}");
+        }
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    }
+    Ok(())
 }
 
 fn report(outcome: Outcome) -> Result<()> {

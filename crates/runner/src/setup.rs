@@ -70,6 +70,8 @@ pub struct Prepared {
     pub sgd: Sgd,
     /// Fixed seeded subset of the training examples for curvature and train metrics.
     pub measure: EvalSet,
+    /// The data-set (training split) indices of `measure`'s examples, in order.
+    pub measure_idx: Vec<usize>,
     pub val: Option<EvalSet>,
     pub test: EvalSet,
     /// The training examples without augmentation (for the final training accuracy).
@@ -307,7 +309,7 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
     let measure_idx: Vec<usize> = perm[..measure_n].iter().map(|&k| train_idx[k]).collect();
     // Batches of 128 bound the memory of a Hessian-vector product (double backprop keeps the
     // graph of the gradient: ~2.9 GB for SimpleCNN at 128, SCIENCE.md §7).
-    let measure = eval_set(&train, measure_idx, 128)?;
+    let measure = eval_set(&train, measure_idx.clone(), 128)?;
     let val = if val_idx.is_empty() {
         None
     } else {
@@ -390,6 +392,7 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         model,
         sgd,
         measure,
+        measure_idx,
         val,
         test,
         train_eval,

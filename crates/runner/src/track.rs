@@ -24,7 +24,7 @@ use crate::metrics::CurvatureRecord;
 use crate::setup::{EvalSet, NoiseSets, Prepared};
 
 /// Seed offset of the measurement streams (see [`measure_curvature`]).
-const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
+pub(crate) const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
 
 /// Whether `step` (steps taken so far) is a log point: every `dense_every` steps during the
 /// first `dense_epochs` epochs, then at the end of every `every_epochs`-th epoch.

@@ -2,7 +2,7 @@
 
 use super::{temp_dir, tiny_config};
 use crate::checkpoint::list_checkpoints;
-use crate::measure::measure_checkpoint;
+use crate::measure::{measure_checkpoint, MeasureArgs};
 use crate::metrics::read_metrics;
 use crate::rundir::RunDir;
 use crate::train::{train, TrainOptions};
@@ -35,25 +35,60 @@ fn logged_curvature_matches_remeasured_checkpoint() {
         .pop()
         .unwrap();
     assert_eq!(step, last.step);
-    let json = measure_checkpoint(&ckpt, None, None, None, None).unwrap();
-    let again = &json["curvature"];
-    // Tr(K) has no randomness: identical. λ_H^1 from another Lanczos start: same to 1e-3.
-    let k = again["k_trace"].as_f64().unwrap();
-    assert!(
-        (k - logged.k_trace.unwrap()).abs() <= 1e-9 * k,
-        "{k} vs {:?}",
-        logged.k_trace
+    // Default settings re-measure what training logged, on the same examples with the same
+    // random draws: every number is reproduced bit for bit.
+    let flags = |extra: &[&str]| {
+        let mut f = vec!["--checkpoint".to_string(), ckpt.display().to_string()];
+        f.extend(extra.iter().map(|s| s.to_string()));
+        MeasureArgs::parse_flags(f).unwrap()
+    };
+    let m = measure_checkpoint(&flags(&[]), None).unwrap();
+    assert_eq!(m.step, Some(step));
+    assert_eq!(m.lambda_h.as_ref().unwrap().values, logged.lambda_h);
+    assert_eq!(
+        Some(m.trace_h.as_ref().unwrap().value),
+        logged.hessian_trace
     );
-    let l1 = again["lambda_h"][0].as_f64().unwrap();
-    assert!(
-        (l1 - logged.lambda_h[0]).abs() <= 1e-3 * l1.abs(),
-        "{l1} vs {}",
-        logged.lambda_h[0]
+    assert_eq!(Some(m.trace_f.as_ref().unwrap().value), logged.fisher_trace);
+    let k = m.k.as_ref().unwrap();
+    assert_eq!(Some(k.trace_k), logged.k_trace);
+    assert_eq!(Some(k.lambda_k1), logged.lambda_k1);
+    assert_eq!(m.loss.as_ref().map(|l| l.value), last.measure_loss);
+    assert_eq!(m.loss.as_ref().map(|l| l.accuracy), last.measure_acc);
+    // ... and says which examples each used: the logged subset, and its first k_examples.
+    assert_eq!(m.examples.hessian.count, config.tracking.measure_subset);
+    assert_eq!(m.examples.gradient.count, config.tracking.k_examples);
+    assert_eq!(
+        m.examples.hessian.indices[..16],
+        m.examples.gradient.indices[..]
     );
-    assert_eq!(json["step"].as_u64().unwrap(), step);
-    // The logged loss on the measurement subset is recomputed exactly from the checkpoint.
-    assert_eq!(json["loss"].as_f64(), last.measure_loss);
-    assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
+    // Every estimate carries its error and diagnostics.
+    let t = m.trace_h.as_ref().unwrap();
+    assert!(t.std_error > 0.0 && t.std_error.is_finite() && t.method == "hutchinson");
+    let e = m.lambda_h.as_ref().unwrap();
+    assert_eq!(e.residuals.len(), config.tracking.top_k);
+    assert!(e.iterations >= config.tracking.top_k && e.iterations <= 30);
+    // Cost: 16 sampled-label and 16 data-label per-example backward passes; a forward per
+    // loss batch (64 examples: one batch), per HVP and batch, and per example of each loop.
+    let c = &m.cost.passes;
+    assert_eq!(c.hvp as usize, e.matvecs + t.matvecs);
+    assert_eq!(c.per_example_gradients, 32);
+    assert_eq!(c.forward_passes, 1 + c.hvp + 32);
+
+    // The run config given explicitly: the optimizer tensors are skipped with a note.
+    let config_file = dir.join("run.toml");
+    std::fs::write(&config_file, config.to_toml().unwrap()).unwrap();
+    let cfg = config_file.display().to_string();
+    let with_config = measure_checkpoint(&flags(&["--config", &cfg]), None).unwrap();
+    assert_eq!(with_config.k, m.k);
+    assert!(
+        with_config
+            .notes
+            .iter()
+            .any(|n| n.contains("optimizer tensors")),
+        "{:?}",
+        with_config.notes
+    );
 
     // The same weights as a bare file (what a PyTorch user would save from a `state_dict`),
     // measured with the run config given explicitly: the same loss, accuracy and Tr(K).
@@ -64,13 +99,13 @@ fn logged_curvature_matches_remeasured_checkpoint() {
         .collect();
     let bare = dir.join("weights.safetensors");
     candle_core::safetensors::save(&weights, &bare).unwrap();
-    let config_file = dir.join("run.toml");
-    std::fs::write(&config_file, config.to_toml().unwrap()).unwrap();
-    let json = measure_checkpoint(&bare, Some(&config_file), None, None, None).unwrap();
-    assert_eq!(json["loss"].as_f64(), last.measure_loss);
-    assert_eq!(json["accuracy"].as_f64(), last.measure_acc);
-    let k_bare = json["curvature"]["k_trace"].as_f64().unwrap();
-    assert!((k_bare - k).abs() <= 1e-9 * k, "{k_bare} vs {k}");
+    let mut args = flags(&["--config", &cfg]);
+    args.checkpoint = bare;
+    let b = measure_checkpoint(&args, None).unwrap();
+    assert_eq!((b.kind.as_str(), b.step), ("weights file", None));
+    assert_eq!(b.loss, m.loss);
+    // Another step: other draws, but Tr(K) is deterministic.
+    assert_eq!(b.k, m.k);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -3,6 +3,7 @@
 
 mod config_errors;
 mod curvature;
+mod measure;
 mod noise_mixup;
 mod resume;
 mod sweep;

@@ -26,10 +26,7 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend, FontStyle, IntoDrawingArea, SVGBackend};
 use plotters::style::register_font;
 
-use breakeven_runner::RunError;
-
-/// Writes a plot's SVG and its PNG beside it (see [`crate::raster`]); every results page uses it.
-pub use crate::raster::write_svg_and_png;
+use crate::PlotError;
 
 /// The family name every text of a plot is set in (the SVG names it, so that a browser picks
 /// its own sans-serif; the PNG uses the embedded DejaVu Sans).
@@ -40,14 +37,14 @@ pub(crate) const FONT: &str = "sans-serif";
 static DEJAVU_SANS: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 
 /// Registers the embedded font with plotters (once per process).
-pub(crate) fn register_embedded_font() -> Result<(), RunError> {
+pub(crate) fn register_embedded_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok =
         *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, DEJAVU_SANS).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(RunError::Other(
+        Err(PlotError(
             "plot font: the embedded DejaVu Sans does not parse".into(),
         ))
     }
@@ -127,15 +124,15 @@ impl Plot {
     }
 
     /// The chart as an SVG document (760 × 420 px).
-    pub fn svg(&self) -> Result<String, RunError> {
+    pub fn svg(&self) -> Result<String, PlotError> {
         register_embedded_font()?;
         let mut out = String::new();
         {
             let size = (frame::W as u32, frame::H as u32);
             let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
-            self.draw_on(&root, 1.0).map_err(RunError::Other)?;
+            self.draw_on(&root, 1.0).map_err(PlotError)?;
             root.present()
-                .map_err(|e| RunError::Other(format!("writing a plot's SVG: {e}")))?;
+                .map_err(|e| PlotError(format!("writing a plot's SVG: {e}")))?;
         }
         Ok(out)
     }

@@ -5,13 +5,10 @@
 //! The bitmap backend anti-aliases only text and hairlines, so the chart is drawn at
 //! [`SUPERSAMPLE`] × the PNG's size and averaged down, which smooths every line and marker.
 
-use std::path::{Path, PathBuf};
-
 use plotters::prelude::{BitMapBackend, IntoDrawingArea};
 
 use crate::plot::Plot;
-use breakeven_runner::atomic::write_atomic;
-use breakeven_runner::RunError;
+use crate::PlotError;
 
 /// Scale of the PNG relative to the SVG's own size (1.5: 760×420 plots become 1140×630).
 pub const PNG_ZOOM: f64 = 1.5;
@@ -21,12 +18,12 @@ const SUPERSAMPLE: usize = 2;
 
 impl Plot {
     /// The chart as PNG bytes, [`PNG_ZOOM`] times the SVG's size.
-    pub fn png(&self) -> Result<Vec<u8>, RunError> {
+    pub fn png(&self) -> Result<Vec<u8>, PlotError> {
         self.png_at(PNG_ZOOM)
     }
 
     /// The chart as PNG bytes at `zoom` times the SVG's size.
-    pub fn png_at(&self, zoom: f64) -> Result<Vec<u8>, RunError> {
+    pub fn png_at(&self, zoom: f64) -> Result<Vec<u8>, PlotError> {
         crate::plot::register_embedded_font()?;
         let (w, h) = self.svg_size();
         let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
@@ -36,9 +33,9 @@ impl Plot {
             let root = BitMapBackend::with_buffer(&mut big, (big_w as u32, big_h as u32))
                 .into_drawing_area();
             let px = zoom * SUPERSAMPLE as f64;
-            self.draw_on(&root, px).map_err(RunError::Other)?;
+            self.draw_on(&root, px).map_err(PlotError)?;
             root.present()
-                .map_err(|e| RunError::Other(format!("drawing a plot's PNG: {e}")))?;
+                .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
         }
         encode_png(&downsample(&big, w, h), w, h)
     }
@@ -67,8 +64,8 @@ fn downsample(big: &[u8], w: usize, h: usize) -> Vec<u8> {
 }
 
 /// An 8-bit RGB PNG of the `w` × `h` image `rgb`.
-fn encode_png(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, RunError> {
-    let fail = |e: png::EncodingError| RunError::Other(format!("encoding a plot's PNG: {e}"));
+fn encode_png(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, PlotError> {
+    let fail = |e: png::EncodingError| PlotError(format!("encoding a plot's PNG: {e}"));
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, w as u32, h as u32);
     encoder.set_color(png::ColorType::Rgb);
@@ -77,15 +74,6 @@ fn encode_png(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, RunError> {
     writer.write_image_data(rgb).map_err(fail)?;
     writer.finish().map_err(fail)?;
     Ok(out)
-}
-
-/// Writes `plot` as SVG to `svg_path` and as PNG beside it (same name, `.png`), both
-/// atomically; returns the PNG's path.
-pub fn write_svg_and_png(svg_path: &Path, plot: &Plot) -> Result<PathBuf, RunError> {
-    write_atomic(svg_path, plot.svg()?.as_bytes())?;
-    let png_path = svg_path.with_extension("png");
-    write_atomic(&png_path, &plot.png()?)?;
-    Ok(png_path)
 }
 
 #[cfg(test)]
@@ -210,23 +198,5 @@ mod tests {
         big[..3].fill(0);
         big[4 * 3..4 * 3 + 3].fill(0);
         assert_eq!(downsample(&big, 2, 1), [128, 128, 128, 255, 255, 255]);
-    }
-
-    #[test]
-    fn writes_both_files() {
-        let dir = std::env::temp_dir().join(format!("breakeven-raster-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let plot = chart("t");
-        let png = write_svg_and_png(&dir.join("plot.svg"), &plot).unwrap();
-        assert_eq!(png, dir.join("plot.png"));
-        let (w, h, px) = decode_png(&std::fs::read(&png).unwrap());
-        assert!(
-            dark_pixels(w, &px, 0..h) > 1000,
-            "axes, ticks and labels are drawn"
-        );
-        let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
-        assert_eq!(svg, plot.svg().unwrap());
-        assert!(svg.starts_with("<svg") && svg.contains("\nepoch\n</text>"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
