@@ -103,11 +103,12 @@ pub fn with_perturbed<T, E: From<candle_core::Error>>(
         Err(e) => Err(e.into()),
     };
     // Restore every variable even if one fails, then report the first error.
-    let restored = vars
-        .iter()
-        .zip(&saved)
-        .map(|(p, s)| p.set(s))
-        .fold(Ok(()), |acc, r| acc.and(r));
+    let mut restored = Ok(());
+    for (p, s) in vars.iter().zip(&saved) {
+        if let Err(e) = p.set(s) {
+            restored = restored.and(Err(e));
+        }
+    }
     let out = result?;
     restored?;
     Ok(out)

@@ -185,9 +185,11 @@ fn main() -> anyhow::Result<()> {
         for cell in cells.iter_mut() {
             let (base, r) = timed(|| plain.step(model.as_ref(), &x, &y, 1, &mut plain_rng));
             r?;
+            // Step 2: a steady-state penalized step (step 0 of an FD run also runs its
+            // one-off reliability check, which refuses FD on this net; see the end).
             let (ms, out) = timed(|| {
                 cell.penalizer
-                    .step(model.as_ref(), &x, &y, 0, &mut cell.rng)
+                    .step(model.as_ref(), &x, &y, 2, &mut cell.rng)
             });
             cell.penalty = out?.penalty;
             if round > 0 {
@@ -271,7 +273,7 @@ fn agreement(
             ..PenaltyConfig::new(PenaltyKind::Gp, alpha)
         };
         let pen = Penalizer::new(cfg, batch)?;
-        let out = pen.step(model, x, y, 0, &mut ChaCha8Rng::seed_from_u64(0));
+        let out = pen.step(model, x, y, 2, &mut ChaCha8Rng::seed_from_u64(0));
         Ok(out?.grads)
     };
     let plain = run(GradMethod::DoubleBackprop, 0.0)?;
@@ -303,6 +305,18 @@ fn agreement(
         print!(" {name} {:.2e};", norm(&diff) / norm(&exact));
     }
     println!();
+    let cfg = PenaltyConfig {
+        method: GradMethod::FiniteDifference {
+            rel_step: None,
+            one_sided: true,
+        },
+        ..PenaltyConfig::new(PenaltyKind::Fp, 0.1)
+    };
+    let first = Penalizer::new(cfg, batch)?.step(model, x, y, 0, &mut ChaCha8Rng::seed_from_u64(0));
+    match first {
+        Err(e) => println!("the first penalized step of an FD run (step 0) on this net: {e}"),
+        Ok(_) => println!("the first penalized step of an FD run (step 0) on this net: accepted"),
+    }
     Ok(())
 }
 

@@ -449,7 +449,7 @@ impl Ctx<'_> {
                 .map(|(a, b)| a - b)
                 .collect::<candle_core::Result<Vec<_>>>()?;
             let disagreement = norm(&diff)? / norm(&hg)?;
-            if !(disagreement <= FD_AGREEMENT) {
+            if disagreement.is_nan() || disagreement > FD_AGREEMENT {
                 return Err(PenaltyError::FiniteDifferenceUnreliable {
                     dtype: g[0].dtype(),
                     rel_step: h,
