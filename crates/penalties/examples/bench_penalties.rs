@@ -1,7 +1,8 @@
 //! Benchmark: one SimpleCNN training step (batch 128, f32, CPU) with each penalty, by double
 //! backprop and by finite difference, as a ratio to a plain step; medians, side by side.
 //!
-//! `cargo run -p breakeven-penalties --example bench_penalties [-- --reps N --batch B]`
+//! `cargo run -p breakeven-penalties --example bench_penalties [-- --reps N --batch B]`;
+//! `--plain-only` times only the plain step, direct against through the worker (issue 14).
 //!
 //! The inputs are seeded N(0, 1) images with seeded labels: the cost of a step does not depend
 //! on the pixel values. A step is the gradient computation handed to the optimizer (the SGD
@@ -120,6 +121,10 @@ fn main() -> anyhow::Result<()> {
         },
         batch,
     )?;
+
+    if std::env::args().any(|a| a == "--plain-only") {
+        return plain_only(model.as_ref(), &x, &y, reps);
+    }
 
     let methods = [
         ("double backprop", GradMethod::DoubleBackprop),
@@ -317,6 +322,34 @@ fn agreement(
         Err(e) => println!("the first penalized step of an FD run (step 0) on this net: {e}"),
         Ok(_) => println!("the first penalized step of an FD run (step 0) on this net: accepted"),
     }
+    Ok(())
+}
+
+/// The plain step's backward directly on this thread (now) against through curvature's
+/// detaching worker (before), alternating within each round; medians and their ratio.
+fn plain_only(model: &dyn Model, x: &Tensor, y: &Tensor, reps: usize) -> anyhow::Result<()> {
+    let (mut direct, mut worker) = (Vec::new(), Vec::new());
+    for round in 0..=reps {
+        let (a, r) = timed(|| plain_with(model, x, y, backward_first_order));
+        r?;
+        let (b, r) = timed(|| plain_with(model, x, y, backward_detached));
+        r?;
+        if round > 0 {
+            direct.push(a);
+            worker.push(b);
+        }
+    }
+    let (d, w) = (median(direct.clone()), median(worker.clone()));
+    let ratios: Vec<f64> = worker.iter().zip(&direct).map(|(w, d)| w / d).collect();
+    println!(
+        "plain SimpleCNN step, CPU {}, {} threads, {reps} rounds after 1 warm-up, second-order \
+         mode: direct {d:.0} ms, through the worker {w:.0} ms (median); worker/direct = {:.3} \
+         (ratio of medians), {:.3} (median of per-round ratios)",
+        cpu_name(),
+        threads(),
+        w / d,
+        median(ratios)
+    );
     Ok(())
 }
 
