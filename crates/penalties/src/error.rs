@@ -22,8 +22,9 @@ pub enum PenaltyError {
     #[error(
         "double backprop needs CANDLE_GRAD_DO_NOT_DETACH=1 set before the first backward pass \
          of this thread (candle-core reads it once per thread); a known second derivative came \
-         out as {got} instead of {expected}. Set it at process start or use \
-         `method = finite_difference`"
+         out as {got} instead of {expected}. Call breakeven_curvature::enable_double_backprop() \
+         at process start, before any backward pass (or use `method = finite_difference` on a \
+         smooth net)"
     )]
     SecondOrderUnavailable { got: f64, expected: f64 },
     /// The finite-difference penalty gradient does not settle on this model at this precision.
