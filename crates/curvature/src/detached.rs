@@ -19,7 +19,7 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
-use crate::probe::candle_keeps_graphs;
+use crate::second_order::candle_keeps_graphs;
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -15,7 +15,7 @@ use crate::error::{CurvatureError, Result};
 use crate::ggn::{sandwich, softmax_hessian_times};
 use crate::operator::{check_len, LinearOperator};
 use crate::params::{grads_to_vec, num_params};
-use crate::probe::ProbedThread;
+use crate::second_order::ProbedThread;
 use crate::softmax::{batch_logits, log_softmax, softmax_detached, LogitsFn};
 use crate::trace::mean_and_sem;
 

@@ -13,7 +13,7 @@ use crate::error::{CurvatureError, Result};
 use crate::linalg::{axpy, scale};
 use crate::operator::{check_len, LinearOperator};
 use crate::params::{grads_to_vec, graph_dot, num_params, vec_to_tensors};
-use crate::probe::ProbedThread;
+use crate::second_order::ProbedThread;
 use crate::softmax::{batch_logits, softmax_detached, LogitsFn};
 
 /// The loss applied to the logits, which fixes `M_n`.

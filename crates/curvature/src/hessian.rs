@@ -13,7 +13,7 @@ use crate::linalg::{axpy, scale};
 use crate::loss::{batch_loss, loss_and_gradient, LossFn};
 use crate::operator::{check_len, LinearOperator};
 use crate::params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
-use crate::probe::ProbedThread;
+use crate::second_order::ProbedThread;
 
 /// The graph-keeping gradient tensors of one batch (one per `Var`, `None` where the loss does
 /// not depend on it) and the batch size.

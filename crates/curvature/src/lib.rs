@@ -58,8 +58,8 @@ mod loss;
 mod operator;
 mod params;
 mod power;
-mod probe;
 pub mod random;
+mod second_order;
 mod slq;
 mod softmax;
 mod summary;
@@ -75,7 +75,10 @@ pub use error::{CurvatureError, Result};
 pub use fisher::{fisher_trace, FisherKind, FisherOperator, FisherTrace};
 pub use ggn::{GgnOperator, OutputLoss};
 pub use hessian::HessianOperator;
-pub use hessian_fd::{FdConfig, FdHessianOperator};
+pub use hessian_fd::{
+    default_rel_step, directional_difference, fd_step, unit_roundoff, with_perturbed, FdConfig,
+    FdHessianOperator, FdScheme,
+};
 pub use lanczos::{lanczos, EigenEstimate, LanczosConfig, Which};
 pub use lca::{
     loss_change_allocation, loss_change_allocation_batched, LcaConfig, LcaCost, LcaResult, LcaRule,
@@ -83,9 +86,12 @@ pub use lca::{
 };
 pub use loss::{loss_and_gradient, BatchedLoss, LossFn, Reduction};
 pub use operator::{materialize, Counted, LinearOperator};
-pub use params::{grads_to_vec, num_params, params_to_vec, vec_to_tensors};
+pub use params::{gradients, grads_to_vec, norm, num_params, params_to_vec, vec_to_tensors};
 pub use power::{power_iteration, PowerConfig, PowerEstimate};
-pub use probe::{candle_keeps_graphs, check_double_backprop, enable_double_backprop};
+pub use second_order::{
+    backward_first_order, candle_keeps_graphs, check_double_backprop, enable_double_backprop,
+    graphs_kept_on_this_thread, record_gradient_graphs,
+};
 pub use slq::{spectral_density, SlqConfig, SpectralDensity};
 pub use softmax::{log_softmax, softmax_detached, BatchedLogits, LogitsFn};
 pub use summary::{hessian_summary, HessianSummary, HessianSummaryConfig, TraceMethod};

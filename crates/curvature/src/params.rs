@@ -44,6 +44,31 @@ pub fn grads_to_vec(grads: &GradStore, vars: &[Var]) -> Result<Vec<f64>> {
     Ok(out)
 }
 
+/// The gradients of `vars` in a `GradStore` as tensors shaped like them (graphs kept, if any),
+/// zeros for a `Var` the loss does not depend on.
+pub fn gradients(grads: &GradStore, vars: &[Var]) -> candle_core::Result<Vec<Tensor>> {
+    vars.iter()
+        .map(|v| match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => v.as_tensor().zeros_like(),
+        })
+        .collect()
+}
+
+/// `‖(t_1, …, t_n)‖₂` of detached values, accumulated in f64.
+pub fn norm(ts: &[Tensor]) -> candle_core::Result<f64> {
+    let mut s = 0.0;
+    for t in ts {
+        s += t
+            .detach()
+            .to_dtype(candle_core::DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
+    Ok(s.sqrt())
+}
+
 /// Splits a flat `f64` vector into tensors shaped, typed and placed like `vars`.
 pub fn vec_to_tensors(v: &[f64], vars: &[Var]) -> Result<Vec<Tensor>> {
     check_len("parameter-space vector", v, num_params(vars))?;

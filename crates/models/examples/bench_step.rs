@@ -294,7 +294,17 @@ fn main() -> anyhow::Result<()> {
     let table = render(&args, torch_version.as_deref(), &rows);
     println!("\n{table}");
     if let Some(path) = &args.write {
-        std::fs::write(path, &table).map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+        // The page's own `## ` sections (other benchmarks, e.g. the penalties') are kept.
+        let kept = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|old| old.find("\n## ").map(|i| old[i..].to_string()))
+            .unwrap_or_default();
+        let page = if kept.is_empty() {
+            table.clone()
+        } else {
+            format!("{}\n{kept}", table.trim_end_matches('\n'))
+        };
+        std::fs::write(path, page).map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
         println!("wrote {path}");
     }
     Ok(())

@@ -3,8 +3,6 @@
 //! parameter count against the reference implementation, and deterministic construction.
 //! All in f64 on tiny widths and inputs (seconds on two cores).
 
-use std::sync::Once;
-
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -14,17 +12,10 @@ use crate::{build, cross_entropy, init, Mode, Model, ModelSpec};
 /// Double backprop needs `CANDLE_GRAD_DO_NOT_DETACH=1` before a thread's first backward:
 /// candle-core 0.11.1 `backprop.rs` reads it into a `thread_local!` on first use
 /// (SCIENCE.md §7). libtest runs each test on its own thread, so every test that calls
-/// `backward` calls this first; the `Once` makes the write happen once, before any of them.
+/// `backward` calls this first; breakeven-curvature's switch sets the variable (once) and
+/// checks the current thread.
 pub fn enable_double_backprop() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY (edition 2024 wording): std serializes its own environment access, and no
-        // code of this process reads the environment through libc concurrently.
-        #[allow(unused_unsafe)]
-        unsafe {
-            std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1")
-        };
-    });
+    breakeven_curvature::enable_double_backprop().expect("double backprop on this thread");
 }
 
 /// A model of `spec` in f64 on CPU with a random batch and labels.

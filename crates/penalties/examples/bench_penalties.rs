@@ -1,17 +1,27 @@
 //! Benchmark: one SimpleCNN training step (batch 128, f32, CPU) with each penalty, by double
 //! backprop and by finite difference, as a ratio to a plain step; medians, side by side.
 //!
-//! `cargo run -p breakeven-penalties --example bench_penalties [-- --reps N --batch B]`
+//! `cargo run -p breakeven-penalties --example bench_penalties [-- --reps N --batch B]`;
+//! `--plain-only` times only the plain step, direct against through the worker (issue 14).
 //!
 //! The inputs are seeded N(0, 1) images with seeded labels: the cost of a step does not depend
 //! on the pixel values. A step is the gradient computation handed to the optimizer (the SGD
-//! update itself is negligible). Ratios are against a plain step with detached gradients;
-//! double-backprop steps run with `CANDLE_GRAD_DO_NOT_DETACH=1`, finite differences without.
+//! update itself is negligible). Everything runs on one thread of a process in second-order
+//! mode (`breakeven_curvature::enable_double_backprop`, as a penalized run): ratios are against
+//! the plain step as the training loop takes it (a first-order backward on the calling thread,
+//! `backward_first_order`). Beside it, in the same rounds: the plain step as it was taken before
+//! (its backward sent to curvature's detaching worker, `backward_detached`) and a plain
+//! backward that keeps its graph.
 
 use std::time::Instant;
 
-use breakeven_models::{build, ModelSpec};
+use breakeven_curvature::{
+    backward_detached, backward_first_order, detached_worker_available, enable_double_backprop,
+    gradients,
+};
+use breakeven_models::{build, cross_entropy, Mode, Model, ModelSpec};
 use breakeven_penalties::{GradMethod, Penalizer, PenaltyConfig, PenaltyKind};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,30 +48,43 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Milliseconds of `f` run in a fresh thread whose first backward pass sees
-/// `CANDLE_GRAD_DO_NOT_DETACH` set (`keep_graph`) or not: candle-core reads the variable once
-/// per thread, so each measurement chooses its own setting.
-fn timed<T: Send>(keep_graph: bool, f: impl FnOnce() -> T + Send) -> (f64, T) {
-    // Edition 2021: a safe fn; no other thread of ours runs while it changes.
-    if keep_graph {
-        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
-    } else {
-        std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH");
+/// Milliseconds of `f`, and its result.
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed().as_secs_f64() * 1e3, out)
+}
+
+/// A plain step's gradients with the backward pass `backward` (forward in `Mode::Train`).
+fn plain_with(
+    model: &dyn Model,
+    x: &Tensor,
+    y: &Tensor,
+    backward: impl Fn(&Tensor) -> candle_core::Result<GradStore>,
+) -> candle_core::Result<Vec<Tensor>> {
+    let vars: Vec<_> = model.params().iter().map(|p| p.var.clone()).collect();
+    let loss = cross_entropy(&model.forward(x, Mode::Train)?, y)?;
+    gradients(&backward(&loss)?, &vars)?
+        .iter()
+        .map(|g| Ok(g.detach()))
+        .collect()
+}
+
+fn bits(ts: &[Tensor]) -> candle_core::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for t in ts {
+        out.extend(
+            t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|x| x.to_bits()),
+        );
     }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let start = Instant::now();
-            let out = f();
-            (start.elapsed().as_secs_f64() * 1e3, out)
-        })
-        .join()
-        .expect("benchmark thread panicked")
-    })
+    Ok(out)
 }
 
 struct Cell {
     penalizer: Penalizer,
-    keep_graph: bool,
     rng: ChaCha8Rng,
     ratios: Vec<f64>,
     times: Vec<f64>,
@@ -69,6 +92,12 @@ struct Cell {
 }
 
 fn main() -> anyhow::Result<()> {
+    enable_double_backprop()?;
+    anyhow::ensure!(
+        detached_worker_available(),
+        "CANDLE_GRAD_DO_NOT_DETACH was set before the process started: no detaching worker to \
+         compare against; unset it"
+    );
     let reps = arg("--reps", 3).max(1);
     let batch = arg("--batch", 128);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -93,19 +122,23 @@ fn main() -> anyhow::Result<()> {
         batch,
     )?;
 
+    if std::env::args().any(|a| a == "--plain-only") {
+        return plain_only(model.as_ref(), &x, &y, reps);
+    }
+
     let methods = [
         ("double backprop", GradMethod::DoubleBackprop),
         (
             "finite difference (central)",
             GradMethod::FiniteDifference {
-                epsilon: None,
+                rel_step: None,
                 one_sided: false,
             },
         ),
         (
             "finite difference (one-sided)",
             GradMethod::FiniteDifference {
-                epsilon: None,
+                rel_step: None,
                 one_sided: true,
             },
         ),
@@ -128,7 +161,6 @@ fn main() -> anyhow::Result<()> {
             };
             cells.push(Cell {
                 penalizer: Penalizer::new(cfg, batch)?,
-                keep_graph: matches!(method, GradMethod::DoubleBackprop),
                 rng: ChaCha8Rng::seed_from_u64(1),
                 ratios: Vec::new(),
                 times: Vec::new(),
@@ -136,49 +168,61 @@ fn main() -> anyhow::Result<()> {
             });
         }
     }
-    let mut plain_detached = Vec::new();
+    let mut plain_direct = Vec::new();
+    let mut plain_worker = Vec::new();
     let mut plain_kept = Vec::new();
     let mut plain_rng = ChaCha8Rng::seed_from_u64(2);
+    // The plain step three ways, same numbers bit for bit for the first two.
+    let direct = plain_with(model.as_ref(), &x, &y, backward_first_order)?;
+    let worker = plain_with(model.as_ref(), &x, &y, backward_detached)?;
+    let same_bits = bits(&direct)? == bits(&worker)?;
     // Rounds over all cells, each penalized step right after a plain one, so that the load of
     // a shared machine hits both sides of a ratio alike; round 0 is a warm-up.
     for round in 0..=reps {
-        let (kept, r) = timed(true, || {
-            plain.step(model.as_ref(), &x, &y, 1, &mut plain_rng)
-        });
+        let (w, r) = timed(|| plain_with(model.as_ref(), &x, &y, backward_detached));
+        r?;
+        let (k, r) = timed(|| plain_with(model.as_ref(), &x, &y, |l| l.backward()));
         r?;
         if round > 0 {
-            plain_kept.push(kept);
+            plain_worker.push(w);
+            plain_kept.push(k);
         }
         for cell in cells.iter_mut() {
-            let (base, r) = timed(false, || {
-                plain.step(model.as_ref(), &x, &y, 1, &mut plain_rng)
-            });
+            let (base, r) = timed(|| plain.step(model.as_ref(), &x, &y, 1, &mut plain_rng));
             r?;
-            let (ms, out) = timed(cell.keep_graph, || {
+            // Step 2: a steady-state penalized step (step 0 of an FD run also runs its
+            // one-off reliability check, which refuses FD on this net; see the end).
+            let (ms, out) = timed(|| {
                 cell.penalizer
-                    .step(model.as_ref(), &x, &y, 0, &mut cell.rng)
+                    .step(model.as_ref(), &x, &y, 2, &mut cell.rng)
             });
             cell.penalty = out?.penalty;
             if round > 0 {
-                plain_detached.push(base);
+                plain_direct.push(base);
                 cell.times.push(ms);
                 cell.ratios.push(ms / base);
             }
         }
     }
-    let plain_ms = median(plain_detached);
+    let plain_ms = median(plain_direct);
+    let worker_ms = median(plain_worker);
     let kept_ms = median(plain_kept);
     println!(
-        "SimpleCNN, batch {batch}, f32, CPU, {} threads; {reps} rounds after 1 warm-up",
+        "SimpleCNN, batch {batch}, f32, CPU {}, {} threads; {reps} rounds after 1 warm-up; \
+         process in second-order mode",
+        cpu_name(),
         threads()
     );
     println!(
-        "plain step: {plain_ms:.0} ms (median; gradients detached); {kept_ms:.0} ms with \
-         CANDLE_GRAD_DO_NOT_DETACH=1 ({:.2}x), which a double-backprop run pays on its plain steps",
+        "plain step (forward + backward, median): {plain_ms:.0} ms direct first-order backward \
+         (now); {worker_ms:.0} ms through curvature's detaching worker (before; {:.2}x the \
+         direct one; gradients bit-identical: {same_bits}); {kept_ms:.0} ms backward keeping its \
+         graph ({:.2}x)",
+        worker_ms / plain_ms,
         kept_ms / plain_ms
     );
     println!(
-        "ratio = median over rounds of (penalized step / plain step measured just before it)\n"
+        "ratio = median over rounds of (penalized step / direct plain step measured just before it)\n"
     );
     print!("| penalty |");
     for (name, _) in &methods {
@@ -229,15 +273,12 @@ fn agreement(
     batch: usize,
 ) -> anyhow::Result<()> {
     let run = |method: GradMethod, alpha: f64| -> anyhow::Result<Vec<Tensor>> {
-        let keep = matches!(method, GradMethod::DoubleBackprop);
         let cfg = PenaltyConfig {
             method,
             ..PenaltyConfig::new(PenaltyKind::Gp, alpha)
         };
         let pen = Penalizer::new(cfg, batch)?;
-        let (_, out) = timed(keep, || {
-            pen.step(model, x, y, 0, &mut ChaCha8Rng::seed_from_u64(0))
-        });
+        let out = pen.step(model, x, y, 2, &mut ChaCha8Rng::seed_from_u64(0));
         Ok(out?.grads)
     };
     let plain = run(GradMethod::DoubleBackprop, 0.0)?;
@@ -259,7 +300,7 @@ fn agreement(
     for one_sided in [false, true] {
         let approx = dp(run(
             GradMethod::FiniteDifference {
-                epsilon: None,
+                rel_step: None,
                 one_sided,
             },
             1.0,
@@ -269,7 +310,59 @@ fn agreement(
         print!(" {name} {:.2e};", norm(&diff) / norm(&exact));
     }
     println!();
+    let cfg = PenaltyConfig {
+        method: GradMethod::FiniteDifference {
+            rel_step: None,
+            one_sided: true,
+        },
+        ..PenaltyConfig::new(PenaltyKind::Fp, 0.1)
+    };
+    let first = Penalizer::new(cfg, batch)?.step(model, x, y, 0, &mut ChaCha8Rng::seed_from_u64(0));
+    match first {
+        Err(e) => println!("the first penalized step of an FD run (step 0) on this net: {e}"),
+        Ok(_) => println!("the first penalized step of an FD run (step 0) on this net: accepted"),
+    }
     Ok(())
+}
+
+/// The plain step's backward directly on this thread (now) against through curvature's
+/// detaching worker (before), alternating within each round; medians and their ratio.
+fn plain_only(model: &dyn Model, x: &Tensor, y: &Tensor, reps: usize) -> anyhow::Result<()> {
+    let (mut direct, mut worker) = (Vec::new(), Vec::new());
+    for round in 0..=reps {
+        let (a, r) = timed(|| plain_with(model, x, y, backward_first_order));
+        r?;
+        let (b, r) = timed(|| plain_with(model, x, y, backward_detached));
+        r?;
+        if round > 0 {
+            direct.push(a);
+            worker.push(b);
+        }
+    }
+    let (d, w) = (median(direct.clone()), median(worker.clone()));
+    let ratios: Vec<f64> = worker.iter().zip(&direct).map(|(w, d)| w / d).collect();
+    println!(
+        "plain SimpleCNN step, CPU {}, {} threads, {reps} rounds after 1 warm-up, second-order \
+         mode: direct {d:.0} ms, through the worker {w:.0} ms (median); worker/direct = {:.3} \
+         (ratio of medians), {:.3} (median of per-round ratios)",
+        cpu_name(),
+        threads(),
+        w / d,
+        median(ratios)
+    );
+    Ok(())
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "(unknown)".into())
 }
 
 fn threads() -> String {

@@ -42,14 +42,16 @@ pub enum GradMethod {
     /// Exact, by differentiating through the backward pass (needs `CANDLE_GRAD_DO_NOT_DETACH=1`).
     #[default]
     DoubleBackprop,
-    /// ∇‖g‖² = 2Hg ≈ (∇L(θ+εĝ) − ∇L(θ−εĝ))·‖g‖/ε (central), or (∇L(θ+εĝ) − ∇L(θ))·2‖g‖/ε
-    /// (`one_sided`, one pass cheaper, error O(ε) instead of O(ε²)). GPx perturbs the input
-    /// batch along ĝ_X instead. Default ε = (u·max(1, ‖θ‖))^(1/3), u the dtype's machine
-    /// epsilon and ‖θ‖ the norm of what is perturbed: it balances the rounding error of
-    /// θ ± εĝ (≈ u‖θ‖/ε) against the truncation error (≈ ε²) of the central difference.
+    /// ∇‖g‖² = 2Hg with Hg ≈ (∇L(θ+εg) − ∇L(θ−εg))/2ε (central), or (∇L(θ+εg) − ∇L(θ))/ε
+    /// (`one_sided`: one pass cheaper, error O(ε) instead of O(ε²)). GPx perturbs the input
+    /// batch along g_X instead. The step is breakeven-curvature's one rule (`fd_step`):
+    /// ε = h·(1 + ‖θ‖)/‖g‖, ‖θ‖ the norm of what is perturbed, so that the move is h·(1 + ‖θ‖)
+    /// long; h = `rel_step`, by default √u one-sided and ∛u central (u the dtype's machine
+    /// epsilon), which balances rounding against truncation (`curvature/src/hessian_fd.rs`).
     FiniteDifference {
+        /// The relative step h; absent: the default above.
         #[serde(default)]
-        epsilon: Option<f64>,
+        rel_step: Option<f64>,
         #[serde(default)]
         one_sided: bool,
     },
@@ -117,13 +119,13 @@ impl PenaltyConfig {
             _ => {}
         }
         if let GradMethod::FiniteDifference {
-            epsilon: Some(eps), ..
+            rel_step: Some(h), ..
         } = self.method
         {
-            if !(eps.is_finite() && eps > 0.0) {
+            if !(h.is_finite() && h > 0.0) {
                 return bad(
-                    "method.finite_difference.epsilon",
-                    eps.to_string(),
+                    "method.finite_difference.rel_step",
+                    h.to_string(),
                     "a finite value > 0",
                 );
             }

@@ -9,15 +9,11 @@ mod config;
 mod error;
 mod labels;
 mod penalizer;
-mod perturb;
-mod second_order;
 
 pub use config::{GradMethod, PenaltyConfig, PenaltyKind, PenaltyNorm};
 pub use error::PenaltyError;
 pub use labels::{sample_fisher_labels, uniform_labels};
-pub use penalizer::{PenalizedStep, Penalizer};
-pub use perturb::with_perturbed;
-pub use second_order::check_second_order;
+pub use penalizer::{Logits, PenalizedStep, Penalizer, FD_AGREEMENT};
 
 #[cfg(test)]
 mod tests;

@@ -7,17 +7,20 @@
 //! they must not move the running statistics a second time. When P is taken on the whole batch,
 //! the plain pass's logits are reused: they are the same function of θ.
 
-use breakeven_curvature::backward_detached;
+use breakeven_curvature::{
+    backward_detached, backward_first_order, check_double_backprop, default_rel_step,
+    directional_difference, fd_step, gradients, norm, with_perturbed, CurvatureError, FdScheme,
+};
 use breakeven_models::{cross_entropy, Mode, Model};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use rand::RngCore;
 
 use crate::config::{GradMethod, PenaltyConfig, PenaltyKind, PenaltyNorm};
 use crate::labels::{sample_fisher_labels, uniform_labels};
-use crate::perturb::with_perturbed;
-use crate::second_order::check_second_order;
 use crate::PenaltyError;
+
+/// The network a penalized step differentiates: `logits(x, mode)`, a function of `params`.
+pub type Logits<'a> = dyn Fn(&Tensor, Mode) -> candle_core::Result<Tensor> + 'a;
 
 /// What a step hands to the optimizer and to the metrics log.
 #[derive(Debug, Clone)]
@@ -72,7 +75,24 @@ impl Penalizer {
         step: u64,
         rng: &mut dyn RngCore,
     ) -> Result<PenalizedStep, PenaltyError> {
-        self.run(model, x, y, step, Labels::Draw(rng))
+        let params = vars_of(model);
+        let logits = |x: &Tensor, mode: Mode| model.forward(x, mode);
+        self.run(&params, &logits, x, y, step, Labels::Draw(rng))
+    }
+
+    /// As [`Penalizer::step`] for any network given as its parameters and a logits closure
+    /// `logits(x, mode)` (`Mode::Train` for the step's plain pass, `Mode::BatchStats` for the
+    /// penalty's extra passes); the gradients come back aligned with `params`.
+    pub fn step_fn(
+        &self,
+        params: &[Var],
+        logits: &Logits<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        step: u64,
+        rng: &mut dyn RngCore,
+    ) -> Result<PenalizedStep, PenaltyError> {
+        self.run(params, logits, x, y, step, Labels::Draw(rng))
     }
 
     /// As [`Penalizer::step`] with the FP/GPr labels given (length = the penalty's sub-batch),
@@ -91,12 +111,15 @@ impl Penalizer {
                 self.config.kind
             )));
         }
-        self.run(model, x, y, step, Labels::Fixed(labels))
+        let params = vars_of(model);
+        let logits = |x: &Tensor, mode: Mode| model.forward(x, mode);
+        self.run(&params, &logits, x, y, step, Labels::Fixed(labels))
     }
 
-    fn run<M: Model + ?Sized>(
+    fn run(
         &self,
-        model: &M,
+        params: &[Var],
+        model: &Logits<'_>,
         x: &Tensor,
         y: &Tensor,
         step: u64,
@@ -121,9 +144,13 @@ impl Penalizer {
         let applied = self.applies_at(step);
         let double = matches!(cfg.method, GradMethod::DoubleBackprop);
         if applied && double {
-            check_second_order()?;
+            check_double_backprop().map_err(|e| match e {
+                CurvatureError::DoubleBackpropDisabled { got } => {
+                    PenaltyError::SecondOrderUnavailable { got, expected: 6.0 }
+                }
+                other => PenaltyError::Curvature(other),
+            })?;
         }
-        let params: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
         let whole = m == n;
 
         // Plain pass. For GPx on the whole batch the input is a Var, so this one backward also
@@ -133,7 +160,7 @@ impl Penalizer {
         } else {
             None
         };
-        let logits = model.forward(x_var.as_ref().map_or(x, |v| v.as_tensor()), Mode::Train)?;
+        let logits = model(x_var.as_ref().map_or(x, |v| v.as_tensor()), Mode::Train)?;
         let loss_t = cross_entropy(&logits, y)?;
         let loss = scalar(&loss_t)?;
         if !loss.is_finite() {
@@ -151,20 +178,20 @@ impl Penalizer {
         let plain_needed =
             !fuse || (whole && matches!(cfg.kind, PenaltyKind::Gp | PenaltyKind::Gpx));
         // GP/GPx on the whole batch differentiate this gradient again; every other plain
-        // gradient is only read, so its pass keeps no graph (breakeven_curvature::detached).
+        // gradient is only read: a first-order pass, directly on this thread.
         let again =
             applied && double && whole && matches!(cfg.kind, PenaltyKind::Gp | PenaltyKind::Gpx);
         let plain_store = if plain_needed {
             Some(if again {
                 loss_t.backward()?
             } else {
-                backward_detached(&loss_t)?
+                backward_first_order(&loss_t)?
             })
         } else {
             None
         };
         let plain = match &plain_store {
-            Some(store) => Some(grads_of(&params, store)?),
+            Some(store) => Some(gradients(store, params)?),
             None => None,
         };
         if !applied {
@@ -181,17 +208,14 @@ impl Penalizer {
             });
         }
 
-        let ctx = Ctx {
-            params: &params,
-            step,
-        };
+        let ctx = Ctx { params, step };
         let x_m = x.narrow(0, 0, m)?;
         let y_m = y.narrow(0, 0, m)?;
         let (penalty, dp) = if cfg.kind.is_theta() {
             let pen_logits = if whole {
                 logits.clone()
             } else {
-                model.forward(&x_m, Mode::BatchStats)?
+                model(&x_m, Mode::BatchStats)?
             };
             let pen_labels = match (cfg.kind, labels) {
                 (PenaltyKind::Gp, _) => y_m.clone(),
@@ -210,27 +234,31 @@ impl Penalizer {
             // With the true labels on the whole batch, g is the plain gradient.
             let g = match (&plain, cfg.kind == PenaltyKind::Gp && whole) {
                 (Some(plain), true) => plain.clone(),
-                _ => grads_of(
-                    &params,
-                    &cross_entropy(&pen_logits, &pen_labels)?.backward()?,
-                )?,
+                _ => {
+                    let pen_loss = cross_entropy(&pen_logits, &pen_labels)?;
+                    // Double backprop differentiates g again; a finite difference only reads it.
+                    let store = if double {
+                        pen_loss.backward()?
+                    } else {
+                        backward_first_order(&pen_loss)?
+                    };
+                    gradients(&store, params)?
+                }
             };
             if double {
                 ctx.by_double_backprop(&g, cfg.norm, fuse.then_some((&loss_t, cfg.alpha)))?
             } else {
                 let eval = |shift: f64, dir: &[Tensor]| {
-                    with_perturbed(&params, dir, shift, || {
-                        let z = model.forward(&x_m, Mode::BatchStats)?;
-                        grads_of(&params, &cross_entropy(&z, &pen_labels)?.backward()?)
+                    with_perturbed(params, dir, shift, || {
+                        let z = model(&x_m, Mode::BatchStats)?;
+                        gradients(
+                            &backward_first_order(&cross_entropy(&z, &pen_labels)?)?,
+                            params,
+                        )
                     })
                 };
-                let theta_norm = norm(
-                    &params
-                        .iter()
-                        .map(|p| p.as_tensor().clone())
-                        .collect::<Vec<_>>(),
-                )?;
-                ctx.by_finite_difference(&g, &g, theta_norm, &cfg.method, cfg.norm, eval)?
+                let theta: Vec<Tensor> = params.iter().map(|p| p.as_tensor().clone()).collect();
+                ctx.by_finite_difference(&g, &g, norm(&theta)?, &cfg.method, cfg.norm, eval)?
             }
         } else {
             // GPx: g = ∇_X L on the sub-batch, taken with the input as a Var.
@@ -238,7 +266,7 @@ impl Penalizer {
                 (Some(xv), Some(store)) if whole => (xv.clone(), store),
                 _ => {
                     let xv = Var::from_tensor(&x_m)?;
-                    let z = model.forward(xv.as_tensor(), Mode::BatchStats)?;
+                    let z = model(xv.as_tensor(), Mode::BatchStats)?;
                     let store = cross_entropy(&z, &y_m)?.backward()?;
                     (xv, store)
                 }
@@ -250,12 +278,11 @@ impl Penalizer {
             if double {
                 ctx.by_double_backprop(&gx, cfg.norm, fuse.then_some((&loss_t, cfg.alpha)))?
             } else {
-                let g_theta = grads_of(&params, &store)?;
+                let g_theta = gradients(&store, params)?;
                 let x_m = x_m.detach();
                 let eval = |shift: f64, dir: &[Tensor]| {
-                    let z =
-                        model.forward(&(&x_m + dir[0].affine(shift, 0.0)?)?, Mode::BatchStats)?;
-                    grads_of(&params, &cross_entropy(&z, &y_m)?.backward()?)
+                    let z = model(&(&x_m + dir[0].affine(shift, 0.0)?)?, Mode::BatchStats)?;
+                    gradients(&backward_first_order(&cross_entropy(&z, &y_m)?)?, params)
                 };
                 let x_norm = norm(std::slice::from_ref(&x_m))?;
                 ctx.by_finite_difference(&gx, &g_theta, x_norm, &cfg.method, cfg.norm, eval)?
@@ -284,7 +311,7 @@ impl Penalizer {
             // graph-keeping backward, whose BatchNorm kernel differs from a plain step's in the
             // low bits: take the plain step's own pass again.
             Some(_) if cfg.alpha == 0.0 && again => {
-                grads_of(&params, &backward_detached(&loss_t)?)?
+                gradients(&backward_first_order(&loss_t)?, params)?
                     .iter()
                     .map(Tensor::detach)
                     .collect()
@@ -310,6 +337,10 @@ impl Penalizer {
         })
     }
 }
+
+/// The largest relative disagreement between the finite-difference ∇P at steps h and h/4 that
+/// the first penalized step of a run accepts (issue 18: FD must be within 5% to be used).
+pub const FD_AGREEMENT: f64 = 0.05;
 
 struct Ctx<'a> {
     params: &'a [Var],
@@ -346,7 +377,8 @@ impl Ctx<'_> {
             Some((loss, alpha)) => (loss + p.affine(alpha, 0.0)?)?,
             None => p,
         };
-        let dp = grads_of(self.params, &backward_detached(&target)?)?
+        // Nothing differentiates ∇(L + α·P) again: its pass runs where Candle keeps no graph.
+        let dp = gradients(&backward_detached(&target)?, self.params)?
             .iter()
             .map(Tensor::detach)
             .collect();
@@ -354,7 +386,9 @@ impl Ctx<'_> {
     }
 
     /// P from `g` and ∇_θ P from gradients at shifted points: `eval(s, dir)` is ∇_θ L with the
-    /// perturbed quantity moved by s·dir; `g_theta` is ∇_θ L unshifted (for `one_sided`).
+    /// perturbed quantity (θ, or the input batch for GPx, of norm `base_norm`) moved by s·dir;
+    /// `g_theta` is ∇_θ L unshifted (for `one_sided`). ∇‖g‖² = 2Hg with Hg by curvature's
+    /// finite difference along g, its step from curvature's rule (`fd_step`).
     fn by_finite_difference(
         &self,
         g: &[Tensor],
@@ -364,7 +398,11 @@ impl Ctx<'_> {
         which: PenaltyNorm,
         eval: impl Fn(f64, &[Tensor]) -> candle_core::Result<Vec<Tensor>>,
     ) -> Result<(f64, Vec<Tensor>), PenaltyError> {
-        let GradMethod::FiniteDifference { epsilon, one_sided } = *method else {
+        let GradMethod::FiniteDifference {
+            rel_step,
+            one_sided,
+        } = *method
+        else {
             unreachable!("called for the finite-difference method only")
         };
         let g: Vec<Tensor> = g.iter().map(Tensor::detach).collect();
@@ -389,60 +427,53 @@ impl Ctx<'_> {
                 .collect::<candle_core::Result<_>>()?;
             return Ok((value, zeros));
         }
-        let u = match g[0].dtype() {
-            DType::F64 => f64::EPSILON,
-            DType::F32 => f32::EPSILON as f64,
-            DType::F16 | DType::BF16 => 1e-3,
-            _ => f32::EPSILON as f64,
-        };
-        let eps = epsilon.unwrap_or_else(|| (u * base_norm.max(1.0)).cbrt());
-        let dir = g
-            .iter()
-            .map(|t| t.affine(1.0 / g_norm, 0.0))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let plus = eval(eps, &dir)?;
-        // Hĝ ≈ (g₊ − g₋)/(2ε), or (g₊ − g)/ε one-sided.
-        let (minus, denom) = if one_sided {
-            (g_theta.iter().map(Tensor::detach).collect(), eps)
+        let scheme = if one_sided {
+            FdScheme::OneSided
         } else {
-            (eval(-eps, &dir)?, 2.0 * eps)
+            FdScheme::Central
         };
+        let h = rel_step.unwrap_or_else(|| default_rel_step(g[0].dtype(), scheme));
+        let eps = fd_step(h, base_norm, g_norm);
+        let g_at_zero: Vec<Tensor> = g_theta.iter().map(Tensor::detach).collect();
+        let hg = directional_difference(eps, scheme, Some(&g_at_zero), |s| eval(s, &g))?;
+        if self.step == 0 {
+            // The first penalized step of a run checks that the difference means something for
+            // this model at this precision: the same product at a quarter of the step must
+            // agree. On ReLU/max-pool nets the move crosses kinks whose jumps do not shrink with
+            // the step, and in f32 no step fixes that (docs/results/cpu-speed.md, penalties).
+            let finer =
+                directional_difference(eps / 4.0, scheme, Some(&g_at_zero), |s| eval(s, &g))?;
+            let diff = hg
+                .iter()
+                .zip(&finer)
+                .map(|(a, b)| a - b)
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let disagreement = norm(&diff)? / norm(&hg)?;
+            if disagreement.is_nan() || disagreement > FD_AGREEMENT {
+                return Err(PenaltyError::FiniteDifferenceUnreliable {
+                    dtype: g[0].dtype(),
+                    rel_step: h,
+                    disagreement,
+                    bound: FD_AGREEMENT,
+                });
+            }
+        }
+        // ∇‖g‖² = 2Hg; ∇‖g‖ = Hg/‖g‖.
         let scale = match which {
-            PenaltyNorm::Squared => 2.0 * g_norm / denom,
-            PenaltyNorm::Plain => 1.0 / denom,
+            PenaltyNorm::Squared => 2.0,
+            PenaltyNorm::Plain => 1.0 / g_norm,
         };
-        let dp = plus
+        let dp = hg
             .iter()
-            .zip(&minus)
-            .map(|(a, b)| (a - b)?.affine(scale, 0.0))
+            .map(|t| t.affine(scale, 0.0))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok((value, dp))
     }
 }
 
-/// Gradients of `params` in `store`, zeros for parameters the loss does not reach.
-fn grads_of(params: &[Var], store: &GradStore) -> candle_core::Result<Vec<Tensor>> {
-    params
-        .iter()
-        .map(|p| match store.get(p.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => p.as_tensor().zeros_like(),
-        })
-        .collect()
-}
-
-/// ‖(t_1, …, t_n)‖₂ accumulated in f64, from detached values.
-fn norm(ts: &[Tensor]) -> candle_core::Result<f64> {
-    let mut s = 0.0;
-    for t in ts {
-        s += t
-            .detach()
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-    }
-    Ok(s.sqrt())
+/// The model's parameters as `Var`s, in `params()` order.
+fn vars_of<M: Model + ?Sized>(model: &M) -> Vec<Var> {
+    model.params().iter().map(|p| p.var.clone()).collect()
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {

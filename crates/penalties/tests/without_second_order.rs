@@ -47,7 +47,7 @@ fn double_backprop_is_refused_when_gradients_are_detached() {
 
     let cfg = PenaltyConfig {
         method: GradMethod::FiniteDifference {
-            epsilon: None,
+            rel_step: None,
             one_sided: false,
         },
         ..PenaltyConfig::new(PenaltyKind::Gp, 0.1)

@@ -148,10 +148,11 @@ pub struct PenaltyConfig {
     /// How ∇P is computed: `double_backprop` (exact) or `finite_difference` (cheaper).
     #[serde(default)]
     pub method: PenaltyMethod,
-    /// With `finite_difference`: the step ε along the unit direction (absent = the penalties
-    /// crate's rule from the scales of θ and the direction).
+    /// With `finite_difference`: the relative step h of curvature's rule ε = h·(1 + ‖θ‖)/‖v‖
+    /// (absent = √u one-sided, ∛u central, u the dtype's unit roundoff; see
+    /// `breakeven_curvature::fd_step`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epsilon: Option<f64>,
+    pub rel_step: Option<f64>,
     /// With `finite_difference`: one-sided differences (one extra pass, error O(ε)) instead of
     /// central ones (two extra passes, error O(ε²)).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -281,7 +282,7 @@ impl Default for PenaltyConfig {
             sub_batch: None,
             squared: true,
             method: PenaltyMethod::DoubleBackprop,
-            epsilon: None,
+            rel_step: None,
             one_sided: false,
         }
     }

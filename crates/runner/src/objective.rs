@@ -42,7 +42,7 @@ fn penalizer(cfg: &PenaltyConfig, n: usize) -> Result<Option<Penalizer>, RunErro
         sub_batch: cfg.sub_batch.map(|m| m.min(n)),
         method: match cfg.method {
             PenaltyMethod::FiniteDifference => GradMethod::FiniteDifference {
-                epsilon: cfg.epsilon,
+                rel_step: cfg.rel_step,
                 one_sided: cfg.one_sided,
             },
             PenaltyMethod::DoubleBackprop => GradMethod::DoubleBackprop,
@@ -97,8 +97,9 @@ pub fn step_objective(
     plain_step(model, &loss, correct, n)
 }
 
-/// The gradients of a plain step's `loss`, taken as the penalizer takes its plain passes: on
-/// curvature's detaching worker, since nothing differentiates them again.
+/// The gradients of a plain step's `loss`, taken as the penalizer takes its plain passes: a
+/// first-order backward on this thread (breakeven-curvature's `backward_first_order`), the same
+/// numbers whether or not the process is in second-order mode.
 fn plain_step(
     model: &dyn Model,
     loss: &Tensor,
@@ -106,15 +107,12 @@ fn plain_step(
     n: usize,
 ) -> Result<StepOutput, RunError> {
     let loss_value = scalar(loss)?;
-    let store = breakeven_curvature::backward_detached(loss)?;
-    let grads = model
-        .params()
+    let vars: Vec<_> = model.params().iter().map(|p| p.var.clone()).collect();
+    let store = breakeven_curvature::backward_first_order(loss)?;
+    let grads = breakeven_curvature::gradients(&store, &vars)?
         .iter()
-        .map(|p| match store.get(p.var.as_tensor()) {
-            Some(g) => Ok(g.detach()),
-            None => p.var.as_tensor().zeros_like(),
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
+        .map(Tensor::detach)
+        .collect();
     Ok(StepOutput {
         loss: loss_value,
         correct,

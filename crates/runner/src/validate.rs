@@ -119,15 +119,15 @@ impl RunConfig {
             );
         }
         let finite_difference = self.penalty.method == PenaltyMethod::FiniteDifference;
-        if let Some(eps) = self.penalty.epsilon {
-            if !(eps > 0.0 && eps.is_finite()) {
-                return bad("penalty.epsilon", format!("must be positive, got {eps}"));
+        if let Some(h) = self.penalty.rel_step {
+            if !(h > 0.0 && h.is_finite()) {
+                return bad("penalty.rel_step", format!("must be positive, got {h}"));
             }
         }
-        if !finite_difference && (self.penalty.epsilon.is_some() || self.penalty.one_sided) {
+        if !finite_difference && (self.penalty.rel_step.is_some() || self.penalty.one_sided) {
             return bad(
                 "penalty.method",
-                "penalty.epsilon and penalty.one_sided apply to method = \"finite_difference\" only"
+                "penalty.rel_step and penalty.one_sided apply to method = \"finite_difference\" only"
                     .into(),
             );
         }

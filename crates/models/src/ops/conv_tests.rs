@@ -7,13 +7,10 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Double backprop needs `CANDLE_GRAD_DO_NOT_DETACH` before the thread's first backward:
-/// candle-core's backprop.rs reads it once into a thread-local (SCIENCE.md §7). libtest runs each
-/// test on its own thread, so setting it at the top of a test is early enough.
+/// Double backprop needs `CANDLE_GRAD_DO_NOT_DETACH` before the thread's first backward
+/// (SCIENCE.md §7); breakeven-curvature's switch sets it, and every test here calls it first.
 fn keep_grad_graphs() {
-    // SAFETY: every test that touches the variable sets it to the same value; no test reads it
-    // expecting it unset (first-order results do not depend on it).
-    unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+    crate::gradcheck::enable_double_backprop();
 }
 
 fn randn(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {

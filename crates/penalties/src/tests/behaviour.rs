@@ -15,7 +15,7 @@ const N: usize = 6;
 
 fn fd() -> GradMethod {
     GradMethod::FiniteDifference {
-        epsilon: None,
+        rel_step: None,
         one_sided: false,
     }
 }
@@ -118,9 +118,11 @@ fn batchnorm_sees_train_once_and_batch_stats_in_extra_passes() {
             method: method.clone(),
             ..PenaltyConfig::new(PenaltyKind::Fp, 0.1)
         };
+        // Step 2, a steady-state step: the first penalized step (0) of an FD run also runs the
+        // reliability check's passes at a quarter of the step (all `BatchStats` as well).
         Penalizer::new(cfg, N)
             .unwrap()
-            .step(&net, &x, &y, 0, &mut ChaCha8Rng::seed_from_u64(0))
+            .step(&net, &x, &y, 2, &mut ChaCha8Rng::seed_from_u64(0))
             .unwrap();
         assert_eq!(
             net.take_modes(),
@@ -208,12 +210,12 @@ fn bad_configs_are_refused_at_construction() {
         (
             PenaltyConfig {
                 method: GradMethod::FiniteDifference {
-                    epsilon: Some(-1.0),
+                    rel_step: Some(-1.0),
                     one_sided: false,
                 },
                 ..PenaltyConfig::new(PenaltyKind::Gp, 0.1)
             },
-            "epsilon",
+            "rel_step",
         ),
     ];
     for (cfg, field) in cases {
@@ -253,7 +255,7 @@ fn config_is_serde_with_defaults_and_rejects_unknown_keys() {
     assert_eq!(
         cfg.method,
         GradMethod::FiniteDifference {
-            epsilon: None,
+            rel_step: None,
             one_sided: true
         }
     );
@@ -405,14 +407,14 @@ fn config_reads_from_toml_as_documented() {
         alpha = 0.01
         every = 10
         sub_batch = 128
-        method = { finite_difference = { epsilon = 1e-3, one_sided = false } }
+        method = { finite_difference = { rel_step = 1e-3, one_sided = false } }
         "#,
     )
     .unwrap();
     assert_eq!(
         run.penalty.method,
         GradMethod::FiniteDifference {
-            epsilon: Some(1e-3),
+            rel_step: Some(1e-3),
             one_sided: false
         }
     );

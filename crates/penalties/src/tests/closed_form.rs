@@ -138,7 +138,7 @@ fn methods() -> [(GradMethod, f64); 2] {
         (GradMethod::DoubleBackprop, 1e-10),
         (
             GradMethod::FiniteDifference {
-                epsilon: None,
+                rel_step: None,
                 one_sided: false,
             },
             1e-6,

@@ -8,7 +8,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::nets::{batch, enable_double_backprop, flat, Arch, Net};
-use crate::{with_perturbed, GradMethod, Penalizer, PenaltyConfig, PenaltyKind, PenaltyNorm};
+use breakeven_curvature::with_perturbed;
+
+use crate::{GradMethod, Penalizer, PenaltyConfig, PenaltyKind, PenaltyNorm};
 
 const N: usize = 6;
 
@@ -103,12 +105,14 @@ fn double_backprop_gradient_matches_finite_differences_of_the_penalized_loss() {
             for seed in 0..3 {
                 let v = random_direction(&net, seed);
                 let h = 1e-5;
-                let jp =
-                    with_perturbed(&vars, &v, h, || Ok(objective(&net, &x, &y, &cfg, &labels)))
-                        .unwrap();
-                let jm =
-                    with_perturbed(&vars, &v, -h, || Ok(objective(&net, &x, &y, &cfg, &labels)))
-                        .unwrap();
+                let jp = with_perturbed(&vars, &v, h, || {
+                    Ok::<_, candle_core::Error>(objective(&net, &x, &y, &cfg, &labels))
+                })
+                .unwrap();
+                let jm = with_perturbed(&vars, &v, -h, || {
+                    Ok::<_, candle_core::Error>(objective(&net, &x, &y, &cfg, &labels))
+                })
+                .unwrap();
                 let fd = (jp - jm) / (2.0 * h);
                 let v = flat(&v);
                 let dir: f64 = grad.iter().zip(&v).map(|(g, v)| g * v).sum();
@@ -124,15 +128,17 @@ fn double_backprop_gradient_matches_finite_differences_of_the_penalized_loss() {
 }
 
 /// Double backprop vs the finite-difference method: relative error of the whole gradient
-/// (‖a − b‖/‖b‖) within the documented bound for each precision.
+/// (‖a − b‖/‖b‖) within the documented bound for each precision, with curvature's step rule
+/// (h = ∛u central, √u one-sided, times 1 + ‖θ‖): measured 1e-9 / 6e-8 in f64 and
+/// 9e-4 / 4e-4 in f32 on these smooth nets.
 #[test]
 fn finite_difference_method_agrees_with_double_backprop_on_smooth_nets() {
     enable_double_backprop();
     for (arch, dtype, central_tol, one_sided_tol) in [
-        (Arch::Mlp, DType::F64, 1e-8, 1e-4),
-        (Arch::Cnn, DType::F64, 1e-8, 1e-4),
-        (Arch::Mlp, DType::F32, 5e-4, 3e-2),
-        (Arch::Cnn, DType::F32, 5e-4, 3e-2),
+        (Arch::Mlp, DType::F64, 1e-8, 1e-6),
+        (Arch::Cnn, DType::F64, 1e-8, 1e-6),
+        (Arch::Mlp, DType::F32, 2e-3, 2e-3),
+        (Arch::Cnn, DType::F32, 2e-3, 2e-3),
     ] {
         let net = Net::new(arch, dtype, 21);
         let (x, y) = batch(&arch, N, dtype, 4);
@@ -149,7 +155,7 @@ fn finite_difference_method_agrees_with_double_backprop_on_smooth_nets() {
             for (one_sided, tol) in [(false, central_tol), (true, one_sided_tol)] {
                 let fd = PenaltyConfig {
                     method: GradMethod::FiniteDifference {
-                        epsilon: None,
+                        rel_step: None,
                         one_sided,
                     },
                     ..db.clone()
@@ -165,6 +171,74 @@ fn finite_difference_method_agrees_with_double_backprop_on_smooth_nets() {
                 assert!(rel < tol, "{arch:?} {dtype:?} {kind:?} one_sided={one_sided}: rel error {rel:e} ≥ {tol:e}");
                 eprintln!("{arch:?} {dtype:?} {kind:?} one_sided={one_sided}: rel error {rel:e}");
             }
+        }
+    }
+}
+
+/// The bound settled on for issue 18: a finite-difference ∇P is used only where it settles to
+/// within 5% (`FD_AGREEMENT`) when the step is divided by 4, checked on the first penalized
+/// step. On a ReLU/max-pool SimpleCNN in f32 it never does (the crossed kinks make the
+/// difference from double backprop 0.6-20× at every step size, docs/results/cpu-speed.md), so
+/// the method is refused there with a message that names the way out, for every penalty and
+/// both schemes; the smooth nets of the test above pass the same check.
+#[test]
+fn finite_difference_is_refused_on_a_relu_net_in_f32() {
+    enable_double_backprop();
+    let model = breakeven_models::build(
+        &breakeven_models::ModelSpec::SimpleCnn { width_mult: 0.25 },
+        (3, 16, 16),
+        10,
+        DType::F32,
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
+    let n = 32;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let x = Tensor::from_vec(
+        breakeven_models::init::normal(&mut rng, n * 3 * 16 * 16, 0.0, 1.0),
+        (n, 3, 16, 16),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .to_dtype(DType::F32)
+    .unwrap();
+    let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect(), n, &Device::Cpu).unwrap();
+    for kind in [PenaltyKind::Gp, PenaltyKind::Fp, PenaltyKind::Gpx] {
+        for one_sided in [true, false] {
+            let cfg = PenaltyConfig {
+                method: GradMethod::FiniteDifference {
+                    rel_step: None,
+                    one_sided,
+                },
+                ..PenaltyConfig::new(kind, 0.1)
+            };
+            let pen = Penalizer::new(cfg, n).unwrap();
+            let err = pen
+                .step(model.as_ref(), &x, &y, 0, &mut ChaCha8Rng::seed_from_u64(0))
+                .unwrap_err();
+            match &err {
+                crate::PenaltyError::FiniteDifferenceUnreliable {
+                    disagreement,
+                    bound,
+                    ..
+                } => {
+                    assert!(
+                        disagreement > bound,
+                        "{kind:?} one_sided={one_sided}: {err}"
+                    );
+                    eprintln!("{kind:?} one_sided={one_sided}: disagreement {disagreement:.3}");
+                }
+                other => panic!("{kind:?} one_sided={one_sided}: expected a refusal, got {other}"),
+            }
+            assert!(
+                err.to_string().contains("method = double_backprop"),
+                "{err}"
+            );
+            // Double backprop is the way out, and it works on the same step.
+            let db = Penalizer::new(PenaltyConfig::new(kind, 0.1), n).unwrap();
+            db.step(model.as_ref(), &x, &y, 0, &mut ChaCha8Rng::seed_from_u64(0))
+                .unwrap();
         }
     }
 }

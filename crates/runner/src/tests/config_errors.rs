@@ -16,10 +16,10 @@ fn bad_values_name_their_key() {
         ("optim.momentum", Box::new(|c| c.optim.momentum = 1.0)),
         ("penalty.alpha", Box::new(|c| c.penalty.kind = Some(Fp))),
         (
-            "penalty.epsilon",
+            "penalty.rel_step",
             Box::new(|c| {
                 c.penalty.method = PenaltyMethod::FiniteDifference;
-                c.penalty.epsilon = Some(-1e-3);
+                c.penalty.rel_step = Some(-1e-3);
             }),
         ),
         ("penalty.method", Box::new(|c| c.penalty.one_sided = true)),

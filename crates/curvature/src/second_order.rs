@@ -1,14 +1,25 @@
-//! Making second-order gradients impossible to get silently wrong.
+//! Candle's second-order switch, in one place for the whole workspace.
 //!
 //! Candle 0.11 detaches every intermediate gradient during `backward` unless the environment
 //! variable `CANDLE_GRAD_DO_NOT_DETACH` is non-empty and not `"0"`; the variable is read ONCE
 //! per thread, at the first `backward` of that thread, into a thread-local
 //! (`candle-core/src/backprop.rs`). With it unset, a Hessian-vector product comes out zero or
-//! wrong with no error (SCIENCE.md §7). Hence: [`enable_double_backprop`] sets it, and every
-//! second-order operator runs [`check_double_backprop`] (a scalar probe with a known second
-//! derivative) on each thread it is used from.
+//! wrong with no error (SCIENCE.md §7). Hence:
+//! - [`enable_double_backprop`] is the one place that sets the variable (every binary, test and
+//!   example that differentiates twice calls it), and every second-order operator runs
+//!   [`check_double_backprop`] (a scalar probe with a known second derivative) on each thread it
+//!   is used from;
+//! - [`backward_first_order`] is the backward pass of a gradient that is only read (a training
+//!   step, a finite difference): on the calling thread, and computed exactly as on a thread that
+//!   detaches, because the backward ops of breakeven-models ask [`record_gradient_graphs`]
+//!   whether to record graphs of what they produce;
+//! - `backward_detached` (detached.rs) runs the last pass of a double backprop, whose graph
+//!   Candle's own ops would otherwise keep alive, on a worker that detaches.
 
-use candle_core::{DType, Device, Var};
+use std::cell::Cell;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{CurvatureError, Result};
 
@@ -49,6 +60,55 @@ pub fn check_double_backprop() -> Result<()> {
 /// works here (latching Candle's flag if this is the thread's first backward pass).
 pub fn candle_keeps_graphs() -> Result<bool> {
     Ok((probe_second_derivative()? - 6.0).abs() <= 1e-9)
+}
+
+thread_local! {
+    /// Candle's flag on this thread, once probed (it never changes after the first backward).
+    static GRAPHS_KEPT: Cell<Option<bool>> = const { Cell::new(None) };
+    /// Set while [`backward_first_order`] runs on this thread.
+    static FIRST_ORDER_PASS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether Candle keeps gradient graphs on this thread: probed at the first call on a thread
+/// (latching Candle's flag exactly as the backward pass about to run would), then cached.
+pub fn graphs_kept_on_this_thread() -> bool {
+    GRAPHS_KEPT.with(|kept| match kept.get() {
+        Some(k) => k,
+        None => {
+            // A failed probe (it cannot fail on the CPU) errs on the side of keeping graphs.
+            let k = candle_keeps_graphs().unwrap_or(true);
+            kept.set(Some(k));
+            k
+        }
+    })
+}
+
+/// Whether a backward op running now should record the graph of the gradient it produces, so
+/// that it can be differentiated again: only where Candle keeps graphs and no
+/// [`backward_first_order`] pass is running. Custom ops ask this (breakeven-models' `ops`);
+/// without graphs they use fused kernels and keep no intermediate alive.
+pub fn record_gradient_graphs() -> bool {
+    !FIRST_ORDER_PASS.with(Cell::get) && graphs_kept_on_this_thread()
+}
+
+/// Restores the previous first-order flag when dropped (also on a panic).
+struct FirstOrderPass(bool);
+
+impl Drop for FirstOrderPass {
+    fn drop(&mut self) {
+        FIRST_ORDER_PASS.with(|f| f.set(self.0));
+    }
+}
+
+/// `t.backward()` for gradients that are only read, never differentiated again: a training
+/// step's gradient, the gradients of a finite difference. It runs directly on the calling
+/// thread. Where Candle keeps graphs (a process in second-order mode), the custom backward ops
+/// record none during this pass ([`record_gradient_graphs`]), so the gradients are the same
+/// numbers, bit for bit, as on a thread that detaches; Candle's own ops still attach small
+/// graphs to their outputs, freed with the returned store.
+pub fn backward_first_order(t: &Tensor) -> candle_core::Result<GradStore> {
+    let _restore = FirstOrderPass(FIRST_ORDER_PASS.with(|f| f.replace(true)));
+    t.backward()
 }
 
 /// `d²/dx² x³` at x = 1 by double backprop: 6 when Candle keeps graphs, something else (4 in
