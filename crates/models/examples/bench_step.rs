@@ -294,23 +294,103 @@ fn main() -> anyhow::Result<()> {
     let table = render(&args, torch_version.as_deref(), &rows);
     println!("\n{table}");
     if let Some(path) = &args.write {
-        // The page's own `## ` sections (other benchmarks, e.g. the penalties') are kept.
-        let kept = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|old| old.find("\n## ").map(|i| old[i..].to_string()))
-            .unwrap_or_default();
-        let page = if kept.is_empty() {
-            table.clone()
-        } else {
-            format!("{}\n{kept}", table.trim_end_matches('\n'))
-        };
-        std::fs::write(path, page).map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, merge_page(&old, &table))
+            .map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
         println!("wrote {path}");
     }
     Ok(())
 }
 
 type Outcome = std::result::Result<Measured, String>;
+
+/// The heading of one CPU's section of the page (one table per CPU model measured).
+const CPU_SECTION: &str = "## CPU: ";
+
+/// What every version of the page starts with.
+const PAGE_HEAD: &str = "# CPU speed: breakeven (Candle 0.11.1, patched backward, + fused CPU ops) against PyTorch
+
+One table per CPU model measured (the machine a developer or CI gets is sometimes an AMD EPYC and sometimes an Intel Xeon with AVX-512); `--write` replaces the section of the CPU it runs on and keeps the others, and the other benchmarks' sections below them.
+
+Memory: peak resident set (VmHWM, MB) of a fresh process per measurement, and in parentheses its rise over the resident set just before the first pass (model and batch built; PyTorch's import alone is ~500 MB). The memory ratio compares the rises. The machine is shared with other engineers' builds: times are noisy, compare ratios within a run.
+";
+
+/// The page with `section` (one CPU's, starting with [`CPU_SECTION`]) in place of that CPU's
+/// old section, or added after the other CPUs' sections; other `## ` sections are kept as they
+/// are.
+fn merge_page(old: &str, section: &str) -> String {
+    let heading = section.lines().next().unwrap_or_default();
+    let sections: Vec<&str> = match old.find("\n## ") {
+        Some(i) => old[i + 1..]
+            .split_inclusive('\n')
+            .fold(Vec::<(usize, usize)>::new(), |mut acc, line| {
+                let start = acc.last().map_or(0, |&(_, e)| e);
+                if line.starts_with("## ") || acc.is_empty() {
+                    acc.push((start, start + line.len()));
+                } else if let Some(last) = acc.last_mut() {
+                    last.1 += line.len();
+                }
+                acc
+            })
+            .into_iter()
+            .map(|(a, b)| &old[i + 1 + a..i + 1 + b])
+            .collect(),
+        None => vec![],
+    };
+    let mut cpus: Vec<String> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
+    for s in sections {
+        let first = s.lines().next().unwrap_or_default();
+        if first == heading {
+            continue;
+        }
+        let s = format!("{}\n\n", s.trim_end());
+        if first.starts_with(CPU_SECTION) {
+            cpus.push(s);
+        } else {
+            others.push(s);
+        }
+    }
+    cpus.push(format!("{}\n\n", section.trim_end()));
+    let mut page = format!("{PAGE_HEAD}\n");
+    for s in cpus.iter().chain(&others) {
+        page.push_str(s);
+    }
+    format!("{}\n", page.trim_end())
+}
+
+/// The SIMD extensions the matmul and convolution kernels can use on this CPU.
+fn simd_features() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("flags")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+    ];
+    let have: Vec<&str> = wanted
+        .into_iter()
+        .filter(|w| flags.split_whitespace().any(|f| f == *w))
+        .collect();
+    if have.is_empty() {
+        "SIMD: none of AVX2/FMA/AVX-512".into()
+    } else {
+        format!("SIMD: {}", have.join(", "))
+    }
+}
 
 fn row(label: &str, kind: &str, ours: &Outcome, theirs: Option<&Outcome>) -> String {
     let fmt_mem = |m: &Measured| format!("{:.0} (+{:.0})", m.peak_mb, m.peak_mb - m.rss_before_mb);
@@ -359,13 +439,12 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
         })
         .unwrap_or_default();
     let mut s = String::new();
-    s.push_str("# CPU speed: breakeven (Candle 0.11.1, patched backward, + fused CPU ops) against PyTorch\n\n");
+    s.push_str(&format!("{}{cpu} ({})\n\n", CPU_SECTION, simd_features()));
     let cmd = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     s.push_str(&format!(
         "Generated by `cargo run -p breakeven-models --example bench_step -- {cmd}`"
     ));
     s.push_str(&format!(" at git {rev}; batch {}, f32, {} threads (RAYON_NUM_THREADS / torch.set_num_threads), median of {} repetitions after one warm-up; CPU: {cpu}; PyTorch {}; breakeven's processes keep freed memory in the heap (`breakeven_models::keep_freed_memory`, as the runner and xtask do); glibc malloc tunables for both: {}.\n\n", args.batch, args.threads, args.reps, torch.unwrap_or("absent"), args.tunables.as_deref().unwrap_or("defaults")));
-    s.push_str("Memory: peak resident set (VmHWM, MB) of a fresh process per measurement, and in parentheses its rise over the resident set just before the first pass (model and batch built; PyTorch's import alone is ~500 MB). The memory ratio compares the rises. The machine is shared with other engineers' builds: times are noisy, compare ratios within a run.\n\n");
     s.push_str("| model | measurement | breakeven ms, median (min) | PyTorch ms, median (min) | time ratio, median (min) | breakeven peak MB (rise) | PyTorch peak MB (rise) | memory ratio |\n");
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in rows {
@@ -373,4 +452,30 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_section_replaces_its_own_and_keeps_the_rest() {
+        let amd = "## CPU: AMD EPYC (SIMD: avx2, fma)\n\nold amd\n";
+        let pen = "## Penalties\n\npenalty table\n";
+        let old = format!("{PAGE_HEAD}\n{amd}\n{pen}");
+        let intel = "## CPU: Intel Xeon (SIMD: avx512f)\n\nintel\n";
+        let page = merge_page(&old, intel);
+        let amd_at = page.find("old amd").unwrap();
+        let intel_at = page.find("intel\n").unwrap();
+        let pen_at = page.find("penalty table").unwrap();
+        assert!(amd_at < intel_at && intel_at < pen_at, "{page}");
+        let again = merge_page(&page, "## CPU: AMD EPYC (SIMD: avx2, fma)\n\nnew amd\n");
+        assert!(
+            !again.contains("old amd") && again.contains("new amd"),
+            "{again}"
+        );
+        assert_eq!(again.matches("## CPU: AMD EPYC").count(), 1);
+        assert!(again.contains("intel\n") && again.contains("penalty table"));
+        assert!(again.starts_with(PAGE_HEAD));
+    }
 }
