@@ -91,6 +91,23 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// An empty page `<stem>-<profile>.md` that starts with the shared [`Stamp::head`], for a
+    /// profile with base config `base` (its device) and `description`.
+    pub fn page(
+        &self,
+        stem: &str,
+        definition: &str,
+        (title, source): (&str, &str),
+        base: &toml::Table,
+        description: &str,
+    ) -> Page {
+        let device = self.device(base);
+        let head = self.head(definition, title, &device, description, source);
+        Page::new(format!("{stem}-{}", self.profile), head)
+    }
+}
+
 /// A claim's verdict line on a results page: what was measured and the verdict, or, without a
 /// verdict, the reproduction's reason the runs cannot decide (`undecided`).
 pub fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>, undecided: &str) {

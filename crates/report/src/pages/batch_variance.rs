@@ -22,9 +22,13 @@ const SOURCE: &str =
 /// The page of the break-even sweep's finished runs (`sweep`, of `profile`).
 pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
     let runs = &sweep.runs;
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(DEFINITION, TITLE, &device, &profile.description, SOURCE);
-    let mut out = Page::new(format!("batch-variance-{}", stamp.profile), head);
+    let mut out = stamp.page(
+        "batch-variance",
+        DEFINITION,
+        (TITLE, SOURCE),
+        &profile.base,
+        &profile.description,
+    );
     let page = &mut out.markdown;
     let step = level_step(runs);
     let _ = writeln!(

@@ -23,15 +23,13 @@ const UNDECIDED: &str =
 /// The page of the break-even sweep's finished runs (`sweep`).
 pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -> Page {
     let runs = &sweep.runs;
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(
+    let mut out = stamp.page(
         DEFINITION,
-        &exp.title,
-        &device,
+        DEFINITION,
+        (&exp.title, &exp.source),
+        &profile.base,
         &profile.description,
-        &exp.source,
     );
-    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
     let step = level_step(runs);
     // The page still names `breakeven_runner::matched` (now `breakeven_report::matched`): the

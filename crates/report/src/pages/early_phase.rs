@@ -54,15 +54,13 @@ pub fn page(
     outcomes: &[RowOutcome],
     trajectories: &Trajectories,
 ) -> Result<Page, RunError> {
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(
+    let mut out = stamp.page(
         DEFINITION,
-        &exp.title,
-        &device,
+        DEFINITION,
+        (&exp.title, &exp.source),
+        &profile.base,
         &profile.description,
-        &exp.source,
     );
-    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
     page.push_str("- Embedding: each kept checkpoint's softmax outputs on the run's fixed test subset (the first `data.test_subset` test images), concatenated into one vector; PCA (exact, f64, Gram matrix + Jacobi) of the checkpoints of both runs together, 2 components. Training accuracy = accuracy at the checkpoint on the fixed measurement subset of training images (`tracking.measure_subset`); λ_K^1 = largest eigenvalue of the gradient covariance from `tracking.k_examples` per-example gradients of that subset (SCIENCE.md §2), logged at the same step.\n");
     let _ = writeln!(

@@ -20,15 +20,13 @@ pub type LossRuns = (String, Vec<(f64, Option<StoredRun>)>);
 
 /// The page of `profile`'s runs, in the profile's order of losses and learning rates.
 pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, runs: &[LossRuns]) -> Page {
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(
+    let mut out = stamp.page(
         DEFINITION,
-        &def.title,
-        &device,
+        DEFINITION,
+        (&def.title, &def.source),
+        &profile.base,
         &profile.description,
-        &def.source,
     );
-    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
     let _ = writeln!(
         page,

@@ -88,15 +88,13 @@ pub fn page(
     outcomes: &[RowOutcome],
     records: &Records,
 ) -> Result<Page, RunError> {
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(
+    let mut page = stamp.page(
         DEFINITION,
-        &exp.title,
-        &device,
+        DEFINITION,
+        (&exp.title, &exp.source),
+        &profile.base,
         &profile.description,
-        &exp.source,
     );
-    let mut page = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     page.markdown.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every run of the sweep counts, not only the validation-chosen ones.\n");
     for o in outcomes {
         let Some(runs) = row_runs(&mut page.markdown, o) else {

@@ -41,15 +41,13 @@ pub fn page(
     outcomes: &[RowOutcome],
     records: &Records,
 ) -> Result<Page, RunError> {
-    let device = stamp.device(&profile.base);
-    let head = stamp.head(
+    let mut out = stamp.page(
         DEFINITION,
-        &exp.title,
-        &device,
+        DEFINITION,
+        (&exp.title, &exp.source),
+        &profile.base,
         &profile.description,
-        &exp.source,
     );
-    let mut out = Page::new(format!("{DEFINITION}-{}", stamp.profile), head);
     let page = &mut out.markdown;
     // The rule still names `breakeven_runner::evidence` (now `breakeven_report::evidence`): the
     // committed pages re-render byte for byte; the next deliberate regeneration may update it.
