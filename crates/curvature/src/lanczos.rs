@@ -25,7 +25,8 @@ pub struct LanczosConfig {
     pub k: usize,
     /// Maximum Krylov dimension (= operator products before the residual check).
     pub max_iter: usize,
-    /// Converged when every wanted Ritz pair has `β_m |s_m,i| ≤ tol · |θ_i|`.
+    /// Converged when every wanted Ritz pair has `β_m |s_m,i| ≤ tol · |θ_i|` or, with
+    /// `compute_residuals`, a true residual `‖A y − θ y‖ ≤ tol · |θ|` when the iterations end.
     pub tol: f64,
     /// Which end of the spectrum.
     pub which: Which,
@@ -241,6 +242,15 @@ pub fn lanczos<A: LinearOperator + ?Sized>(
         eigenvalues.push(theta);
         eigenvectors.push(y);
         residuals.push(res);
+    }
+    // After a breakdown on a low-rank operator every restart vector lies in the null space, so
+    // the Ritz estimates are never checked again (`last_beta` stays 0) although the pairs are
+    // exact: the true residuals, when computed, decide.
+    if !converged && cfg.compute_residuals && eigenvalues.len() == cfg.k {
+        converged = eigenvalues
+            .iter()
+            .zip(&residuals)
+            .all(|(t, r)| *r <= cfg.tol * t.abs().max(f64::MIN_POSITIVE));
     }
     tracing::debug!(
         iterations = m,

@@ -178,13 +178,8 @@ fn batch_loss<'a>(
     })
 }
 
-fn eigen(e: breakeven_curvature::EigenEstimate, tol: f64) -> Eigen {
+fn eigen(e: breakeven_curvature::EigenEstimate) -> Eigen {
     let first = e.eigenvalues[0];
-    let small_residuals = e
-        .eigenvalues
-        .iter()
-        .zip(&e.residuals)
-        .all(|(l, r)| *r <= tol * l.abs());
     Eigen {
         ratio: e
             .eigenvalues
@@ -194,7 +189,7 @@ fn eigen(e: breakeven_curvature::EigenEstimate, tol: f64) -> Eigen {
         values: e.eigenvalues,
         residuals: e.residuals,
         iterations: e.iterations,
-        converged: e.converged || small_residuals,
+        converged: e.converged,
         matvecs: e.matvecs,
     }
 }
@@ -223,7 +218,7 @@ pub fn top_eigen<A: LinearOperator + ?Sized>(
         compute_residuals: true,
         ..Default::default()
     };
-    Ok(eigen(lanczos(op, &cfg, seed)?, settings.tol))
+    Ok(eigen(lanczos(op, &cfg, seed)?))
 }
 
 /// Tr of an operator by the configured method; blocks no larger than the probe budget are
