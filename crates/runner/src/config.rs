@@ -493,6 +493,29 @@ impl<'de> Deserialize<'de> for DeviceName {
     }
 }
 
+/// Reads and parses a TOML definition file; `path` names the file in errors.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
+    toml::from_str(&text).map_err(|e| RunError::Config {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The profile `name` of a definition, or an error listing the defined ones.
+pub fn named_profile<'a, P>(
+    profiles: &'a std::collections::BTreeMap<String, P>,
+    name: &str,
+) -> Result<&'a P, RunError> {
+    profiles.get(name).ok_or_else(|| RunError::Invalid {
+        key: "profile".into(),
+        message: format!(
+            "unknown profile {name:?}, expected one of {:?}",
+            profiles.keys().collect::<Vec<_>>()
+        ),
+    })
+}
+
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, RunError> {

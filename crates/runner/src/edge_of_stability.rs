@@ -47,22 +47,12 @@ pub struct StoredRun {
 impl Definition {
     /// Reads and parses the definition; `path` names the file in errors.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| RunError::Config {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        })
+        crate::config::load_toml(path)
     }
 
     /// The named profile, or an error listing the defined ones.
     pub fn profile(&self, name: &str) -> Result<&Profile, RunError> {
-        self.profiles.get(name).ok_or_else(|| RunError::Invalid {
-            key: "profile".into(),
-            message: format!(
-                "unknown profile {name:?}, expected one of {:?}",
-                self.profiles.keys().collect::<Vec<_>>()
-            ),
-        })
+        crate::config::named_profile(&self.profiles, name)
     }
 }
 

@@ -294,11 +294,7 @@ pub struct LcaProfile {
 impl LcaExperiment {
     /// Reads and parses the definition; `path` names the file in errors.
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| RunError::Config {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        })
+        crate::config::load_toml(path)
     }
 
     /// The named profile, or an error listing the defined ones.

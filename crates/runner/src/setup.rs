@@ -34,6 +34,21 @@ pub struct EvalSet {
     pub len: usize,
 }
 
+impl EvalSet {
+    /// The `i`-th example as a batch of one.
+    pub fn example(&self, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut i = i;
+        for (x, y) in &self.batches {
+            let b = y.dim(0)?;
+            if i < b {
+                return Ok((x.narrow(0, i, 1)?, y.narrow(0, i, 1)?));
+            }
+            i -= b;
+        }
+        candle_core::bail!("example {i} beyond the measurement set")
+    }
+}
+
 /// Batch size of evaluation passes.
 const EVAL_BATCH: usize = 500;
 /// Seed of the `data.test_subset` draw: fixed, so every run of a comparison sees the same images.

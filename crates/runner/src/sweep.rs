@@ -150,21 +150,11 @@ pub fn merge(base: &mut toml::Table, over: &toml::Table) {
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| RunError::Config {
-            origin: path.display().to_string(),
-            message: e.to_string(),
-        })
+        crate::config::load_toml(path)
     }
 
     pub fn profile(&self, name: &str) -> Result<&Profile, RunError> {
-        self.profiles.get(name).ok_or_else(|| RunError::Invalid {
-            key: "profile".into(),
-            message: format!(
-                "unknown profile {name:?}, expected one of {:?}",
-                self.profiles.keys().collect::<Vec<_>>()
-            ),
-        })
+        crate::config::named_profile(&self.profiles, name)
     }
 
     /// The rows that take part in `profile`.

@@ -13,7 +13,7 @@ use breakeven_curvature::{
     LanczosConfig, Reduction,
 };
 use breakeven_models::{correct_count, cross_entropy, Mode, Model};
-use candle_core::{Tensor, Var};
+use candle_core::Var;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -21,7 +21,7 @@ use crate::config::{RunConfig, TrackingConfig};
 use crate::error::RunError;
 use crate::evaluate::evaluate;
 use crate::metrics::CurvatureRecord;
-use crate::setup::{EvalSet, NoiseSets, Prepared};
+use crate::setup::{NoiseSets, Prepared};
 
 /// Seed offset of the measurement streams (see [`measure_curvature`]).
 pub(crate) const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
@@ -33,19 +33,6 @@ pub fn should_log(t: &TrackingConfig, step: u64, steps_per_epoch: u64) -> bool {
     let epoch_end =
         step % steps_per_epoch == 0 && (step / steps_per_epoch) % t.every_epochs as u64 == 0;
     dense || epoch_end
-}
-
-/// The `i`-th example of an evaluation set as a batch of one.
-fn example(set: &EvalSet, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
-    let mut i = i;
-    for (x, y) in &set.batches {
-        let b = y.dim(0)?;
-        if i < b {
-            return Ok((x.narrow(0, i, 1)?, y.narrow(0, i, 1)?));
-        }
-        i -= b;
-    }
-    candle_core::bail!("example {i} beyond the measurement set")
 }
 
 /// Curvature at the current parameters (see `CurvatureRecord`). Every random draw (Lanczos
@@ -107,7 +94,7 @@ pub fn measure_curvature(
     // Fisher and covariance from per-example gradients on the first `k_examples` examples.
     let n = t.k_examples.min(set.len);
     let mut logits = BatchedLogits::new(n, |i| {
-        let (x, _) = example(set, i)?;
+        let (x, _) = set.example(i)?;
         model.forward(&x, Mode::BatchStats)
     });
     let kind = FisherKind::MonteCarlo {
@@ -119,7 +106,7 @@ pub fn measure_curvature(
     matvecs += fisher.backward_passes as u64;
 
     let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
-        let (x, y) = example(set, i)?;
+        let (x, y) = set.example(i)?;
         Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
     });
     let grads = per_example_gradients(&mut loss, &vars)?;

@@ -153,19 +153,6 @@ impl Counter {
     }
 }
 
-/// The `i`-th example of a set as a batch of one.
-fn example(set: &EvalSet, i: usize) -> candle_core::Result<(Tensor, Tensor)> {
-    let mut i = i;
-    for (x, y) in &set.batches {
-        let b = y.dim(0)?;
-        if i < b {
-            return Ok((x.narrow(0, i, 1)?, y.narrow(0, i, 1)?));
-        }
-        i -= b;
-    }
-    candle_core::bail!("example {i} beyond the measurement set")
-}
-
 /// The mean cross-entropy over `set` in its batches, as a [`BatchedLoss`] (for H).
 fn batch_loss<'a>(
     model: &'a dyn Model,
@@ -271,7 +258,7 @@ pub fn fisher(
     cost: &mut Cost,
 ) -> Result<FisherEstimate, RunError> {
     let mut logits = BatchedLogits::new(set.len, |i| {
-        let (x, _) = example(set, i)?;
+        let (x, _) = set.example(i)?;
         counter.forward(model, &x)
     });
     let kind = match sampling {
@@ -314,7 +301,7 @@ pub fn covariance(
     cost: &mut Cost,
 ) -> Result<Covariance, RunError> {
     let mut loss = BatchedLoss::new(set.len, Reduction::Mean, |i| {
-        let (x, y) = example(set, i)?;
+        let (x, y) = set.example(i)?;
         Ok((cross_entropy(&counter.forward(model, &x)?, &y)?, 1))
     });
     let grads = per_example_gradients(&mut loss, vars)?;
