@@ -222,6 +222,203 @@ pub fn recovers(
     })
 }
 
+/// Permutations drawn by [`trend`]'s Monte Carlo permutation test.
+pub const PERMUTATIONS: usize = 9_999;
+
+/// Runs of a trend claim that share one seed and every setting but the varied one: (x, y) per
+/// run, e.g. x = η and y = the maximum λ_H^1 of the runs of batch size 128 and seed 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stratum {
+    /// What the runs share, for the page (e.g. `S = 128, seed 0`).
+    pub name: String,
+    /// The seed of the stratum's runs: the unit the interval resamples.
+    pub seed: u64,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Ranks (1-based, ties averaged).
+fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut r = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            r[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// A stratum as centred ranks: Spearman's ρ of any ordering of `y` against `x` is
+/// `Σ x_i y_i / norm` (0 when either side is constant).
+struct RankedStratum {
+    x: Vec<f64>,
+    y: Vec<f64>,
+    norm: f64,
+}
+
+impl RankedStratum {
+    fn new(points: &[(f64, f64)]) -> Self {
+        let centred = |v: Vec<f64>| {
+            let m = mean(&v);
+            v.into_iter().map(|r| r - m).collect::<Vec<_>>()
+        };
+        let x = centred(ranks(&points.iter().map(|p| p.0).collect::<Vec<_>>()));
+        let y = centred(ranks(&points.iter().map(|p| p.1).collect::<Vec<_>>()));
+        let ss = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
+        let norm = (ss(&x) * ss(&y)).sqrt();
+        Self { x, y, norm }
+    }
+
+    fn rho(&self, y: &[f64]) -> f64 {
+        if self.norm <= 0.0 {
+            return 0.0;
+        }
+        self.x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>() / self.norm
+    }
+}
+
+/// The rule for "y increases with x" (`increasing`) or "y decreases with x", over strata:
+/// - the statistic is the mean over strata of Spearman's ρ(x, y), signed so that the claimed
+///   direction is positive (a stratum whose y is constant counts 0); strata with fewer than 2
+///   distinct x say nothing and are left out;
+/// - p is a stratified permutation test: under the null, y does not depend on x within a
+///   stratum, so the y of each stratum are shuffled over its x, [`PERMUTATIONS`] times from a
+///   generator seeded with `seed`, and p = (1 + #{shuffled ≥ observed}) / (1 + draws), which
+///   keeps the level exact for any number of draws;
+/// - the interval is a percentile bootstrap of the statistic over seeds (a drawn seed brings all
+///   its strata), since seeds, not strata, are the replicates;
+/// - the word: *undecided* when a run did not converge or fewer than [`MIN_SEEDS`] seeds are
+///   left; *supports* when p ≤ [`ALPHA`]; *does not support* when the whole interval lies at or
+///   below 0; *undecided* otherwise.
+///
+/// `None` when no stratum is left or a value is not finite.
+pub fn trend(strata: &[Stratum], increasing: bool, converged: bool, seed: u64) -> Option<Evidence> {
+    trend_with(strata, increasing, converged, seed, PERMUTATIONS)
+}
+
+fn trend_with(
+    strata: &[Stratum],
+    increasing: bool,
+    converged: bool,
+    seed: u64,
+    permutations: usize,
+) -> Option<Evidence> {
+    if strata
+        .iter()
+        .flat_map(|s| &s.points)
+        .any(|p| !p.0.is_finite() || !p.1.is_finite())
+    {
+        return None;
+    }
+    let kept: Vec<&Stratum> = strata
+        .iter()
+        .filter(|s| {
+            let mut xs: Vec<f64> = s.points.iter().map(|p| p.0).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.dedup();
+            xs.len() >= 2
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let sign = if increasing { 1.0 } else { -1.0 };
+    let ranked: Vec<RankedStratum> = kept.iter().map(|s| RankedStratum::new(&s.points)).collect();
+    let rhos: Vec<f64> = ranked.iter().map(|r| sign * r.rho(&r.y)).collect();
+    let estimate = mean(&rhos);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A relative slack so that a shuffle equal to the observed one in exact arithmetic counts.
+    let slack = 1e-12;
+    let mut at_least = 0usize;
+    let mut ys: Vec<Vec<f64>> = ranked.iter().map(|r| r.y.clone()).collect();
+    for _ in 0..permutations {
+        let mut total = 0.0;
+        for (r, y) in ranked.iter().zip(ys.iter_mut()) {
+            // Fisher-Yates on the stratum's y ranks.
+            for i in (1..y.len()).rev() {
+                y.swap(i, rng.random_range(0..=i));
+            }
+            total += sign * r.rho(y);
+        }
+        if total / ranked.len() as f64 >= estimate - slack {
+            at_least += 1;
+        }
+    }
+    let p_value = (1 + at_least) as f64 / (1 + permutations) as f64;
+    // Bootstrap over seeds: each seed's strata travel together.
+    let mut seeds: Vec<u64> = kept.iter().map(|s| s.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let by_seed: Vec<Vec<f64>> = seeds
+        .iter()
+        .map(|&sd| {
+            kept.iter()
+                .zip(&rhos)
+                .filter(|(s, _)| s.seed == sd)
+                .map(|(_, &r)| r)
+                .collect()
+        })
+        .collect();
+    let mut draws = Vec::with_capacity(RESAMPLES);
+    for _ in 0..RESAMPLES {
+        let (mut sum, mut n) = (0.0, 0usize);
+        for _ in 0..by_seed.len() {
+            let g = &by_seed[rng.random_range(0..by_seed.len())];
+            sum += g.iter().sum::<f64>();
+            n += g.len();
+        }
+        draws.push(sum / n as f64);
+    }
+    draws.sort_by(f64::total_cmp);
+    let tail = (1.0 - INTERVAL_LEVEL) / 2.0;
+    let at = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
+    let interval = Some((at(tail), at(1.0 - tail)));
+    let (word, reason) = if !converged {
+        (
+            Word::Undecided,
+            "a run did not reach the stopping criterion".to_string(),
+        )
+    } else if seeds.len() < MIN_SEEDS {
+        (
+            Word::Undecided,
+            format!(
+                "{} seed{}: at least {MIN_SEEDS} are needed",
+                seeds.len(),
+                if seeds.len() == 1 { "" } else { "s" }
+            ),
+        )
+    } else if p_value <= ALPHA {
+        (Word::Supports, format!("p ≤ {ALPHA}"))
+    } else if interval.is_some_and(|(_, hi)| hi <= 0.0) {
+        (
+            Word::DoesNotSupport,
+            "the whole interval is at or below 0".to_string(),
+        )
+    } else {
+        (
+            Word::Undecided,
+            format!("p > {ALPHA} and the interval reaches above 0"),
+        )
+    };
+    Some(Evidence {
+        estimate,
+        interval,
+        p_value: Some(p_value),
+        word,
+        reason,
+    })
+}
+
+/// How [`trend`] decides, for a page.
+pub const TREND_RULE: &str = "per stratum (runs of one seed that differ only in the varied setting) Spearman's ρ between the setting and the statistic, signed so the claimed direction is positive, averaged over strata; p from a stratified permutation test (the statistic shuffled over the setting within each stratum, 9,999 draws, p = (1 + #{shuffled ≥ observed}) / 10,000); a 95% percentile bootstrap over seeds. *Supports* when p ≤ 0.05; *does not support* when the whole interval is at or below 0; *undecided* otherwise, or with fewer than 3 seeds, or when a compared run did not reach its stopping criterion";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +545,106 @@ mod tests {
         let e = greater(&[1.0], &[2.0], true, 0).unwrap();
         assert_eq!(e.word, Word::Undecided, "{e:?}");
         assert!(greater(&[], &b, true, 0).is_none());
+    }
+
+    fn strata(
+        rng: &mut ChaCha8Rng,
+        seeds: u64,
+        groups: usize,
+        xs: &[f64],
+        slope: f64,
+    ) -> Vec<Stratum> {
+        let normal = Normal::new(0.0, 1.0).unwrap();
+        let mut out = Vec::new();
+        for seed in 0..seeds {
+            for g in 0..groups {
+                out.push(Stratum {
+                    name: format!("g{g}, seed {seed}"),
+                    seed,
+                    points: xs
+                        .iter()
+                        .map(|&x| (x, slope * x + normal.sample(rng)))
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn under_the_null_the_trend_rule_supports_at_most_five_percent_of_the_time() {
+        // The break-even layout: 3 seeds × 3 strata of 3 settings, y independent of x.
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let trials = 1_000;
+        let mut supports = 0;
+        for t in 0..trials {
+            let s = strata(&mut rng, 3, 3, &[1.0, 2.0, 3.0], 0.0);
+            let e = trend_with(&s, t % 2 == 0, true, t as u64, 999).unwrap();
+            supports += (e.word == Word::Supports) as usize;
+        }
+        let rate = supports as f64 / trials as f64;
+        assert!(rate <= allowed(trials), "supports {rate} of null draws");
+        // The Fisher-explosion layout: 3 seeds, one stratum of 5 settings each.
+        let mut supports = 0;
+        for t in 0..trials {
+            let s = strata(&mut rng, 3, 1, &[1.0, 2.0, 3.0, 4.0, 5.0], 0.0);
+            let e = trend_with(&s, false, true, t as u64, 999).unwrap();
+            supports += (e.word == Word::Supports) as usize;
+        }
+        let rate = supports as f64 / trials as f64;
+        assert!(rate <= allowed(trials), "supports {rate} of null draws");
+    }
+
+    #[test]
+    fn a_planted_trend_is_found_and_a_reversed_one_is_refuted() {
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let trials = 200;
+        let (mut found, mut refuted) = (0, 0);
+        for t in 0..trials {
+            // A slope of one noise sd per setting step.
+            let s = strata(&mut rng, 3, 3, &[1.0, 2.0, 3.0], 1.0);
+            found += (trend_with(&s, true, true, t, 999).unwrap().word == Word::Supports) as usize;
+            refuted += (trend_with(&s, false, true, t, 999).unwrap().word == Word::DoesNotSupport)
+                as usize;
+        }
+        assert!(
+            found as f64 >= 0.8 * trials as f64,
+            "found {found}/{trials}"
+        );
+        assert!(
+            refuted as f64 >= 0.8 * trials as f64,
+            "refuted {refuted}/{trials}"
+        );
+    }
+
+    #[test]
+    fn the_trend_rule_needs_seeds_converged_runs_and_two_settings() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let s = strata(&mut rng, 3, 3, &[1.0, 2.0, 3.0], 10.0);
+        let e = trend(&s, true, true, 0).unwrap();
+        // Perfect order in all 9 strata: only the identity shuffles (1/6 each) tie it.
+        assert_eq!(e.word, Word::Supports, "{e:?}");
+        assert!((e.estimate - 1.0).abs() < 1e-12);
+        assert!(e.p_value.unwrap() <= 2.0 / 10_000.0, "{e:?}");
+        assert_eq!(e.interval, Some((1.0, 1.0)));
+        let e = trend(&s, true, false, 0).unwrap();
+        assert_eq!(e.word, Word::Undecided);
+        assert!(e.reason.contains("stopping criterion"));
+        let two_seeds: Vec<Stratum> = s.iter().filter(|s| s.seed < 2).cloned().collect();
+        let e = trend(&two_seeds, true, true, 0).unwrap();
+        assert_eq!(e.word, Word::Undecided);
+        assert!(e.reason.contains("2 seeds"), "{}", e.reason);
+        // One distinct x says nothing; a NaN gives no verdict.
+        let flat = Stratum {
+            name: "one setting".into(),
+            seed: 0,
+            points: vec![(1.0, 2.0), (1.0, 3.0)],
+        };
+        assert!(trend(&[flat.clone()], true, true, 0).is_none());
+        let mut nan = s[0].clone();
+        nan.points[0].1 = f64::NAN;
+        assert!(trend(&[nan], true, true, 0).is_none());
+        // The same seed gives the same p and interval.
+        assert_eq!(trend(&s[..4], true, true, 5), trend(&s[..4], true, true, 5));
     }
 }

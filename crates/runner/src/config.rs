@@ -198,14 +198,27 @@ pub struct TrackingConfig {
     #[serde(default = "default_top_k")]
     pub top_k: usize,
     /// Lanczos iterations (Hessian-vector products for λ_H; 0 = skip the Hessian spectrum).
+    /// With `lanczos_tol` this is a cap, not a budget.
     #[serde(default = "default_lanczos_iters")]
     pub lanczos_iters: usize,
+    /// Run Lanczos until every wanted pair has a relative residual ‖H y − θ y‖/|θ| at most this
+    /// (capped at `lanczos_iters`), spend `top_k` more products on the true residuals, and log
+    /// them with the iterations and whether the tolerance was met. Absent: stop at the Ritz
+    /// estimate 1e-3 and log no residuals (the behaviour of runs made before the option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanczos_tol: Option<f64>,
     /// Rademacher probes for Tr(H) by Hutchinson (0 = skip).
     #[serde(default = "default_hutchinson")]
     pub hutchinson_samples: usize,
     /// Per-example gradients used for λ_K^1 and Tr(K) (Gram trick, SCIENCE.md §2).
     #[serde(default = "default_k_examples")]
     pub k_examples: usize,
+    /// λ_K^* of the logged ratio λ_K^*/λ_K^1: the `k_star`-th largest eigenvalue of the Gram
+    /// matrix (at most `k_examples` − 1, its rank). Absent: the smallest non-zero eigenvalue
+    /// (the behaviour of runs made before the option), which over a few dozen examples is
+    /// mostly noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_star: Option<usize>,
     /// With `data.label_noise` > 0: size of the fixed seeded subset of the training set on
     /// which training accuracy is logged separately for clean and noisy examples (SCIENCE.md
     /// §5.3, memorization).
@@ -298,8 +311,10 @@ impl Default for TrackingConfig {
             measure_subset: default_measure_subset(),
             top_k: default_top_k(),
             lanczos_iters: default_lanczos_iters(),
+            lanczos_tol: None,
             hutchinson_samples: default_hutchinson(),
             k_examples: default_k_examples(),
+            k_star: None,
             noise_subset: default_noise_subset(),
             eval_test: true,
             checkpoint_every_epochs: 1,

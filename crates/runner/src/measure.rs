@@ -338,7 +338,7 @@ impl Session {
         };
         let k = if s.wants(Quantity::LambdaK) || s.wants(Quantity::TraceK) {
             Some(estimate::covariance(
-                model, &vars, &g_set, &counter, &mut cost,
+                model, &vars, &g_set, &counter, &mut cost, s.k_star,
             )?)
         } else {
             None

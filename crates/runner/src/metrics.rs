@@ -87,6 +87,14 @@ pub struct CurvatureRecord {
     pub h_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k_ratio: Option<f64>,
+    /// With `tracking.lanczos_tol`: the true relative residuals ‖H y − θ y‖/|θ| of λ_H^1..k,
+    /// the Lanczos iterations spent and whether every residual met the tolerance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lambda_h_residuals: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanczos_iterations: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanczos_converged: Option<bool>,
     /// Matrix-vector products / gradient evaluations spent, and the wall time of the measurement.
     pub matvecs: u64,
     pub wall_s: f64,

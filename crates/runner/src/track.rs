@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use breakeven_curvature::{
     covariance_summary, fisher_trace, hutchinson, lanczos, per_example_gradients, BatchedLogits,
-    BatchedLoss, Counted, CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig,
-    LanczosConfig, Reduction,
+    BatchedLoss, Counted, CovarianceConfig, CovarianceSummary, FisherKind, HessianOperator,
+    HutchinsonConfig, LanczosConfig, Reduction,
 };
 use breakeven_models::{correct_count, cross_entropy, Mode, Model};
 use candle_core::Var;
@@ -69,11 +69,27 @@ pub fn measure_curvature(
             let cfg = LanczosConfig {
                 k: t.top_k,
                 max_iter: t.lanczos_iters,
-                tol: 1e-3,
-                compute_residuals: false,
+                tol: t.lanczos_tol.unwrap_or(1e-3),
+                compute_residuals: t.lanczos_tol.is_some(),
                 ..Default::default()
             };
             let eig = lanczos(&mut op, &cfg, lanczos_seed)?;
+            if t.lanczos_tol.is_some() {
+                record.lambda_h_residuals = eig
+                    .residuals
+                    .iter()
+                    .zip(&eig.eigenvalues)
+                    .map(|(r, l)| {
+                        if *l != 0.0 {
+                            r / l.abs()
+                        } else {
+                            f64::INFINITY
+                        }
+                    })
+                    .collect();
+                record.lanczos_iterations = Some(eig.iterations);
+                record.lanczos_converged = Some(eig.converged);
+            }
             let first = eig.eigenvalues[0];
             record.h_ratio = eig
                 .eigenvalues
@@ -113,18 +129,31 @@ pub fn measure_curvature(
     let cov = covariance_summary(
         &grads,
         &CovarianceConfig {
-            k: 1,
+            k: t.k_star.unwrap_or(1),
             ..Default::default()
         },
     )?;
     record.lambda_k1 = cov.eigenvalues.first().copied();
     record.k_trace = Some(cov.trace);
-    record.k_ratio = Some(cov.conditioning);
+    record.k_ratio = Some(k_ratio(&cov, t.k_star));
     matvecs += n as u64;
 
     record.matvecs = matvecs;
     record.wall_s = t0.elapsed().as_secs_f64();
     Ok(record)
+}
+
+/// λ_K^*/λ_K^1 of a summary computed with `k` = `k_star` (or 1): the `k_star`-th largest
+/// eigenvalue over the largest (0 past the Gram matrix's rank), or without `k_star` the
+/// smallest non-zero one over the largest. Shared by tracking and `breakeven measure`.
+pub fn k_ratio(cov: &CovarianceSummary, k_star: Option<usize>) -> f64 {
+    match k_star {
+        Some(k) => match (cov.eigenvalues.first(), cov.eigenvalues.get(k.max(1) - 1)) {
+            (Some(&top), Some(&kth)) if top > 0.0 => kth / top,
+            _ => 0.0,
+        },
+        None => cov.conditioning,
+    }
 }
 
 /// Training accuracy on the noise-tracking subsets (eval mode): (clean, noisy against the
@@ -166,6 +195,7 @@ pub fn noise_fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use breakeven_curvature::PerExampleGradients;
 
     #[test]
     fn dense_then_per_epoch() {
@@ -177,5 +207,36 @@ mod tests {
         };
         let logged: Vec<u64> = (1..=40).filter(|&s| should_log(&t, s, 10)).collect();
         assert_eq!(logged, vec![3, 6, 9, 20, 40]);
+    }
+
+    #[test]
+    fn k_star_picks_the_kth_eigenvalue_of_a_known_covariance() {
+        // Centred gradients ±3 e1, ±1 e2, ±2 e3: K = diag(18, 2, 8)/6, so λ = 3, 4/3, 1/3.
+        let rows = [
+            [3.0, 0.0, 0.0],
+            [-3.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, -1.0, 0.0],
+            [0.0, 0.0, 2.0],
+            [0.0, 0.0, -2.0],
+        ];
+        let g = PerExampleGradients::from_rows(6, 3, rows.concat()).unwrap();
+        let summary = |k| {
+            covariance_summary(
+                &g,
+                &CovarianceConfig {
+                    k,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(k_ratio(&summary(2), Some(2)), 4.0 / 9.0));
+        assert!(close(k_ratio(&summary(3), Some(3)), 1.0 / 9.0));
+        // Past the rank (3) the k-th eigenvalue is 0.
+        assert_eq!(k_ratio(&summary(5), Some(5)), 0.0);
+        // Without k_star: the smallest non-zero eigenvalue, as runs made before the option.
+        assert!(close(k_ratio(&summary(1), None), 1.0 / 9.0));
     }
 }

@@ -170,6 +170,27 @@ impl RunConfig {
                 format!("must be 0 or ≥ top_k = {}", t.top_k),
             );
         }
+        if let Some(tol) = t.lanczos_tol {
+            if !(tol > 0.0 && tol < 1.0) {
+                return bad(
+                    "tracking.lanczos_tol",
+                    format!("must be in (0, 1) (a relative residual), got {tol}"),
+                );
+            }
+        }
+        if let Some(k) = t.k_star {
+            if k == 0 || k >= t.k_examples {
+                return bad(
+                    "tracking.k_star",
+                    format!(
+                        "must be in 1..k_examples = {} (the centred Gram matrix of {} gradients has rank at most {}), got {k}",
+                        t.k_examples,
+                        t.k_examples,
+                        t.k_examples.saturating_sub(1)
+                    ),
+                );
+            }
+        }
         Ok(ValidConfig(self.clone()))
     }
 }

@@ -299,6 +299,7 @@ pub fn covariance(
     set: &EvalSet,
     counter: &Counter,
     cost: &mut Cost,
+    k_star: Option<usize>,
 ) -> Result<Covariance, RunError> {
     let mut loss = BatchedLoss::new(set.len, Reduction::Mean, |i| {
         let (x, y) = set.example(i)?;
@@ -309,14 +310,14 @@ pub fn covariance(
     let cov = covariance_summary(
         &grads,
         &CovarianceConfig {
-            k: 1,
+            k: k_star.unwrap_or(1),
             ..Default::default()
         },
     )?;
     Ok(Covariance {
         lambda_k1: cov.eigenvalues.first().copied().unwrap_or(0.0),
         trace_k: cov.trace,
-        ratio: cov.conditioning,
+        ratio: crate::track::k_ratio(&cov, k_star),
         mean_grad_sq_norm: cov.mean_grad_sq_norm,
         normalization: "1/n".into(),
         std_error: 0.0,

@@ -200,9 +200,14 @@ pub struct MeasureArgs {
     /// Lanczos steps (Krylov dimension) for λ_H (default: `tracking.lanczos_iters`, 20).
     #[arg(long)]
     pub lanczos_steps: Option<usize>,
-    /// Lanczos stops early once every wanted Ritz pair has β|s| ≤ tol·|θ|.
-    #[arg(long, default_value_t = 1e-3)]
-    pub tol: f64,
+    /// Lanczos stops early once every wanted Ritz pair has β|s| ≤ tol·|θ| (default:
+    /// `tracking.lanczos_tol`, else 1e-3).
+    #[arg(long)]
+    pub tol: Option<f64>,
+    /// λ_K^* of the ratio λ_K^*/λ_K^1: the k-th largest eigenvalue of the Gram matrix (default:
+    /// `tracking.k_star`, else the smallest non-zero one).
+    #[arg(long)]
+    pub k_star: Option<usize>,
     /// Number of Hessian eigenvalues λ_H^1..k (default: `tracking.top_k`, 3).
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -284,6 +289,9 @@ pub struct Settings {
     pub top_k: usize,
     pub lanczos_steps: usize,
     pub tol: f64,
+    /// λ_K^* = the k-th largest eigenvalue of the Gram matrix; absent: the smallest non-zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k_star: Option<usize>,
     pub trace: TraceMethod,
     pub fisher: FisherSampling,
     pub bn: BnMode,
@@ -335,7 +343,8 @@ impl Settings {
                 .unwrap_or(tracking.k_examples),
             top_k: args.top_k.unwrap_or(tracking.top_k),
             lanczos_steps: args.lanczos_steps.unwrap_or(tracking.lanczos_iters),
-            tol: args.tol,
+            tol: args.tol.or(tracking.lanczos_tol).unwrap_or(1e-3),
+            k_star: args.k_star.or(tracking.k_star),
             trace,
             fisher: args.fisher,
             bn: args.bn,
@@ -374,6 +383,20 @@ impl Settings {
         }
         if self.tol.is_nan() || self.tol <= 0.0 {
             return invalid("--tol", format!("must be positive, got {}", self.tol));
+        }
+        if let Some(k) = self
+            .k_star
+            .filter(|&k| k == 0 || k >= self.gradient_examples)
+        {
+            return invalid(
+                "--k-star",
+                format!(
+                    "must be in 1..{} (the Gram matrix of {} gradients has rank at most {}), got {k}",
+                    self.gradient_examples,
+                    self.gradient_examples,
+                    self.gradient_examples.saturating_sub(1)
+                ),
+            );
         }
         match self.trace {
             TraceMethod::Hutchinson { probes } if probes < 2 => invalid(

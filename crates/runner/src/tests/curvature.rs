@@ -110,6 +110,66 @@ fn logged_curvature_matches_remeasured_checkpoint() {
 }
 
 #[test]
+fn lanczos_residuals_and_the_kth_gram_eigenvalue_are_logged_and_remeasured() {
+    let dir = temp_dir("curvature-tol");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    config.tracking.curvature = true;
+    config.tracking.dense_every = 8;
+    config.tracking.k_examples = 16;
+    config.tracking.k_star = Some(4);
+    config.tracking.top_k = 2;
+    config.tracking.lanczos_iters = 80;
+    config.tracking.lanczos_tol = Some(1e-4);
+    config.tracking.hutchinson_samples = 2;
+    let run = RunDir::new(dir.join("run"));
+    train(&config.validate().unwrap(), &run, &TrainOptions::default()).unwrap();
+    let records = read_metrics(&run.metrics_path()).unwrap();
+    let logged: Vec<_> = records.iter().filter_map(|r| r.curvature.clone()).collect();
+    assert!(logged.len() >= 2);
+    for c in &logged {
+        assert_eq!(c.lambda_h_residuals.len(), 2, "{c:?}");
+        let iterations = c.lanczos_iterations.unwrap();
+        assert!((2..=80).contains(&iterations), "{c:?}");
+        // Converged means every true relative residual met the tolerance.
+        if c.lanczos_converged == Some(true) {
+            assert!(c.lambda_h_residuals.iter().all(|&r| r <= 1e-4), "{c:?}");
+        }
+        let ratio = c.k_ratio.unwrap();
+        assert!(ratio > 0.0 && ratio <= 1.0, "{c:?}");
+    }
+    // On this small model Lanczos reaches 1e-4 well inside 80 iterations.
+    assert!(logged.iter().all(|c| c.lanczos_converged == Some(true)));
+    // `breakeven measure` reads k_star and the tolerance from the run config: same ratio.
+    let (_, ckpt) = list_checkpoints(&run.checkpoint_dir())
+        .unwrap()
+        .pop()
+        .unwrap();
+    let args =
+        MeasureArgs::parse_flags(vec!["--checkpoint".to_string(), ckpt.display().to_string()])
+            .unwrap();
+    let m = measure_checkpoint(&args, None).unwrap();
+    assert_eq!(m.settings.k_star, Some(4));
+    assert_eq!(m.settings.tol, 1e-4);
+    assert_eq!(
+        Some(m.k.as_ref().unwrap().ratio),
+        logged.last().unwrap().k_ratio
+    );
+    // Out-of-range values are refused with the key named.
+    for (k, message) in [(Some(0), "tracking.k_star"), (Some(16), "tracking.k_star")] {
+        let mut bad = config.clone();
+        bad.tracking.k_star = k;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+    let mut bad = config.clone();
+    bad.tracking.lanczos_tol = Some(0.0);
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("tracking.lanczos_tol"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn tracking_does_not_change_the_trajectory() {
     // With the Fisher penalty the step generator is in use: measurements must not draw from it.
     let dir = temp_dir("tracking-off");
