@@ -196,60 +196,6 @@ pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdi
     })
 }
 
-/// Minimum mean within-group rank correlation, signed in the claimed direction, that counts
-/// as a trend (break-even and batch-variance claims, SCIENCE.md §5.1, §5.4).
-pub const TREND_THRESHOLD: f64 = 0.5;
-
-/// Runs compared in one trend claim that differ only in the varied setting: (x, y) per run,
-/// e.g. x = η and y = max λ_H^1 for the runs of one batch size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrendGroup {
-    /// What the runs share, for the page (e.g. `S = 128`, `η = 0.1 at 30%`).
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
-}
-
-/// Claim: within every group, y increases with x (`increasing`) or decreases with it. Per
-/// group the Spearman ρ(x, y) is signed so that the claimed direction is positive (a group
-/// whose y is constant counts 0); the claim is supported when the mean over groups reaches
-/// [`TREND_THRESHOLD`]. Groups with fewer than 2 distinct x are left out; `None` when none
-/// is left or a value is not finite.
-pub fn trend_verdict(groups: &[TrendGroup], increasing: bool) -> Option<Verdict> {
-    let mut parts = Vec::new();
-    let mut rhos = Vec::new();
-    for g in groups {
-        let (xs, ys): (Vec<f64>, Vec<f64>) = g.points.iter().copied().unzip();
-        if xs.iter().chain(&ys).any(|v| !v.is_finite()) {
-            return None;
-        }
-        let mut distinct = xs.clone();
-        distinct.sort_by(f64::total_cmp);
-        distinct.dedup();
-        if distinct.len() < 2 {
-            continue;
-        }
-        let rho = spearman(&xs, &ys).unwrap_or(0.0);
-        let signed = if increasing { rho } else { -rho };
-        parts.push(format!("{} {rho:+.2}", g.name));
-        rhos.push(signed);
-    }
-    if rhos.is_empty() {
-        return None;
-    }
-    let mean = rhos.iter().sum::<f64>() / rhos.len() as f64;
-    let supports = mean >= TREND_THRESHOLD;
-    Some(Verdict {
-        statistic: mean,
-        supports,
-        explanation: format!(
-            "Spearman ρ per group: {}; mean in the claimed direction ({}) = {mean:.2} ({} {TREND_THRESHOLD})",
-            parts.join(", "),
-            if increasing { "ρ" } else { "−ρ" },
-            if supports { "≥" } else { "<" }
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,43 +279,5 @@ mod tests {
         assert_eq!(sig4(1234.567), "1235");
         assert_eq!(sig4(0.012345), "0.01235");
         assert_eq!(sig4(123456.0), "1.235e5");
-    }
-
-    #[test]
-    fn trend_verdict_averages_signed_rank_correlations_over_groups() {
-        let g = |name: &str, pts: &[(f64, f64)]| TrendGroup {
-            name: name.into(),
-            points: pts.to_vec(),
-        };
-        // Max λ falls with η in both groups: ρ = −1, −1 → supports "decreasing".
-        let falling = [
-            g("S = 16", &[(0.01, 30.0), (0.1, 10.0)]),
-            g("S = 64", &[(0.01, 50.0), (0.03, 40.0), (0.1, 20.0)]),
-        ];
-        let v = trend_verdict(&falling, false).unwrap();
-        assert!(
-            v.supports && (v.statistic - 1.0).abs() < 1e-12,
-            "{}",
-            v.explanation
-        );
-        assert!(!trend_verdict(&falling, true).unwrap().supports);
-        // One group for (+1 signed), one against (−1): mean 0 does not support.
-        let mixed = [
-            g("a", &[(1.0, 3.0), (2.0, 1.0)]),
-            g("b", &[(1.0, 1.0), (2.0, 3.0)]),
-        ];
-        let v = trend_verdict(&mixed, false).unwrap();
-        assert!(!v.supports && v.statistic.abs() < 1e-12);
-        // Three groups: −1, −1 and a constant y (counted 0): mean 2/3 ≥ 0.5.
-        let with_flat = [
-            falling[0].clone(),
-            falling[1].clone(),
-            g("flat", &[(1.0, 2.0), (2.0, 2.0)]),
-        ];
-        let v = trend_verdict(&with_flat, false).unwrap();
-        assert!(v.supports && (v.statistic - 2.0 / 3.0).abs() < 1e-12);
-        // Groups with one distinct x are left out; none left, or a NaN, gives no verdict.
-        assert!(trend_verdict(&[g("one", &[(1.0, 2.0), (1.0, 3.0)])], true).is_none());
-        assert!(trend_verdict(&[g("nan", &[(1.0, f64::NAN), (2.0, 3.0)])], true).is_none());
     }
 }

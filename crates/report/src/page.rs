@@ -10,6 +10,7 @@ use breakeven_runner::table::{RowOutcome, RowState};
 use breakeven_runner::{RunDir, RunError};
 
 use crate::claims::Verdict;
+use crate::evidence::Evidence;
 use crate::plot::Plot;
 use crate::table::hardware_description;
 
@@ -113,6 +114,30 @@ impl Stamp {
 pub fn claim_line(page: &mut String, claim: &str, v: Option<&Verdict>, undecided: &str) {
     let _ = match v {
         Some(v) => writeln!(page, "- **{claim}**: {} → **{}**.", v.explanation, v.word()),
+        None => writeln!(page, "- **{claim}**: {undecided}"),
+    };
+}
+
+/// A claim's verdict line from [`Evidence`]: the estimate (`what`, e.g. "mean signed ρ"), its
+/// interval, p, the word and its reason; `undecided` when no verdict could be computed.
+pub fn evidence_line(
+    page: &mut String,
+    claim: &str,
+    what: &str,
+    e: Option<&Evidence>,
+    undecided: &str,
+) {
+    let _ = match e {
+        Some(e) => writeln!(
+            page,
+            "- **{claim}**: {what} = {:.2}, 95% interval {}, p = {} → **{}** ({}).",
+            e.estimate,
+            e.interval
+                .map_or("—".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]")),
+            e.p_value.map_or("—".into(), |p| format!("{p:.4}")),
+            e.word.as_str(),
+            e.reason
+        ),
         None => writeln!(page, "- **{claim}**: {undecided}"),
     };
 }

@@ -1,19 +1,20 @@
 //! The batch-variance page (`cargo xtask reproduce batch-variance`): batch size against
 //! gradient variance (SCIENCE.md §5.4): Tr(K) along the trajectories of the break-even sweep
 //! (the same runs, reused), compared at matched training accuracy, with a verdict from
-//! `claims::trend_verdict`.
+//! `evidence::trend` at one matched accuracy level.
 
 use std::fmt::Write as _;
 
 use breakeven_runner::sweep::Profile;
 
 use super::break_even_sweep::{
-    group_by, group_levels, level_step, level_table, pct, plain_chart, series, table_levels,
-    Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
+    level_step, level_table, pct, plain_chart, series, strata, table_levels, verdict_level, Metric,
+    Sweep, ACC_AXIS, DEFINITION,
 };
-use crate::claims::{trend_verdict, TrendGroup};
+use crate::claims::sig4;
+use crate::evidence::{trend, TREND_RULE};
 use crate::matched::value_at_accuracy;
-use crate::page::{claim_line, Page, Stamp};
+use crate::page::{evidence_line, Page, Stamp};
 
 const TITLE: &str = "Batch size vs gradient variance: Tr(K) at matched training accuracy";
 const SOURCE: &str =
@@ -59,7 +60,7 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
             "trace-k-acc",
             "Gradient variance Tr(K) against training accuracy",
             ACC_AXIS,
-            series(runs, Trajectory::best_acc_so_far, k_trace, 100.0),
+            series(runs, |t| t.acc.clone(), k_trace, 100.0),
         ),
         (
             "trace-k-epoch",
@@ -74,42 +75,58 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
     }
     let page = &mut out.markdown;
 
-    // Claim: at each η (and seed) and each level all its runs reach, Tr(K) grows with S.
-    let mut groups = Vec::new();
-    for (_, idx) in group_by(runs, |t| (t.lr.to_bits(), t.seed)) {
-        for level in group_levels(runs, &idx, step) {
-            let points = idx
-                .iter()
-                .map(|&i| {
-                    let t = &runs[i];
-                    Some((
-                        t.batch as f64,
-                        value_at_accuracy(&t.points(&t.k_trace), level)?,
-                    ))
-                })
-                .collect::<Option<Vec<_>>>();
-            if let Some(points) = points {
-                let t = &runs[idx[0]];
-                let seed = if profile.seeds.len() > 1 {
-                    format!(", seed {}", t.seed)
-                } else {
-                    String::new()
-                };
-                groups.push(TrendGroup {
-                    name: format!("η = {}{seed} at {}", t.lr, pct(level)),
-                    points,
-                });
-            }
-        }
-    }
+    // Claim: at each η (and seed), at the one level every run reaches, Tr(K) grows with S.
     page.push_str("## Claim (verdict computed from the runs above)\n\n");
-    claim_line(
-        page,
-        "Larger S ⇒ larger Tr(K) at matched training accuracy (at each η and level)",
-        trend_verdict(&groups, true).as_ref(),
-        "no η with two batch sizes and a shared accuracy level; cannot decide.",
+    let Some(level) = verdict_level(runs, step) else {
+        page.push_str(
+            "No accuracy level above the runs' starts is reached by every run; cannot decide.\n",
+        );
+        return out;
+    };
+    let several_seeds = runs.iter().any(|r| r.seed != runs[0].seed);
+    let groups = strata(
+        runs,
+        |t| (t.lr.to_bits(), t.seed),
+        |t| {
+            if several_seeds {
+                format!("η = {}, seed {}", t.lr, t.seed)
+            } else {
+                format!("η = {}", t.lr)
+            }
+        },
+        |t| t.batch as f64,
+        |t| value_at_accuracy(&t.points(&t.k_trace), level),
     );
-    page.push_str("\nRule: per comparison group (runs at one η, compared at one accuracy level) the Spearman rank correlation between S and Tr(K); supported when the mean over groups is at least 0.5.\n");
+    let converged = runs.iter().all(|t| t.converged);
+    evidence_line(
+        page,
+        &format!(
+            "Larger S ⇒ larger Tr(K) at matched training accuracy ({}, at each η)",
+            pct(level)
+        ),
+        "mean signed Spearman ρ",
+        trend(&groups, true, converged, 200).as_ref(),
+        "no η with two batch sizes that reach the level; cannot decide.",
+    );
+    for g in &groups {
+        let vals: Vec<String> = g
+            .points
+            .iter()
+            .map(|(x, y)| format!("S = {x} → {}", sig4(*y)))
+            .collect();
+        let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
+    }
+    let _ = writeln!(
+        page,
+        "\nThe level, {}, is the highest multiple of {} that every run reaches: each run is read once (the levels of the same runs are not independent evidence).{}\n\nRule: {TREND_RULE}. A stratum here is one seed's runs at one η.",
+        pct(level),
+        pct(step),
+        if converged {
+            ""
+        } else {
+            " Some runs did not reach their stopping accuracy, so the verdict is undecided."
+        }
+    );
     out
 }
 
@@ -133,14 +150,26 @@ mod tests {
             ]
         );
         let md = &out.markdown;
-        assert!(md.contains("- **Larger S ⇒ larger Tr(K) at matched training accuracy (at each η and level)**: "), "{md}");
-        assert!(md.contains("→ **supports**."), "{md}");
+        assert!(
+            md.contains(
+                "- **Larger S ⇒ larger Tr(K) at matched training accuracy (70%, at each η)**: "
+            ),
+            "{md}"
+        );
+        assert!(md.contains("→ **supports** (p ≤ 0.05)."), "{md}");
+        assert!(
+            md.contains("  - η = 0.1, seed 2: S = 16 → 16.32, S = 128 → 130.6\n"),
+            "{md}"
+        );
         // Decreasing Tr(K) with S: does not support.
         let mut sweep = synthetic_sweep();
         for t in &mut sweep.runs {
             t.k_trace = vec![1.0 / t.batch as f64; 4];
         }
         let md = page(&stamp("smoke"), &profile, &sweep).markdown;
-        assert!(md.contains("→ **does not support**."), "{md}");
+        assert!(
+            md.contains("→ **does not support** (the whole interval"),
+            "{md}"
+        );
     }
 }

@@ -1,24 +1,25 @@
 //! The break-even page (`cargo xtask reproduce break-even`): the break-even conjectures (Jastrzebski et al. ICLR
 //! 2020, SCIENCE.md §5.1) from the η × S sweep: λ_H^1, λ_K^1 and λ_K^*/λ_K^1 compared at
 //! matched training accuracy, the maxima against η and S, where λ_H^1 first meets 2/η, and
-//! verdicts computed by `claims::trend_verdict`.
+//! verdicts computed by `evidence::trend` at one matched accuracy level.
 
 use std::fmt::Write as _;
 
 use breakeven_runner::sweep::{Experiment, Profile};
 
 use super::break_even_sweep::{
-    group_by, group_levels, level_step, level_table, pct, plain_chart, series, table_levels,
-    Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
+    level_step, level_table, pct, plain_chart, series, spans_decades, strata, table_levels,
+    verdict_level, Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
 };
-use crate::claims::{sig4, trend_verdict, TrendGroup};
+use crate::claims::sig4;
+use crate::evidence::{trend, Stratum, TREND_RULE};
 use crate::matched::{first_crossing, max_until_accuracy, value_at_accuracy};
-use crate::page::{claim_line, Page, Stamp};
+use crate::page::{evidence_line, Page, Stamp};
 use crate::plot::{line_chart_with_bounds, Bound};
 
 /// What a verdict line says when the runs cannot decide a claim.
 const UNDECIDED: &str =
-    "no comparison group with two settings and a shared accuracy level; cannot decide.";
+    "no stratum with two settings that all reach the verdict level; cannot decide.";
 
 /// The page of the break-even sweep's finished runs (`sweep`).
 pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -> Page {
@@ -75,104 +76,102 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
         "The conjectures are about trajectories past the break-even point, where λ_H^1 meets the stability bound 2/η (SCIENCE.md §5.1): {crossed} of {} runs met it (column \"λ_H^1 first ≥ 2/η\" above); in runs that did not, the claims are tested before the break-even point only.\n",
         runs.len()
     );
-    let indices = |g: Vec<(_, Vec<usize>)>| g.into_iter().map(|g| g.1).collect::<Vec<_>>();
-    let by_s = indices(group_by(runs, |t| (t.batch as u64, t.seed)));
-    let by_lr = indices(group_by(runs, |t| (t.lr.to_bits(), t.seed)));
-    let s_name = |t: &Trajectory| format!("S = {}{}", t.batch, seed_suffix(runs, t));
-    let lr_name = |t: &Trajectory| format!("η = {}{}", t.lr, seed_suffix(runs, t));
-    let max_groups = |groups: &[Vec<usize>],
-                      x: fn(&Trajectory) -> f64,
-                      name: &dyn Fn(&Trajectory) -> String,
-                      m: Metric|
-     -> Vec<TrendGroup> {
-        groups
-            .iter()
-            .filter_map(|idx| {
-                let top = *group_levels(runs, idx, step).last()?;
-                let points = idx
-                    .iter()
-                    .map(|&i| {
-                        let t = &runs[i];
-                        Some((x(t), max_until_accuracy(&t.points(m(t)), top)?))
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                Some(TrendGroup {
-                    name: format!("{} (up to {})", name(&runs[idx[0]]), pct(top)),
-                    points,
-                })
-            })
-            .collect()
+    let Some(level) = verdict_level(runs, step) else {
+        page.push_str(UNDECIDED);
+        page.push('\n');
+        return out;
     };
-    let level_groups = |groups: &[Vec<usize>],
-                        x: fn(&Trajectory) -> f64,
-                        name: &dyn Fn(&Trajectory) -> String,
-                        m: Metric|
-     -> Vec<TrendGroup> {
-        let mut out = Vec::new();
-        for idx in groups {
-            for level in group_levels(runs, idx, step) {
-                let points = idx
-                    .iter()
-                    .map(|&i| {
-                        let t = &runs[i];
-                        Some((x(t), value_at_accuracy(&t.points(m(t)), level)?))
-                    })
-                    .collect::<Option<Vec<_>>>();
-                if let Some(points) = points {
-                    out.push(TrendGroup {
-                        name: format!("{} at {}", name(&runs[idx[0]]), pct(level)),
-                        points,
-                    });
-                }
-            }
+    let converged = runs.iter().all(|t| t.converged);
+    let unconverged: Vec<&str> = runs
+        .iter()
+        .filter(|t| !t.converged)
+        .map(|t| t.label.as_str())
+        .collect();
+    let _ = writeln!(
+        page,
+        "Every verdict reads ONE accuracy level, {}: the highest multiple of {} that every run reaches (each run is one observation; levels read from the same runs are not independent evidence). Maxima are taken from initialization up to the first point at or above it.{}\n",
+        pct(level),
+        pct(step),
+        if unconverged.is_empty() {
+            " Every run reached its stopping accuracy.".to_string()
+        } else {
+            format!(
+                " Not converged (every verdict is undecided until they are): {}.",
+                unconverged.join(", ")
+            )
         }
-        out
+    );
+    let with_seed = |t: &Trajectory, what: String| {
+        if runs.iter().any(|r| r.seed != t.seed) {
+            format!("{what}, seed {}", t.seed)
+        } else {
+            what
+        }
     };
-    let lr: fn(&Trajectory) -> f64 = |t| t.lr;
-    let batch: fn(&Trajectory) -> f64 = |t| t.batch as f64;
+    let by_s = |y: &dyn Fn(&Trajectory) -> Option<f64>| {
+        strata(
+            runs,
+            |t| (t.batch, t.seed),
+            |t| with_seed(t, format!("S = {}", t.batch)),
+            |t| t.lr,
+            y,
+        )
+    };
+    let by_lr = |y: &dyn Fn(&Trajectory) -> Option<f64>| {
+        strata(
+            runs,
+            |t| (t.lr.to_bits(), t.seed),
+            |t| with_seed(t, format!("η = {}", t.lr)),
+            |t| t.batch as f64,
+            y,
+        )
+    };
+    let max_of = |m: Metric| move |t: &Trajectory| max_until_accuracy(&t.points(m(t)), level);
+    let at_level = |m: Metric| move |t: &Trajectory| value_at_accuracy(&t.points(m(t)), level);
     let lh: Metric = |t| &t.lambda_h;
     let lk: Metric = |t| &t.lambda_k;
     let kr: Metric = |t| &t.k_ratio;
-    let claims: [(&str, Vec<TrendGroup>, bool); 6] = [
+    let claims: [(&str, Vec<Stratum>, bool); 6] = [
         (
             "(a) Larger η ⇒ smaller maximum λ_H^1 (at each S)",
-            max_groups(&by_s, lr, &s_name, lh),
+            by_s(&max_of(lh)),
             false,
         ),
         (
             "(a) Larger η ⇒ smaller maximum λ_K^1 (at each S)",
-            max_groups(&by_s, lr, &s_name, lk),
+            by_s(&max_of(lk)),
             false,
         ),
         (
             "(b) Smaller S ⇒ smaller maximum λ_H^1 (at each η)",
-            max_groups(&by_lr, batch, &lr_name, lh),
+            by_lr(&max_of(lh)),
             true,
         ),
         (
             "(b) Smaller S ⇒ smaller maximum λ_K^1 (at each η)",
-            max_groups(&by_lr, batch, &lr_name, lk),
+            by_lr(&max_of(lk)),
             true,
         ),
         (
-            "(c) Larger η ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each S and level)",
-            level_groups(&by_s, lr, &s_name, kr),
+            "(c) Larger η ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each S)",
+            by_s(&at_level(kr)),
             true,
         ),
         (
-            "(c) Smaller S ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each η and level)",
-            level_groups(&by_lr, batch, &lr_name, kr),
+            "(c) Smaller S ⇒ larger λ_K^*/λ_K^1 at matched training accuracy (at each η)",
+            by_lr(&at_level(kr)),
             false,
         ),
     ];
-    for (claim, groups, increasing) in &claims {
-        claim_line(
+    for (k, (claim, st, increasing)) in claims.iter().enumerate() {
+        evidence_line(
             page,
             claim,
-            trend_verdict(groups, *increasing).as_ref(),
+            "mean signed Spearman ρ",
+            trend(st, *increasing, converged, 100 + k as u64).as_ref(),
             UNDECIDED,
         );
-        for g in groups.iter().filter(|_| !claim.starts_with("(c)")) {
+        for g in st {
             let vals: Vec<String> = g
                 .points
                 .iter()
@@ -181,17 +180,15 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
             let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
         }
     }
-    page.push_str("\nRule: per comparison group (runs that differ only in η, or only in S) the Spearman rank correlation between the setting and the statistic; a claim is supported when the mean over groups, signed in the claimed direction, is at least 0.5. Groups whose runs share no accuracy level above their starts are left out.\n");
+    let _ = writeln!(page, "\nRule: {TREND_RULE}. A stratum here is one seed's runs at one S (claims on η) or at one η (claims on S).");
     // The maxima against η (on a log axis) and S (log2), one line per comparison group.
-    let maxima = |groups: &[TrendGroup], what: &str, x: fn(f64) -> f64| {
+    let maxima = |groups: &[Stratum], what: &str, x: fn(f64) -> f64| {
         groups
             .iter()
             .map(|g| {
                 let mut pts: Vec<(f64, f64)> = g.points.iter().map(|&(a, b)| (x(a), b)).collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                // The legend drops the "(up to …)" the claim lines give.
-                let short = g.name.split(" (").next().unwrap_or(&g.name);
-                (format!("{what}, {short}"), pts)
+                (format!("{what}, {}", g.name), pts)
             })
             .collect::<Vec<_>>()
     };
@@ -224,8 +221,8 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
         if series.iter().all(|s| s.1.len() < 2) {
             continue;
         }
-        let y_label = "maximum eigenvalue (up to the group's matched accuracy)";
-        let plot = plain_chart(title, x_label, y_label, &series);
+        let y_label = format!("maximum eigenvalue (up to {})", pct(level));
+        let plot = plain_chart(title, x_label, &y_label, &series);
         let plot = if log_x { plot.log_x() } else { plot };
         let file = out.plot(suffix, plot);
         let _ = writeln!(out.markdown, "\n![{suffix}]({file})");
@@ -233,18 +230,10 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
     out
 }
 
-/// `, seed N` when the sweep has several seeds.
-fn seed_suffix(runs: &[Trajectory], t: &Trajectory) -> String {
-    if runs.iter().any(|r| r.seed != t.seed) {
-        format!(", seed {}", t.seed)
-    } else {
-        String::new()
-    }
-}
-
-/// Per run: length, final accuracy, maxima over the whole run, and where λ_H^1 first meets 2/η.
+/// Per run: length, whether it converged, final accuracy, maxima over the whole run, where λ_H^1
+/// first meets 2/η, and the largest Lanczos residual logged.
 fn run_table(page: &mut String, runs: &[Trajectory]) {
-    page.push_str("\n## Runs\n\n| Run | steps (epochs) | final training acc. (%) | max λ_H^1 | max λ_K^1 | λ_H^1 first ≥ 2/η at step (epoch) |\n|---|---|---|---|---|---|\n");
+    page.push_str("\n## Runs\n\n| Run | steps (epochs) | stopping accuracy reached | final training acc. (%) | max λ_H^1 | max λ_K^1 | λ_H^1 first ≥ 2/η at step (epoch) | largest Lanczos residual |\n|---|---|---|---|---|---|---|---|\n");
     for t in runs {
         let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
         let max = |v: &[f64]| {
@@ -262,12 +251,22 @@ fn run_table(page: &mut String, runs: &[Trajectory]) {
             (Some(s), Some(e)) => format!("{s:.0} ({e:.2})"),
             _ => format!("never (2/η = {})", sig4(bound)),
         };
+        // ‖H y − θ y‖/|θ| over every logged λ_H^1..k ("not logged" for runs without
+        // `tracking.lanczos_tol`).
+        let residual = t
+            .lanczos_residual
+            .iter()
+            .copied()
+            .filter(|r| !r.is_nan())
+            .reduce(f64::max)
+            .map_or("not logged".into(), |r| format!("{r:.1e}"));
         let _ = writeln!(
             page,
-            "| {} | {:.0} ({:.2}) | {:.1} | {} | {} | {crossing} |",
+            "| {} | {:.0} ({:.2}) | {} | {:.1} | {} | {} | {crossing} | {residual} |",
             t.label,
             last(&t.step),
             last(&t.epoch),
+            if t.converged { "yes" } else { "**no**" },
             100.0 * last(&t.acc),
             max(&t.lambda_h),
             max(&t.lambda_k),
@@ -277,7 +276,7 @@ fn run_table(page: &mut String, runs: &[Trajectory]) {
 
 fn plots(page: &mut Page, runs: &[Trajectory]) {
     let epoch: fn(&Trajectory) -> Vec<f64> = |t| t.epoch.clone();
-    let acc: fn(&Trajectory) -> Vec<f64> = Trajectory::best_acc_so_far;
+    let acc: fn(&Trajectory) -> Vec<f64> = |t| t.acc.clone();
     let bounds: Vec<Bound> = runs
         .iter()
         .enumerate()
@@ -287,16 +286,22 @@ fn plots(page: &mut Page, runs: &[Trajectory]) {
             mark_x: first_crossing(&Trajectory::curve(&t.epoch, &t.lambda_h), 2.0 / t.lr),
         })
         .collect();
+    let lambda_h = series(runs, epoch, |t| &t.lambda_h, 1.0);
+    let chart = line_chart_with_bounds(
+        "λ_H^1 during training, with each run's stability bound 2/η",
+        "epoch",
+        "λ_H^1 (measurement subset)",
+        &lambda_h,
+        &bounds,
+        "2/η (circle: first crossing)",
+    );
     let mut files = vec![(
         "lambda-h-epoch",
-        line_chart_with_bounds(
-            "λ_H^1 during training, with each run's stability bound 2/η",
-            "epoch",
-            "λ_H^1 (measurement subset)",
-            &series(runs, epoch, |t| &t.lambda_h, 1.0),
-            &bounds,
-            "2/η (circle: first crossing)",
-        ),
+        if spans_decades(&lambda_h) {
+            chart.log_y()
+        } else {
+            chart
+        },
     )];
     for (file, title, y, m) in [
         (
@@ -354,15 +359,45 @@ mod tests {
         );
         let md = &page.markdown;
         assert!(md.contains("- run /r/x has not finished\n"), "{md}");
-        // Every synthetic trend goes the claimed way.
-        assert_eq!(md.matches("→ **supports**.").count(), 6, "{md}");
-        assert!(md.contains("  - S = 16 (up to "), "{md}");
-        // η = 0.1, S = 16: λ_H^1 = 10, 20, … meets 2/η = 20 at its second point.
+        // Every synthetic trend goes the claimed way in each of the 3 seeds: 6 strata of 2
+        // settings in perfect order, p = 1/64 by the permutation test (± Monte Carlo error).
+        assert_eq!(md.matches("→ **supports** (p ≤ 0.05).").count(), 6, "{md}");
         assert!(
-            md.contains("| η=0.1, S=16 | 30 (3.00) | 70.0 | 40.00 | 40.00 | 10 (1.00) |"),
+            md.contains("  - S = 16, seed 0: 0.1 → 40.00, 0.01 → 400.0\n"),
             "{md}"
         );
-        assert!(md.contains(" of 4 runs met it"), "{md}");
+        assert!(
+            md.contains("Every verdict reads ONE accuracy level, 70%"),
+            "{md}"
+        );
+        // η = 0.1, S = 16: λ_H^1 = 10, 20, … meets 2/η = 20 at its second point.
+        assert!(
+            md.contains("| η=0.1, S=16, seed 0 | 30 (3.00) | yes | 70.0 | 40.00 | 40.00 | 10 (1.00) | 1.0e-4 |"),
+            "{md}"
+        );
+        assert!(md.contains(" of 12 runs met it"), "{md}");
+        // One run short of its stopping accuracy makes every verdict undecided.
+        let mut sweep = synthetic_sweep();
+        sweep.runs[0].converged = false;
+        let md = super::page(&stamp("smoke"), &exp, &profile, &sweep).markdown;
+        assert_eq!(
+            md.matches("→ **undecided** (a run did not reach").count(),
+            6,
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Not converged (every verdict is undecided until they are): η=0.1, S=16, seed 0."
+            ),
+            "{md}"
+        );
+        // Reversed trends are refuted, not merely undecided.
+        let mut sweep = synthetic_sweep();
+        for t in &mut sweep.runs {
+            t.lambda_h.iter_mut().for_each(|v| *v = 1.0 / *v);
+        }
+        let md = super::page(&stamp("smoke"), &exp, &profile, &sweep).markdown;
+        assert_eq!(md.matches("→ **does not support**").count(), 2, "{md}");
     }
 
     #[test]

@@ -4,11 +4,13 @@
 
 use std::fmt::Write as _;
 
+use breakeven_runner::rundir::RunStatus;
 use breakeven_runner::sweep::Profile;
 use breakeven_runner::table::{RowOutcome, RowState};
 use breakeven_runner::RunError;
 
 use crate::claims::sig4;
+use crate::evidence::Stratum;
 use crate::matched::{matched_levels, value_at_accuracy, AccPoint};
 use crate::page::{records_of, Records};
 use crate::plot::{line_chart_with_bounds, Plot};
@@ -31,6 +33,11 @@ pub struct Trajectory {
     pub lambda_k: Vec<f64>,
     pub k_trace: Vec<f64>,
     pub k_ratio: Vec<f64>,
+    /// The largest true relative Lanczos residual of λ_H^1..k at each point (NaN where the run
+    /// did not log residuals: `tracking.lanczos_tol` unset).
+    pub lanczos_residual: Vec<f64>,
+    /// Whether the run reached its stopping accuracy (not capped, not diverged).
+    pub converged: bool,
 }
 
 impl Trajectory {
@@ -49,19 +56,6 @@ impl Trajectory {
             .zip(metric)
             .filter(|p| p.1.is_finite())
             .map(|(&a, &b)| (a, b))
-            .collect()
-    }
-
-    /// The best accuracy reached so far at each point: the x of the "against training accuracy"
-    /// plots, so that each curve reads like the first-reach rule of the matched comparisons.
-    pub fn best_acc_so_far(&self) -> Vec<f64> {
-        let mut best = f64::NEG_INFINITY;
-        self.acc
-            .iter()
-            .map(|&a| {
-                best = best.max(a);
-                best
-            })
             .collect()
     }
 
@@ -118,6 +112,10 @@ pub fn sweep(
                 lambda_k: vec![],
                 k_trace: vec![],
                 k_ratio: vec![],
+                lanczos_residual: vec![],
+                converged: summary
+                    .as_ref()
+                    .is_some_and(|s| s.status == RunStatus::Converged),
             };
             if profile.seeds.len() > 1 {
                 t.label.push_str(&format!(", seed {}", spec.seed));
@@ -133,6 +131,13 @@ pub fn sweep(
                 t.lambda_k.push(c.lambda_k1.unwrap_or(nan));
                 t.k_trace.push(c.k_trace.unwrap_or(nan));
                 t.k_ratio.push(c.k_ratio.unwrap_or(nan));
+                t.lanczos_residual.push(
+                    c.lambda_h_residuals
+                        .iter()
+                        .copied()
+                        .reduce(f64::max)
+                        .unwrap_or(nan),
+                );
             }
             runs.push(t);
         }
@@ -233,18 +238,72 @@ pub fn series(
         .collect()
 }
 
-/// A line chart without bounds (its x ticks sit at round values also when x starts anywhere).
+/// A line chart without bounds (its x ticks sit at round values also when x starts anywhere),
+/// on a log y axis when its values span more than two decades.
 pub fn plain_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Plot {
-    line_chart_with_bounds(title, x_label, y_label, series, &[], "")
+    let plot = line_chart_with_bounds(title, x_label, y_label, series, &[], "");
+    if spans_decades(series) {
+        plot.log_y()
+    } else {
+        plot
+    }
 }
 
-/// The x label of the plots against training accuracy.
-pub const ACC_AXIS: &str = "best training accuracy so far (%, measurement subset)";
+/// The x label of the plots against training accuracy: the accuracy measured at each logged
+/// point itself (a curve may turn back where accuracy falls).
+pub const ACC_AXIS: &str = "training accuracy at the point (%, measurement subset)";
+
+/// The one accuracy level every verdict of a page reads: the highest multiple of `step` above
+/// every run's start that every run of the sweep reaches. Reading one level, not each level a
+/// group reaches, keeps each run one observation (levels read from the same runs are not
+/// independent evidence).
+pub fn verdict_level(runs: &[Trajectory], step: f64) -> Option<f64> {
+    let idx: Vec<usize> = (0..runs.len()).collect();
+    group_levels(runs, &idx, step).last().copied()
+}
+
+/// The strata of a trend claim: runs grouped by `key` (the settings they share, with the seed),
+/// named by `name`, with (x, y) per run; a run whose y is undefined (never reached the level, a
+/// diverged value) leaves its stratum out, and the page lists it.
+pub fn strata<K: PartialEq + Clone>(
+    runs: &[Trajectory],
+    key: impl Fn(&Trajectory) -> K,
+    name: impl Fn(&Trajectory) -> String,
+    x: impl Fn(&Trajectory) -> f64,
+    y: impl Fn(&Trajectory) -> Option<f64>,
+) -> Vec<Stratum> {
+    group_by(runs, key)
+        .into_iter()
+        .filter_map(|(_, idx)| {
+            let points = idx
+                .iter()
+                .map(|&i| Some((x(&runs[i]), y(&runs[i])?)))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Stratum {
+                name: name(&runs[idx[0]]),
+                seed: runs[idx[0]].seed,
+                points,
+            })
+        })
+        .collect()
+}
+
+/// Whether the positive values of `series` span more than two decades (then a log y axis).
+pub fn spans_decades(series: &[(String, Vec<(f64, f64)>)]) -> bool {
+    let ys = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .filter(|y| y.is_finite() && *y > 0.0);
+    let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    lo.is_finite() && hi / lo > 100.0
+}
 
 /// A run × level table of one metric ("—" where the run never reaches the level).
 pub fn level_table(page: &mut String, runs: &[Trajectory], levels: &[f64], m: Metric) {
@@ -285,6 +344,8 @@ mod tests {
             lambda_k: vec![1.0; acc.len()],
             k_trace: vec![1.0; acc.len()],
             k_ratio: vec![1.0; acc.len()],
+            lanczos_residual: vec![f64::NAN; acc.len()],
+            converged: true,
         }
     }
 
@@ -327,7 +388,6 @@ mod tests {
             run(0.03, 16, &[0.12, 0.2, 0.33]),
             run(0.1, 64, &[0.09, 0.22]),
         ];
-        assert_eq!(runs[0].best_acc_so_far(), vec![0.1, 0.3, 0.3, 0.5]);
         // Span 0.5 − 0.09 > 0.4: steps of 10 points.
         assert_eq!(level_step(&runs), 0.1);
         assert_eq!(level_step(&runs[1..]), 0.05);
@@ -338,5 +398,22 @@ mod tests {
         assert_eq!(by_s, vec![(16, vec![0, 1]), (64, vec![2])]);
         assert_eq!(group_levels(&runs, &by_s[0].1, 0.1), vec![0.2, 0.3]);
         assert_eq!(pct(0.3), "30%");
+        // The verdicts' one level: the highest all three runs reach (0.22 caps it at 0.2).
+        assert_eq!(verdict_level(&runs, 0.1), Some(0.2));
+        assert_eq!(verdict_level(&runs[..2], 0.1), Some(0.3));
+        // Strata by S: the S = 64 stratum has one run; y undefined leaves a stratum out.
+        let st = strata(
+            &runs,
+            |t| t.batch,
+            |t| format!("S = {}", t.batch),
+            |t| t.lr,
+            |t| (t.batch == 16).then_some(t.lr * 10.0),
+        );
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].points, vec![(0.1, 1.0), (0.03, 0.3)]);
+        let flat = vec![("a".to_string(), vec![(0.0, 1.0), (1.0, 50.0)])];
+        assert!(!spans_decades(&flat));
+        let wide = vec![("a".to_string(), vec![(0.0, 0.1), (1.0, 50.0), (2.0, -3.0)])];
+        assert!(spans_decades(&wide));
     }
 }

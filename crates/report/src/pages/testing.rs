@@ -120,22 +120,27 @@ pub fn records_for(outcome: &RowOutcome, make: impl Fn(&RunSpec) -> Vec<MetricsR
 /// (S/16)/η (smaller with a larger η and a smaller S), λ_K^*/λ_K^1 = 100 η / S and Tr(K) = S.
 pub fn synthetic_sweep() -> Sweep {
     let mut runs = Vec::new();
-    for lr in [0.1, 0.01] {
-        for batch in [16usize, 128] {
-            let scale = batch as f64 / 16.0 / lr;
-            runs.push(Trajectory {
-                label: format!("η={lr}, S={batch}"),
-                lr,
-                batch,
-                seed: 0,
-                step: vec![0.0, 10.0, 20.0, 30.0],
-                epoch: vec![0.0, 1.0, 2.0, 3.0],
-                acc: vec![0.1, 0.3, 0.5, 0.7],
-                lambda_h: (1..=4).map(|k| scale * k as f64).collect(),
-                lambda_k: (1..=4).map(|k| scale * k as f64).collect(),
-                k_trace: vec![batch as f64; 4],
-                k_ratio: vec![100.0 * lr / batch as f64; 4],
-            });
+    for seed in 0..3u64 {
+        for lr in [0.1, 0.01] {
+            for batch in [16usize, 128] {
+                // Seeds differ a little; every trend keeps its direction in every seed.
+                let scale = batch as f64 / 16.0 / lr * (1.0 + 0.01 * seed as f64);
+                runs.push(Trajectory {
+                    label: format!("η={lr}, S={batch}, seed {seed}"),
+                    lr,
+                    batch,
+                    seed,
+                    step: vec![0.0, 10.0, 20.0, 30.0],
+                    epoch: vec![0.0, 1.0, 2.0, 3.0],
+                    acc: vec![0.1, 0.3, 0.5, 0.7],
+                    lambda_h: (1..=4).map(|k| scale * k as f64).collect(),
+                    lambda_k: (1..=4).map(|k| scale * k as f64).collect(),
+                    k_trace: vec![batch as f64 * (1.0 + 0.01 * seed as f64); 4],
+                    k_ratio: vec![100.0 * lr / batch as f64; 4],
+                    lanczos_residual: vec![1e-4; 4],
+                    converged: true,
+                });
+            }
         }
     }
     Sweep {
