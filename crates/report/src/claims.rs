@@ -78,50 +78,6 @@ pub fn spearman(xs: &[f64], ys: &[f64]) -> Option<f64> {
     pearson(&ranks(xs), &ranks(ys))
 }
 
-/// Minimum ratio of early Tr(F) peaks (small η / large η) that counts as "a larger peak".
-pub const PEAK_RATIO_THRESHOLD: f64 = 1.5;
-
-/// Claim: with a small η, Tr(F) rises to a larger early peak than with a large η. Supported
-/// when the small-η peak is at least [`PEAK_RATIO_THRESHOLD`] times the largest-η peak. `peak`
-/// names the peak read in the explanation (e.g. `early Tr(F) peak`).
-pub fn peak_ratio_verdict(peak: &str, small_peak: f64, large_peak: f64) -> Option<Verdict> {
-    if !(small_peak.is_finite() && large_peak.is_finite() && large_peak > 0.0) {
-        return None;
-    }
-    let ratio = small_peak / large_peak;
-    let supports = ratio >= PEAK_RATIO_THRESHOLD;
-    Some(Verdict {
-        statistic: ratio,
-        supports,
-        explanation: format!(
-            "{peak}, small η / large η = {} / {} = {ratio:.3} ({} {PEAK_RATIO_THRESHOLD})",
-            sig4(small_peak),
-            sig4(large_peak),
-            if supports { "≥" } else { "<" }
-        ),
-    })
-}
-
-/// Claim: the early peak predicts worse final test accuracy. Supported when the Spearman rank
-/// correlation between early peak and final test accuracy over all runs is ≤ −0.5 (needs at
-/// least 3 runs). `peak` names the peak read in the explanation.
-pub fn peak_accuracy_verdict(peak: &str, peaks: &[f64], test_acc: &[f64]) -> Option<Verdict> {
-    if peaks.len() < 3 {
-        return None;
-    }
-    let rho = spearman(peaks, test_acc)?;
-    let supports = rho <= -0.5;
-    Some(Verdict {
-        statistic: rho,
-        supports,
-        explanation: format!(
-            "Spearman ρ({peak}, final test accuracy) over {} runs = {rho:.3} ({} −0.5)",
-            peaks.len(),
-            if supports { "≤" } else { ">" }
-        ),
-    })
-}
-
 /// `x` with 4 significant digits (scientific notation outside [1e-3, 1e5)).
 pub fn sig4(x: f64) -> String {
     let a = x.abs();
@@ -219,25 +175,6 @@ mod tests {
         // Ties take the average rank; a constant side has no correlation.
         assert_eq!(ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
         assert_eq!(spearman(&[1.0, 2.0], &[3.0, 3.0]), None);
-    }
-
-    #[test]
-    fn fisher_verdicts_follow_their_rules() {
-        let v = peak_ratio_verdict("early Tr(F) peak", 3.2, 1.0).unwrap();
-        assert!(v.supports && (v.statistic - 3.2).abs() < 1e-12);
-        assert!(!peak_ratio_verdict("p", 1.2, 1.0).unwrap().supports);
-        assert!(peak_ratio_verdict("p", 1.0, 0.0).is_none());
-        assert!(
-            peak_accuracy_verdict("p", &[5.0, 1.0, 3.0], &[0.2, 0.6, 0.4])
-                .unwrap()
-                .supports
-        );
-        assert!(
-            !peak_accuracy_verdict("p", &[5.0, 1.0, 3.0], &[0.6, 0.2, 0.4])
-                .unwrap()
-                .supports
-        );
-        assert!(peak_accuracy_verdict("p", &[5.0, 1.0], &[0.2, 0.6]).is_none());
     }
 
     #[test]

@@ -1,82 +1,105 @@
 //! The catastrophic Fisher explosion page (SCIENCE.md §5.2): per row, every run's early Tr(F)
-//! peak and its peak over the run against its final test accuracy, the Tr(F) curves, and the
-//! verdicts of `claims::peak_ratio_verdict` and `claims::peak_accuracy_verdict` on both peaks.
+//! peak against its final test accuracy, the Tr(F) curves, and the verdicts of
+//! `evidence::trend` (strata = seeds) on the paper's two claims.
 
 use std::fmt::Write as _;
 
+use breakeven_runner::rundir::RunStatus;
 use breakeven_runner::sweep::{Experiment, Profile};
 use breakeven_runner::table::RowOutcome;
 use breakeven_runner::RunError;
 
-use crate::claims::{early_peak, peak_accuracy_verdict, peak_ratio_verdict, sig4, Verdict};
-use crate::page::{claim_line, column_label, records_of, row_runs, Page, Records, Stamp};
+use crate::claims::{early_peak, sig4};
+use crate::evidence::{greater, trend, Evidence, Stratum, TREND_RULE};
+use crate::page::{column_label, evidence_line, records_of, row_runs, Page, Records, Stamp};
 use crate::plot::{labelled_scatter, line_chart, LabelledSeries};
 
 /// The experiment file (`experiments/fisher-explosion.toml`).
 pub const DEFINITION: &str = "fisher-explosion";
 
 /// What a verdict line says when the runs cannot decide a claim.
-const UNDECIDED: &str = "not enough finished, non-diverged runs to decide.";
+const UNDECIDED: &str = "no seed with two plain-SGD learning rates that have an early peak and a final test accuracy; cannot decide.";
 
-/// One finished run: its label, learning rate, Tr(F) curve (epoch, Tr F), early peak and
+/// One finished run: its label, learning rate, seed, Tr(F) curve (epoch, Tr F), early peak and
 /// final test accuracy (%).
 #[derive(Debug, Clone)]
 pub struct RunCurve {
     pub label: String,
     pub lr: f64,
+    pub seed: u64,
     pub penalty: String,
     pub curve: Vec<(f64, f64)>,
+    /// The largest Tr(F) after initialization within the dense window (the first
+    /// `tracking.dense_epochs` epochs).
     pub peak: Option<(f64, f64)>,
-    /// The largest Tr(F) over the whole run (after initialization).
+    /// The largest Tr(F) over the whole run (after initialization): shown, not judged.
     pub run_peak: Option<(f64, f64)>,
     pub test_acc: Option<f64>,
     pub train_acc: Option<f64>,
+    /// Reached the stopping rule (not capped, not diverged).
+    pub converged: bool,
 }
 
-/// Which peak a claim reads: the early one (the dense tracking window) or the whole run's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peak {
-    Early,
-    WholeRun,
+/// The plain-SGD runs as strata, one per seed, with (x, y) from `point`.
+fn plain_strata(
+    curves: &[RunCurve],
+    point: impl Fn(&RunCurve) -> Option<(f64, f64)>,
+) -> Vec<Stratum> {
+    let mut seeds: Vec<u64> = curves.iter().map(|c| c.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    seeds
+        .into_iter()
+        .map(|seed| Stratum {
+            name: format!("seed {seed}"),
+            seed,
+            points: curves
+                .iter()
+                .filter(|c| c.seed == seed && c.penalty == "none")
+                .filter_map(&point)
+                .collect(),
+        })
+        .collect()
 }
 
-impl Peak {
-    fn of(self, c: &RunCurve) -> Option<(f64, f64)> {
-        match self {
-            Peak::Early => c.peak,
-            Peak::WholeRun => c.run_peak,
-        }
-    }
-
-    /// How a verdict's explanation names the peak.
-    fn name(self) -> &'static str {
-        match self {
-            Peak::Early => "early Tr(F) peak",
-            Peak::WholeRun => "Tr(F) peak over the run",
-        }
-    }
-}
-
-/// Claim 1 on `peak`: the smallest plain-SGD η against the largest one that did not diverge.
-pub fn small_vs_large_eta(curves: &[RunCurve], peak: Peak) -> Option<Verdict> {
-    let plain: Vec<&RunCurve> = curves
+/// Whether every run a claim compares reached the stopping rule.
+fn all_converged(curves: &[RunCurve], plain_only: bool) -> bool {
+    curves
         .iter()
-        .filter(|c| c.penalty == "none" && c.peak.is_some())
-        .collect();
-    let small = plain.iter().min_by(|a, b| a.lr.total_cmp(&b.lr))?;
-    let large = plain.iter().max_by(|a, b| a.lr.total_cmp(&b.lr))?;
-    (small.lr < large.lr)
-        .then(|| peak_ratio_verdict(peak.name(), peak.of(small)?.1, peak.of(large)?.1))
-        .flatten()
+        .filter(|c| !plain_only || c.penalty == "none")
+        .all(|c| c.converged)
 }
 
-/// Claim 2 on `peak`: a larger peak predicts worse final test accuracy (every run).
-pub fn peak_predicts_accuracy(curves: &[RunCurve], peak: Peak) -> Option<Verdict> {
-    let (peaks, accs): (Vec<f64>, Vec<f64>) = curves
+/// Claim 1: a smaller η gives a larger early peak (plain SGD; per seed, ρ(η, peak) < 0).
+pub fn smaller_eta_larger_peak(curves: &[RunCurve]) -> Option<Evidence> {
+    let st = plain_strata(curves, |c| Some((c.lr, c.peak?.1)));
+    trend(&st, false, all_converged(curves, true), 300)
+}
+
+/// Claim 2: a larger early peak goes with a lower final test accuracy (plain SGD; per seed,
+/// ρ(peak, test accuracy) < 0).
+pub fn peak_predicts_accuracy(curves: &[RunCurve]) -> Option<Evidence> {
+    let st = plain_strata(curves, |c| Some((c.peak?.1, c.test_acc?)));
+    trend(&st, false, all_converged(curves, true), 301)
+}
+
+/// [ours] FP at the smallest η lowers the early peak of the plain run at that η (seeds of each).
+pub fn penalty_lowers_peak(curves: &[RunCurve]) -> Option<Evidence> {
+    let small = curves
         .iter()
-        .filter_map(|c| Some((peak.of(c)?.1, c.test_acc?)))
-        .unzip();
-    peak_accuracy_verdict(peak.name(), &peaks, &accs)
+        .filter(|c| c.penalty == "none")
+        .map(|c| c.lr)
+        .reduce(f64::min)?;
+    let peaks = |penalized: bool| -> Vec<f64> {
+        curves
+            .iter()
+            .filter(|c| c.lr == small && (c.penalty != "none") == penalized)
+            .filter_map(|c| Some(c.peak?.1))
+            .collect()
+    };
+    let (plain, pen) = (peaks(false), peaks(true));
+    let converged = curves.iter().filter(|c| c.lr == small).all(|c| c.converged);
+    greater(&plain, &pen, converged, 302)
 }
 
 /// The page: one section per row of `outcomes` (runs of `experiments/fisher-explosion.toml`),
@@ -95,7 +118,7 @@ pub fn page(
         &profile.base,
         &profile.description,
     );
-    page.markdown.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every run of the sweep counts, not only the validation-chosen ones.\n");
+    page.markdown.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every plain-SGD run of the sweep counts, not only the validation-chosen ones; every run trains to the same stopping rule, and a run that did not reach it makes the verdicts undecided.\n");
     for o in outcomes {
         let Some(runs) = row_runs(&mut page.markdown, o) else {
             continue;
@@ -112,9 +135,14 @@ pub fn page(
             let early = spec.config.tracking.dense_epochs as f64;
             curves.push(RunCurve {
                 label: format!(
-                    "{} (η={}{})",
+                    "{} (η={}{}{})",
                     column_label(exp, spec),
                     spec.config.optim.lr,
+                    if profile.seeds.len() > 1 {
+                        format!(", seed {}", spec.seed)
+                    } else {
+                        String::new()
+                    },
                     if spec.config.penalty.kind.is_none() {
                         String::new()
                     } else {
@@ -122,6 +150,7 @@ pub fn page(
                     }
                 ),
                 lr: spec.config.optim.lr,
+                seed: spec.seed,
                 penalty: breakeven_runner::config::penalty_name(spec.config.penalty.kind)
                     .to_string(),
                 peak: early_peak(&curve, 0.0, early),
@@ -129,6 +158,7 @@ pub fn page(
                 curve,
                 test_acc: summary.final_metrics.test_acc.map(|a| 100.0 * a),
                 train_acc: summary.final_metrics.train_acc.map(|a| 100.0 * a),
+                converged: summary.status == RunStatus::Converged,
             });
         }
         row(&mut page, &o.row.key, &o.row.setting, &curves);
@@ -139,7 +169,7 @@ pub fn page(
 /// The per-run table, the two plots and the verdicts of one row.
 fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
     let md = &mut page.markdown;
-    md.push_str("| Run | early Tr(F) peak (at epoch) | Tr(F) peak over the run (at epoch) | final test acc. (%) | final train acc. (%) |\n|---|---|---|---|---|\n");
+    md.push_str("| Run | early Tr(F) peak (at epoch) | Tr(F) peak over the run (at epoch) | final test acc. (%) | final train acc. (%) | stopping rule reached |\n|---|---|---|---|---|---|\n");
     for c in curves {
         let at = |p: Option<(f64, f64)>| {
             p.map_or("—".into(), |(e, v)| format!("{} ({e:.2})", sig4(v)))
@@ -148,10 +178,11 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
         let f = |a: Option<f64>| a.map_or("—".into(), |a| format!("{a:.2}"));
         let _ = writeln!(
             md,
-            "| {} | {peak} | {run_peak} | {} | {} |",
+            "| {} | {peak} | {run_peak} | {} | {} | {} |",
             c.label,
             f(c.test_acc),
-            f(c.train_acc)
+            f(c.train_acc),
+            if c.converged { "yes" } else { "**no**" }
         );
     }
     // Tr(F) spans decades between learning rates: a log axis.
@@ -169,24 +200,29 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
         )
         .log_y(),
     );
-    // Each run's peak against its final test accuracy: separate runs, so labelled points.
-    let runs = |label: &str, peak: Peak| LabelledSeries {
-        label: label.into(),
+    // Each run's early peak against its final test accuracy: separate runs, so labelled
+    // points, one series per column.
+    let mut columns: Vec<&str> = curves.iter().map(|c| c.penalty.as_str()).collect();
+    columns.dedup();
+    let runs = |penalty: &str| LabelledSeries {
+        label: if penalty == "none" {
+            "plain SGD".into()
+        } else {
+            penalty.to_uppercase()
+        },
         points: curves
             .iter()
-            .filter_map(|c| Some((peak.of(c)?.1, c.test_acc?, c.label.clone())))
+            .filter(|c| c.penalty == penalty)
+            .filter_map(|c| Some((c.peak?.1, c.test_acc?, c.label.clone())))
             .collect(),
     };
     let peak_file = page.plot(
         &format!("{key}-peak-vs-test"),
         labelled_scatter(
-            &format!("{setting}: Tr(F) peak vs final test accuracy, one point per run"),
-            "Tr(F) peak (measurement subset)",
+            &format!("{setting}: early Tr(F) peak vs final test accuracy, one point per run"),
+            "early Tr(F) peak (measurement subset)",
             "final test accuracy (%)",
-            &[
-                runs("early peak", Peak::Early),
-                runs("peak over the run", Peak::WholeRun),
-            ],
+            &columns.iter().map(|p| runs(p)).collect::<Vec<_>>(),
         )
         .log_x(),
     );
@@ -196,31 +232,32 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
         "\n![Tr(F)]({trace_file})\n\n![peak vs test]({peak_file})\n"
     );
     md.push_str("### Claims (verdicts computed from the runs above)\n\n");
-    claim_line(
+    evidence_line(
         md,
-        "With a small η, Tr(F) rises to a larger early peak than with a large η",
-        small_vs_large_eta(curves, Peak::Early).as_ref(),
+        "With a smaller η, Tr(F) rises to a larger early peak (plain SGD)",
+        "mean signed Spearman ρ(η, early peak) over seeds",
+        smaller_eta_larger_peak(curves).as_ref(),
         UNDECIDED,
     );
-    claim_line(
+    evidence_line(
         md,
-        "A larger early Tr(F) peak predicts worse final test accuracy",
-        peak_predicts_accuracy(curves, Peak::Early).as_ref(),
+        "A larger early Tr(F) peak predicts worse final test accuracy (plain SGD)",
+        "mean signed Spearman ρ(early peak, final test accuracy) over seeds",
+        peak_predicts_accuracy(curves).as_ref(),
         UNDECIDED,
     );
-    // The same two rules on the peak over the whole run: where the small-η explosion comes
-    // later than the dense window (a long fit at a small η), the early window misses it.
-    claim_line(
+    if curves.iter().any(|c| c.penalty != "none") {
+        evidence_line(
+            md,
+            "[ours] FP at the smallest η lowers the early peak of plain SGD at that η",
+            "mean early peak, plain − FP",
+            penalty_lowers_peak(curves).as_ref(),
+            "no plain and penalized runs at the smallest η; cannot decide.",
+        );
+    }
+    let _ = writeln!(
         md,
-        "Over the whole run, Tr(F) peaks higher with a small η than with a large η",
-        small_vs_large_eta(curves, Peak::WholeRun).as_ref(),
-        UNDECIDED,
-    );
-    claim_line(
-        md,
-        "A larger Tr(F) peak over the run predicts worse final test accuracy",
-        peak_predicts_accuracy(curves, Peak::WholeRun).as_ref(),
-        UNDECIDED,
+        "\nRule of the first two: {TREND_RULE}. A stratum here is one seed's plain-SGD runs. The [ours] line: an exact one-sided permutation test over seeds (*supports* when p ≤ 0.05, which needs 3 seeds a side), *does not support* when the 95% bootstrap interval of the difference is at or below 0. The peak over the whole run is shown in the table, not judged: it depends on how long a run trains and is not the paper's claim."
     );
 }
 
@@ -229,50 +266,81 @@ mod tests {
     use super::*;
     use crate::pages::testing::{experiment, ran, record, records_for, specs, stamp, summary};
 
-    fn curve(lr: f64, penalty: &str, peak: f64, run_peak: f64, test_acc: f64) -> RunCurve {
+    fn curve(lr: f64, seed: u64, penalty: &str, peak: f64, test_acc: f64) -> RunCurve {
         RunCurve {
-            label: format!("η={lr}"),
+            label: format!("η={lr}, seed {seed}"),
             lr,
+            seed,
             penalty: penalty.into(),
             curve: vec![],
             peak: Some((1.0, peak)),
-            run_peak: Some((3.0, run_peak)),
+            run_peak: Some((3.0, peak)),
             test_acc: Some(test_acc),
             train_acc: None,
+            converged: true,
         }
     }
 
-    #[test]
-    fn the_smallest_plain_eta_is_compared_with_the_largest_and_penalized_runs_are_left_out() {
-        let curves = [
-            curve(0.1, "none", 10.0, 12.0, 80.0),
-            curve(0.01, "none", 40.0, 13.0, 70.0),
-            // Smaller η still, but penalized: not a plain-SGD run.
-            curve(0.001, "fp", 1.0, 1.0, 75.0),
-        ];
-        let v = small_vs_large_eta(&curves, Peak::Early).unwrap();
-        assert!(v.supports && (v.statistic - 4.0).abs() < 1e-12, "{v:?}");
-        assert!(v
-            .explanation
-            .starts_with("early Tr(F) peak, small η / large η"));
-        // Over the whole run the peaks are 13 vs 12: not 1.5 times larger.
-        let v = small_vs_large_eta(&curves, Peak::WholeRun).unwrap();
-        assert!(!v.supports, "{v:?}");
-        assert!(v
-            .explanation
-            .starts_with("Tr(F) peak over the run, small η / large η"));
-        // One plain learning rate decides nothing.
-        assert!(small_vs_large_eta(&curves[..1], Peak::Early).is_none());
-        // Peaks against accuracy: every run counts (3 needed).
-        let v = peak_predicts_accuracy(&curves, Peak::Early).unwrap();
-        assert!(v
-            .explanation
-            .contains("ρ(early Tr(F) peak, final test accuracy) over 3 runs"));
-        assert!(peak_predicts_accuracy(&curves[..2], Peak::WholeRun).is_none());
+    /// 3 seeds × 4 plain η (peak 1/η, accuracy falling with the peak) and FP at the smallest η.
+    fn curves() -> Vec<RunCurve> {
+        let mut out = Vec::new();
+        for seed in 0..3 {
+            let jitter = 0.1 * seed as f64;
+            for lr in [0.001, 0.003, 0.01, 0.03] {
+                out.push(curve(
+                    lr,
+                    seed,
+                    "none",
+                    1.0 / lr + jitter,
+                    80.0 - 1.0 / lr / 100.0,
+                ));
+            }
+            out.push(curve(0.001, seed, "fp", 50.0 + jitter, 79.0));
+        }
+        out
     }
 
     #[test]
-    fn the_page_reads_every_finished_run_and_decides_all_four_claims() {
+    fn the_claims_are_trends_over_seeds_of_plain_runs_and_need_converged_runs() {
+        let c = curves();
+        let e = smaller_eta_larger_peak(&c).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
+        assert!((e.estimate - 1.0).abs() < 1e-12);
+        let e = peak_predicts_accuracy(&c).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
+        // FP's peaks (50) sit far below plain SGD's (1000) at η = 0.001 in all 3 seeds.
+        let e = penalty_lowers_peak(&c).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
+        assert_eq!(e.p_value, Some(0.05));
+        // Accuracy rising with the peak is refuted.
+        let mut up = c.clone();
+        for r in &mut up {
+            r.test_acc = Some(r.peak.unwrap().1);
+        }
+        let e = peak_predicts_accuracy(&up).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::DoesNotSupport, "{e:?}");
+        // A capped plain run: undecided; a capped FP run does not touch the plain claims.
+        let mut capped = c.clone();
+        capped[4].converged = false;
+        assert_eq!(
+            smaller_eta_larger_peak(&capped).unwrap().word,
+            crate::evidence::Word::Supports
+        );
+        assert_eq!(
+            penalty_lowers_peak(&capped).unwrap().word,
+            crate::evidence::Word::Undecided
+        );
+        capped[0].converged = false;
+        let e = smaller_eta_larger_peak(&capped).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::Undecided);
+        // Two seeds cannot decide.
+        let two: Vec<RunCurve> = c.iter().filter(|r| r.seed < 2).cloned().collect();
+        let e = peak_predicts_accuracy(&two).unwrap();
+        assert!(e.reason.contains("2 seeds"), "{e:?}");
+    }
+
+    #[test]
+    fn the_page_reads_every_finished_run_and_states_its_rules() {
         let exp = experiment(DEFINITION);
         let profile = exp.profile("smoke").unwrap().clone();
         // Tr(F) peaks at epoch 1 (inside the 2-epoch dense window) at 1/η, falls afterwards,
@@ -313,18 +381,19 @@ mod tests {
         let md = &page.markdown;
         assert!(md.starts_with("# "), "{md}");
         assert!(
-            md.contains("| small η (η=0.003) | 333.3 (1.00) | 333.3 (1.00) | 66.67 | 100.00 |"),
+            md.contains(
+                "| small η (η=0.003) | 333.3 (1.00) | 333.3 (1.00) | 66.67 | 100.00 | yes |"
+            ),
             "{md}"
         );
-        assert!(
-            md.contains("small η / large η = 333.3 / 10.00 = 33.333 (≥ 1.5) → **supports**."),
+        // The smoke profile has one seed: every verdict is undecided, and says why.
+        assert_eq!(
+            md.matches("→ **undecided** (1 seed: at least 3 are needed).")
+                .count(),
+            2,
             "{md}"
         );
-        assert!(
-            md.contains("Tr(F) peak over the run, small η / large η = 333.3 / 10.00"),
-            "{md}"
-        );
-        assert_eq!(md.matches("→ **supports**.").count(), 4, "{md}");
+        assert!(md.contains("Rule of the first two: per stratum"), "{md}");
         // A run without its records is an error naming it.
         let err = page_without_records(&exp, &profile);
         assert!(err.contains("no metrics read for run /runs/"), "{err}");

@@ -354,3 +354,37 @@ fn label_noise_experiments_expand_into_valid_runs() {
     assert_eq!(paper_rows.len(), 4, "two noise levels × two architectures");
     assert!(paper_rows.iter().all(|r| r.paper.len() == 5));
 }
+
+#[test]
+fn fisher_explosion_cpu_runs_five_plain_learning_rates_on_three_seeds_to_one_stopping_rule() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let exp = Experiment::load(&dir.join("fisher-explosion.toml")).unwrap();
+    let rows = exp.rows_in("cpu");
+    assert_eq!(rows.len(), 1);
+    let specs = exp.expand_row("cpu", rows[0], Path::new("/r")).unwrap();
+    let plain: Vec<_> = specs
+        .iter()
+        .filter(|s| s.config.penalty.kind.is_none())
+        .collect();
+    let mut cells: Vec<(u64, u64)> = plain
+        .iter()
+        .map(|s| (s.config.optim.lr.to_bits(), s.seed))
+        .collect();
+    cells.sort_unstable();
+    cells.dedup();
+    assert_eq!(cells.len(), 15, "5 learning rates × 3 seeds, each once");
+    let mut lrs: Vec<u64> = cells.iter().map(|c| c.0).collect();
+    lrs.dedup();
+    assert_eq!(lrs.len(), 5);
+    for s in &specs {
+        let c = &s.config;
+        assert_eq!(
+            (c.stop.train_acc, c.stop.max_epochs),
+            (Some(0.99), 200),
+            "one stopping rule"
+        );
+        assert!(c.tracking.curvature && c.tracking.k_examples >= 128);
+        assert!(c.tracking.dense_epochs >= 5 && c.tracking.dense_every <= 5);
+        c.validate().unwrap();
+    }
+}
