@@ -5,8 +5,6 @@
 
 use breakeven_runner::early_phase::TrajectoryPoint;
 
-use crate::claims::{median, sig4, spearman, Verdict};
-
 /// The index of the first point whose training accuracy reaches `level`.
 pub fn first_crossing(points: &[TrajectoryPoint], level: f64) -> Option<usize> {
     points.iter().position(|p| p.train_acc >= level)
@@ -91,67 +89,29 @@ pub fn match_runs(
         .collect()
 }
 
-/// Minimum median ratio λ_K^1(small η) / λ_K^1(large η) at matched accuracy that counts as
-/// "larger" (the same factor as the Fisher-explosion peak rule).
-pub const LAMBDA_RATIO_THRESHOLD: f64 = 1.5;
-
-/// Claim: at matched training accuracy the small-η run has the larger λ_K^1 (break-even
-/// conjecture, SCIENCE.md §5.1). Supported when the median ratio over the matched levels is at
-/// least [`LAMBDA_RATIO_THRESHOLD`]; needs 2 levels with both λ_K^1 measured.
-pub fn lambda_ratio_verdict(matched: &[MatchedPoint]) -> Option<Verdict> {
-    let ratios: Vec<f64> = matched.iter().filter_map(|m| m.lambda_ratio).collect();
-    if ratios.len() < 2 {
+/// The highest level `start + k·step` that every run in `runs` reaches (its training accuracy
+/// at some checkpoint is at or above it): the one level the verdicts read, so that each run is
+/// one observation. `None` when some run never reaches `start`.
+pub fn top_common_level(runs: &[&[TrajectoryPoint]], start: f64, step: f64) -> Option<f64> {
+    let reached = runs
+        .iter()
+        .map(|t| {
+            t.iter()
+                .map(|p| p.train_acc)
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .fold(f64::INFINITY, f64::min);
+    if runs.is_empty() || step.is_nan() || step <= 0.0 || reached + 1e-9 < start {
         return None;
     }
-    let med = median(&ratios)?;
-    let supports = med >= LAMBDA_RATIO_THRESHOLD;
-    let above = ratios.iter().filter(|&&r| r > 1.0).count();
-    Some(Verdict {
-        statistic: med,
-        supports,
-        explanation: format!(
-            "median over {} matched training-accuracy levels of λ_K^1(small η) / λ_K^1(large η) = {} ({} {LAMBDA_RATIO_THRESHOLD}); ratio > 1 at {above} of {} levels",
-            ratios.len(),
-            sig4(med),
-            if supports { "≥" } else { "<" },
-            ratios.len()
-        ),
-    })
+    // A hair of tolerance: 0.2 + 9 × 0.05 must count as 0.65.
+    let k = ((reached - start) / step + 1e-9).floor();
+    Some(start + step * k)
 }
 
-/// Claim: the two trajectories separate as training proceeds. Supported when the distance
-/// between their predictions at matched training accuracy rises with the accuracy level:
-/// Spearman ρ(level, distance) ≥ 0.5 over at least 3 levels, and the distance at the highest
-/// level is at least twice that at the lowest.
-pub fn separation_verdict(matched: &[MatchedPoint]) -> Option<Verdict> {
-    if matched.len() < 3 {
-        return None;
-    }
-    let levels: Vec<f64> = matched.iter().map(|m| m.level).collect();
-    let dist: Vec<f64> = matched.iter().map(|m| m.distance).collect();
-    let rho = spearman(&levels, &dist)?;
-    let (first, last) = (dist[0], dist[dist.len() - 1]);
-    let growth = if first > 0.0 {
-        last / first
-    } else {
-        f64::INFINITY
-    };
-    let supports = rho >= 0.5 && growth >= 2.0;
-    Some(Verdict {
-        statistic: rho,
-        supports,
-        explanation: format!(
-            "Spearman ρ(accuracy level, prediction distance) over {} levels = {rho:.3} ({} 0.5); distance at {:.0}% / at {:.0}% = {} / {} = {} ({} 2)",
-            matched.len(),
-            if rho >= 0.5 { "≥" } else { "<" },
-            100.0 * levels[levels.len() - 1],
-            100.0 * levels[0],
-            sig4(last),
-            sig4(first),
-            sig4(growth),
-            if growth >= 2.0 { "≥" } else { "<" }
-        ),
-    })
+/// The first checkpoint of `points` at or above `level`.
+pub fn at_level(points: &[TrajectoryPoint], level: f64) -> Option<&TrajectoryPoint> {
+    first_crossing(points, level).map(|i| &points[i])
 }
 
 #[cfg(test)]
@@ -186,48 +146,22 @@ mod tests {
     }
 
     #[test]
-    fn larger_lambda_for_the_small_rate_supports_the_claim_and_equal_does_not() {
-        // Small-η run: λ_K^1 = 4 at every level; large-η run: 1 → ratio 4 ≥ 1.5.
-        let small = vec![
-            pt(0.1, 1.0, [0.0; 2]),
-            pt(0.3, 4.0, [0.0; 2]),
-            pt(0.5, 4.0, [0.0; 2]),
-        ];
-        let large = vec![
-            pt(0.1, 1.0, [0.0; 2]),
-            pt(0.35, 1.0, [0.0; 2]),
-            pt(0.6, 1.0, [0.0; 2]),
-        ];
-        let m = match_runs(&small, &large, &matched_levels(&small, &large, 0.2, 0.1), 2);
-        assert_eq!(m.len(), 4, "levels 0.2, 0.3, 0.4, 0.5");
-        let v = lambda_ratio_verdict(&m).unwrap();
-        assert!(v.supports && (v.statistic - 4.0).abs() < 1e-12, "{v:?}");
-        let m = match_runs(&large, &large, &[0.2, 0.3], 2);
-        assert!(!lambda_ratio_verdict(&m).unwrap().supports);
-        assert!(
-            lambda_ratio_verdict(&m[..1]).is_none(),
-            "one level decides nothing"
-        );
-    }
-
-    #[test]
-    fn separation_needs_a_growing_distance() {
-        // Predictions move apart linearly with accuracy in one run and stay put in the other.
-        let apart: Vec<_> = (1..=6)
-            .map(|k| pt(0.1 * k as f64, 1.0, [0.1 * k as f64, 0.0]))
-            .collect();
-        let still: Vec<_> = (1..=6)
-            .map(|k| pt(0.1 * k as f64, 1.0, [0.0, 0.0]))
-            .collect();
-        let levels = matched_levels(&apart, &still, 0.2, 0.1);
-        let m = match_runs(&apart, &still, &levels, 2);
-        let v = separation_verdict(&m).unwrap();
-        assert!(v.supports && (v.statistic - 1.0).abs() < 1e-12, "{v:?}");
-        // Two identical runs never separate (distance 0 throughout: no correlation).
-        let m = match_runs(&apart, &apart, &levels, 2);
-        assert!(separation_verdict(&m).is_none_or(|v| !v.supports));
-        assert!(separation_verdict(&m[..2]).is_none());
+    fn the_verdict_level_is_the_highest_every_run_reaches() {
+        let up = |top: f64| -> Vec<TrajectoryPoint> {
+            (0..=10)
+                .map(|k| pt(0.1 + (top - 0.1) * k as f64 / 10.0, 1.0, [0.0; 2]))
+                .collect()
+        };
+        let (a, b) = (up(0.7), up(0.57));
+        let level = top_common_level(&[&a, &b], 0.2, 0.05).unwrap();
+        assert!((level - 0.55).abs() < 1e-12, "{level}");
+        let level = top_common_level(&[&a, &up(0.65)], 0.2, 0.05).unwrap();
+        assert!((level - 0.65).abs() < 1e-12, "{level}");
+        assert_eq!(top_common_level(&[&a, &up(0.15)], 0.2, 0.05), None);
+        assert_eq!(at_level(&a, 0.4).map(|p| p.train_acc), Some(a[5].train_acc));
         // Distance of one example with classes (1, 0) vs (0, 1): √2.
         assert!((prediction_distance(&[1.0, 0.0], &[0.0, 1.0], 2) - 2f64.sqrt()).abs() < 1e-15);
+        let m = match_runs(&a, &b, &[0.3, 0.9], 2);
+        assert_eq!(m.len(), 1, "0.9 is not reached");
     }
 }

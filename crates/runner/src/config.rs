@@ -91,6 +91,11 @@ pub struct DataConfig {
     /// within train, 10 train images equal to test images); every run logs what this would drop.
     #[serde(default)]
     pub dedup: bool,
+    /// Seed of the mini-batch order (and of augmentation and Mixup draws) alone; absent: the
+    /// run's `seed`. The same seed with another `order_seed` starts from the same weights on the
+    /// same examples and differs only in SGD's noise: the early-phase page's control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
 }
 
 /// SGD with `torch.optim.SGD` semantics.

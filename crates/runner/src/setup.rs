@@ -378,7 +378,7 @@ pub fn prepare(config: &RunConfig, data: TrainTest, device: Device) -> Result<Pr
         augment: (config.data.augment == Augmentation::FlipCrop).then_some(Augment::CIFAR),
         normalization: norm,
         mixup,
-        seed: config.seed,
+        seed: config.data.order_seed.unwrap_or(config.seed),
     };
     let mut loader = Loader::new(train.clone(), train_idx, loader_cfg)
         .map_err(|e| invalid("data.batch_size", e))?;

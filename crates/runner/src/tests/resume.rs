@@ -277,3 +277,31 @@ fn finished_run_with_another_config_is_refused_naming_the_keys() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn order_seed_changes_only_the_batch_order() {
+    let dir = temp_dir("order-seed");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    let run = |name: &str, config: &crate::config::RunConfig| {
+        let r = RunDir::new(dir.join(name));
+        train(&config.validate().unwrap(), &r, &TrainOptions::default()).unwrap();
+        r
+    };
+    let plain = run("plain", &config);
+    // `order_seed` = the run's seed is the run itself, bit for bit.
+    config.data.order_seed = Some(config.seed);
+    let same = run("same", &config);
+    assert_eq!(final_bits(&plain), final_bits(&same));
+    // Another order: the same start (initial weights and loss on the same examples), another end.
+    config.data.order_seed = Some(config.seed + 1);
+    let other = run("other", &config);
+    let first = |r: &RunDir| {
+        let m = read_metrics(&r.metrics_path()).unwrap();
+        (m[0].step, m[0].measure_loss)
+    };
+    assert_eq!(first(&plain).0, 0);
+    assert_eq!(first(&plain), first(&other));
+    assert_ne!(final_bits(&plain), final_bits(&other));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
