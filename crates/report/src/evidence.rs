@@ -640,7 +640,7 @@ mod tests {
             seed: 0,
             points: vec![(1.0, 2.0), (1.0, 3.0)],
         };
-        assert!(trend(&[flat.clone()], true, true, 0).is_none());
+        assert!(trend(std::slice::from_ref(&flat), true, true, 0).is_none());
         let mut nan = s[0].clone();
         nan.points[0].1 = f64::NAN;
         assert!(trend(&[nan], true, true, 0).is_none());
