@@ -235,14 +235,14 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
     evidence_line(
         md,
         "With a smaller η, Tr(F) rises to a larger early peak (plain SGD)",
-        "mean signed Spearman ρ(η, early peak) over seeds",
+        "mean over seeds of −ρ(η, early peak) (Spearman)",
         smaller_eta_larger_peak(curves).as_ref(),
         UNDECIDED,
     );
     evidence_line(
         md,
         "A larger early Tr(F) peak predicts worse final test accuracy (plain SGD)",
-        "mean signed Spearman ρ(early peak, final test accuracy) over seeds",
+        "mean over seeds of −ρ(early peak, final test accuracy) (Spearman)",
         peak_predicts_accuracy(curves).as_ref(),
         UNDECIDED,
     );
