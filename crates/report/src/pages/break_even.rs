@@ -97,7 +97,7 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
         } else {
             format!(
                 " Not converged (every verdict is undecided until they are): {}.",
-                unconverged.join(", ")
+                unconverged.join("; ")
             )
         }
     );

@@ -249,7 +249,7 @@ fn row(out: &mut Page, key: &str, setting: &str, runs: &[Run]) -> Result<(), Run
     let _ = writeln!(
         page,
         "\nThe plots show seed {first}'s runs ({}; one marker each, in that order: circles, triangles, squares). PCA: PC1 explains {:.1}% and PC2 {:.1}% of the variance of their {} checkpoints' predictions ({} test images × {classes} classes each); the shared initialization is the common starting point.\n",
-        names.join(", "),
+        names.join("; "),
         100.0 * pca.explained[0],
         100.0 * pca.explained[1],
         rows.len(),
