@@ -17,6 +17,11 @@ use crate::table::hardware_description;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LcaStats {
     pub steps: usize,
+    /// Steps whose integration error is within `lca.tol` (all steps without one): the only ones
+    /// the fractions and the per-tensor table read.
+    pub within_tol: usize,
+    /// Mean Simpson panels per allocated step (1: Simpson alone).
+    pub mean_panels: f64,
     pub num_params: usize,
     /// Quartiles of the per-step fraction hurt among non-zero allocations.
     pub hurt_q25: f64,
@@ -56,15 +61,28 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     s / n.max(1) as f64
 }
 
-/// Statistics of a run; `None` without records. `batch_size` is the training mini-batch.
+/// Whether a record's integral is trusted: within `lca.tol`, or logged without one.
+pub fn reliable(r: &LcaRecord) -> bool {
+    r.within_tol != Some(false)
+}
+
+/// Statistics of a run; `None` without records. `batch_size` is the training mini-batch. The
+/// fractions and errors read the [`reliable`] steps only; the cost reads every step.
 pub fn lca_stats(records: &[LcaRecord], batch_size: usize) -> Option<LcaStats> {
-    let first = records.first()?;
-    let hurt = sorted(records.iter().map(|r| r.hurt_among_nonzero));
-    let rel = sorted(records.iter().map(|r| r.relative_error.abs()));
-    let abs = sorted(records.iter().map(|r| r.integration_error.abs()));
-    let zero = sorted(records.iter().map(|r| r.fraction_zero));
+    let all = records;
+    let first = all.first()?;
+    let kept: Vec<&LcaRecord> = all.iter().filter(|r| reliable(r)).collect();
+    let hurt = sorted(kept.iter().map(|r| r.hurt_among_nonzero));
+    let rel = sorted(kept.iter().map(|r| r.relative_error.abs()));
+    let abs = sorted(kept.iter().map(|r| r.integration_error.abs()));
+    let zero = sorted(kept.iter().map(|r| r.fraction_zero));
+    if hurt.is_empty() {
+        return None;
+    }
     Some(LcaStats {
-        steps: records.len(),
+        steps: all.len(),
+        within_tol: kept.len(),
+        mean_panels: mean(all.iter().map(|r| r.panels as f64)),
         num_params: first.num_params,
         hurt_q25: quantile(&hurt, 0.25),
         hurt_median: quantile(&hurt, 0.5),
@@ -73,8 +91,8 @@ pub fn lca_stats(records: &[LcaRecord], batch_size: usize) -> Option<LcaStats> {
         rel_error_median: rel.get(rel.len() / 2).copied().unwrap_or(f64::NAN),
         rel_error_max: rel.last().copied().unwrap_or(f64::NAN),
         abs_error_median: quantile(&abs, 0.5),
-        sum_true_delta: records.iter().map(|r| r.true_delta).sum(),
-        sum_allocated: records.iter().map(|r| r.allocated).sum(),
+        sum_true_delta: kept.iter().map(|r| r.true_delta).sum(),
+        sum_allocated: kept.iter().map(|r| r.allocated).sum(),
         gradients_per_step: mean(records.iter().map(|r| r.gradient_evaluations as f64)),
         cost_in_train_steps: mean(records.iter().map(|r| {
             (r.gradient_evaluations * r.measure_examples) as f64 / batch_size.max(1) as f64
@@ -100,6 +118,8 @@ pub struct LcaPage {
     pub hardware: String,
     /// Plot file names relative to the page, with a caption.
     pub plots: Vec<(String, String)>,
+    /// The profile's `lca.tol` and `lca.max_panels`, when it sets a tolerance.
+    pub tolerance: Option<(f64, usize)>,
 }
 
 /// One run on the page: its label (`large`/`small`), config and records.
@@ -120,24 +140,35 @@ pub fn render_lca_markdown(exp: &LcaExperiment, runs: &[LcaRun<'_>], page: &LcaP
         .map(|(l, c, r)| (*l, *c, lca_stats(r, c.data.batch_size)))
         .collect();
     out.push_str("## Do about half of the parameters hurt?\n\n");
-    out.push_str("| lr | model | data | logged steps | params | hurt among non-zero: q25 / median / q75 | median zero | about half (median in [0.4, 0.6])? |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| lr | model | data | measurement images | allocated steps (within tolerance) | params | hurt among non-zero: q25 / median / q75 | median \\|rel. integration error\\| of those steps | median zero | about half (median in [0.4, 0.6])? |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (label, c, s) in &stats {
         let Some(s) = s else { continue };
         let _ = writeln!(
             out,
-            "| {label} ({}) | {} | {} | {} | {} | {:.3} / {:.3} / {:.3} | {:.4} | {} |",
+            "| {label} ({}) | {} | {} | {} | {} ({}) | {} | {:.3} / {:.3} / {:.3} | {:.2e} | {:.4} | {} |",
             c.optim.lr,
             model_name(c),
             data_name(c),
+            c.tracking.measure_subset,
             s.steps,
+            s.within_tol,
             s.num_params,
             s.hurt_q25,
             s.hurt_median,
             s.hurt_q75,
+            s.rel_error_median,
             s.zero_median,
             if about_half_hurt(s) { "yes" } else { "no" }
         );
     }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        match page.tolerance {
+            Some((tol, panels)) => format!("Each step's path integral is refined (composite Simpson on 2, 4, … up to {panels} panels) until |Σ A_i − ΔL| ≤ {tol}·|ΔL| (or ≤ {:e} in loss units); steps still outside are left out of the fractions above and of the per-tensor table below.", breakeven_runner::lca::ABS_FLOOR),
+            None => "Simpson's rule alone, unchecked (no `lca.tol` in this profile): every step is counted whatever its integration error.".to_string(),
+        }
+    );
     if let [(la, ca, Some(a)), (lb, cb, Some(b))] = stats.as_slice() {
         let _ = writeln!(
             out,
@@ -156,18 +187,19 @@ pub fn render_lca_markdown(exp: &LcaExperiment, runs: &[LcaRun<'_>], page: &LcaP
         );
     }
     out.push_str("## Integration error and cost\n\n");
-    out.push_str("| lr | median \\|rel. error\\| | max \\|rel. error\\| | median \\|abs. error\\| | Σ true ΔL | Σ allocated | gradient passes / logged step | cost in training steps | LCA s / logged step | SGD step s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| lr | median \\|rel. error\\| | max \\|rel. error\\| | median \\|abs. error\\| | Σ true ΔL | Σ allocated | mean Simpson panels | gradient passes / logged step | cost in training steps | LCA s / logged step | SGD step s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (label, c, s) in &stats {
         let Some(s) = s else { continue };
         let _ = writeln!(
             out,
-            "| {label} ({}) | {:.2e} | {:.2e} | {:.2e} | {:.4} | {:.4} | {:.2} | {:.1} | {:.2} | {:.3} |",
-            c.optim.lr, s.rel_error_median, s.rel_error_max, s.abs_error_median, s.sum_true_delta, s.sum_allocated, s.gradients_per_step, s.cost_in_train_steps, s.lca_wall_s, s.step_wall_s
+            "| {label} ({}) | {:.2e} | {:.2e} | {:.2e} | {:.4} | {:.4} | {:.2} | {:.2} | {:.1} | {:.2} | {:.3} |",
+            c.optim.lr, s.rel_error_median, s.rel_error_max, s.abs_error_median, s.sum_true_delta, s.sum_allocated, s.mean_panels, s.gradients_per_step, s.cost_in_train_steps, s.lca_wall_s, s.step_wall_s
         );
     }
+    out.push_str("\nErrors and the two sums read the steps within tolerance only (all steps without a tolerance); cost reads every step, refinements included.\n");
     out.push_str("\nOne gradient pass = forward + backward over the whole measurement subset; consecutive allocated steps reuse the shared endpoint gradient (2 passes instead of Simpson's 3). \"Cost in training steps\" = passes × subset size / mini-batch size.\n\n");
     out.push_str(
-        "## Allocation per parameter tensor (Σ over logged steps; negative = lowered the loss)\n\n",
+        "## Allocation per parameter tensor (Σ over the logged steps within tolerance; negative = lowered the loss)\n\n",
     );
     if let Some((_, _, first)) = runs.first() {
         let names: Vec<&str> = first
@@ -186,6 +218,7 @@ pub fn render_lca_markdown(exp: &LcaExperiment, runs: &[LcaRun<'_>], page: &LcaP
             for (_, _, recs) in runs {
                 let total: f64 = recs
                     .iter()
+                    .filter(|r| reliable(r))
                     .filter_map(|r| r.layers.get(i))
                     .map(|l| l.total)
                     .sum();
@@ -199,7 +232,8 @@ pub fn render_lca_markdown(exp: &LcaExperiment, runs: &[LcaRun<'_>], page: &LcaP
         let _ = writeln!(out, "![{caption}]({file})\n");
     }
     out.push_str("## Caveats\n\n");
-    out.push_str("- LCA uses Simpson's rule (the paper's RK4 for an integrand of the path parameter alone). On ReLU / max-pool nets the gradient jumps where the path crosses a kink, so the error falls only like O(h), not h⁴: the integration error above is measured, not assumed small.\n");
+    out.push_str("- LCA uses Simpson's rule (the paper's RK4 for an integrand of the path parameter alone), refined on more panels where a tolerance is set. On ReLU / max-pool nets the gradient jumps where the path crosses a kink, so the error falls only like O(h), not h⁴: the integration error above is measured, not assumed small.\n");
+    out.push_str("- One seed per learning rate: the fractions are descriptive, with no interval over seeds.\n");
     out.push_str("- ΔL is the change of the mean loss on a fixed seeded measurement subset of the training set, not on the mini-batch of the step nor the full training set.\n");
     out.push_str("- \"Hurt among non-zero\" excludes parameters whose allocation is exactly 0 (did not move or had zero gradient along the whole path, e.g. dead ReLU units).\n");
     out
@@ -264,10 +298,10 @@ pub fn page(
         ),
         (
             format!("{stem}-error.svg"),
-            "Simpson's relative integration error |Σ A_i − ΔL| / |ΔL|".to_string(),
+            "Relative integration error |Σ A_i − ΔL| / |ΔL| of each allocated step".to_string(),
             // The error spans decades between runs and steps.
             line_chart(
-                "LCA: relative integration error (Simpson)",
+                "LCA: relative integration error (Simpson, refined where a tolerance is set)",
                 "step",
                 "|allocated − ΔL| / |ΔL|",
                 &series(&|r| r.relative_error.abs().min(1e3)),
@@ -304,6 +338,7 @@ pub fn page(
             .iter()
             .map(|(file, caption, _)| (file.clone(), caption.clone()))
             .collect(),
+        tolerance: profile.lca.tol.map(|t| (t, profile.lca.max_panels)),
     };
     let page_runs: Vec<LcaRun<'_>> = runs
         .iter()
@@ -363,6 +398,8 @@ mod tests {
             allocated,
             integration_error: allocated - true_delta,
             relative_error: ((allocated - true_delta) / true_delta).abs(),
+            panels: 1,
+            within_tol: None,
             num_params: 10,
             fraction_helped: 1.0 - hurt,
             fraction_hurt: hurt,
@@ -405,9 +442,25 @@ mod tests {
         // 3 passes of 48 examples per step, against batches of 32.
         assert!((s.gradients_per_step - 3.0).abs() < 1e-12);
         assert!((s.cost_in_train_steps - 3.0 * 48.0 / 32.0).abs() < 1e-12);
+        // A step outside the tolerance is left out of the fractions, errors and sums, not the
+        // cost: without step 5 (error 0.4), the maximum relative error is 0.3.
+        records[4].within_tol = Some(false);
+        records[4].panels = 8;
+        let t = lca_stats(&records, 32).unwrap();
+        assert_eq!((t.steps, t.within_tol), (5, 4));
+        assert!((t.rel_error_max - 0.3).abs() < 1e-12, "{t:?}");
+        assert!((t.sum_true_delta + 0.4).abs() < 1e-12);
+        assert!((t.mean_panels - 12.0 / 5.0).abs() < 1e-12);
+        assert!((t.gradients_per_step - 3.0).abs() < 1e-12);
+        records[4].within_tol = None;
         records[2].hurt_among_nonzero = 0.95;
         assert!(!about_half_hurt(&lca_stats(&records, 32).unwrap()));
         assert!(lca_stats(&[], 32).is_none());
+        // No step within tolerance: no statistics to report.
+        for r in &mut records {
+            r.within_tol = Some(false);
+        }
+        assert!(lca_stats(&records, 32).is_none());
     }
 
     #[test]

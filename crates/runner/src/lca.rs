@@ -14,7 +14,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use breakeven_curvature::{BatchedLoss, LcaConfig, LcaResult, LcaRule, LcaTrajectory, Reduction};
+use breakeven_curvature::{
+    loss_change_allocation_batched, BatchedLoss, LcaConfig, LcaResult, LcaRule, LcaTrajectory,
+    Reduction,
+};
 use breakeven_models::{cross_entropy, Mode, Model};
 use candle_core::{Tensor, Var};
 use rand::SeedableRng;
@@ -28,8 +31,9 @@ use crate::objective::step_objective;
 use crate::rundir::RunDir;
 use crate::setup::{load_data, prepare, STEP_SEED_OFFSET};
 
-/// Which steps get an allocation: every step up to `dense_steps`, then every `every`-th.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which steps get an allocation: every step up to `dense_steps`, then every `every`-th; and
+/// how accurately.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LcaSchedule {
     /// Allocate every one of the first K steps (consecutive steps share their endpoint
@@ -37,6 +41,29 @@ pub struct LcaSchedule {
     pub dense_steps: u64,
     /// Afterwards allocate steps whose 1-based index is a multiple of this (≥ 1).
     pub every: u64,
+    /// The path integral's tolerance: a step whose |Σ A_i − ΔL| exceeds `tol`·|ΔL| (and
+    /// [`ABS_FLOOR`]) is integrated again with composite Simpson on 2, 4, … panels, up to
+    /// `max_panels`; a step still outside is recorded as not within tolerance. Absent: Simpson
+    /// alone (the paper's rule), unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tol: Option<f64>,
+    /// The most Simpson panels a refined step may use (1: no refinement).
+    #[serde(default = "one_panel")]
+    pub max_panels: usize,
+}
+
+fn one_panel() -> usize {
+    1
+}
+
+/// Integration errors at or below this many loss units count as within tolerance whatever ΔL
+/// is (a step that barely changes the loss has no meaningful relative error; f32 losses
+/// averaged over a few thousand images carry rounding of about this size).
+pub const ABS_FLOOR: f64 = 1e-6;
+
+/// Whether an allocation's integration error is within `tol`.
+fn within(r: &LcaResult, tol: f64) -> bool {
+    r.integration_error.abs() <= (tol * r.true_delta.abs()).max(ABS_FLOOR)
 }
 
 impl LcaSchedule {
@@ -76,6 +103,13 @@ pub struct LcaRecord {
     pub integration_error: f64,
     /// |integration_error| / |true_delta|.
     pub relative_error: f64,
+    /// Simpson panels of the rule that gave this allocation (1: the paper's Simpson).
+    #[serde(default = "one_panel")]
+    pub panels: usize,
+    /// With `lca.tol`: whether the integration error is within it (steps that are not are
+    /// left out of the per-tensor table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_tol: Option<bool>,
     pub num_params: usize,
     pub fraction_helped: f64,
     pub fraction_hurt: f64,
@@ -110,6 +144,8 @@ impl LcaRecord {
             allocated: r.allocated,
             integration_error: r.integration_error,
             relative_error: r.relative_error,
+            panels: 1,
+            within_tol: None,
             num_params: r.num_params(),
             fraction_helped: r.fraction_helped(),
             fraction_hurt: r.fraction_hurt(),
@@ -182,6 +218,18 @@ pub fn run_lca(
             message: "must be at least 1".into(),
         });
     }
+    if schedule.max_panels == 0 {
+        return Err(RunError::Invalid {
+            key: "lca.max_panels".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    if let Some(tol) = schedule.tol.filter(|t| !(*t > 0.0)) {
+        return Err(RunError::Invalid {
+            key: "lca.tol".into(),
+            message: format!("must be positive, got {tol}"),
+        });
+    }
     let done = dir.join("lca.done");
     let run_dir = RunDir::new(dir);
     if done.exists() && run_dir.load_config().is_ok_and(|c| c == *config) {
@@ -196,10 +244,10 @@ pub fn run_lca(
     let mut p = prepare(config, data, open_device(config.device)?)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ STEP_SEED_OFFSET);
     let vars: Vec<Var> = p.model.params().iter().map(|q| q.var.clone()).collect();
-    let names = p.model.params().iter().map(|q| q.name.clone()).collect();
+    let names: Vec<String> = p.model.params().iter().map(|q| q.name.clone()).collect();
     let mut trajectory = LcaTrajectory::new(LcaConfig {
         rule: LcaRule::Simpson,
-        names,
+        names: names.clone(),
     });
     let max_steps = config
         .stop
@@ -248,10 +296,29 @@ pub fn run_lca(
             ))
         });
         let t1 = Instant::now();
-        let result = trajectory
+        let lca_error = |e| RunError::Other(format!("LCA of step {}: {e}", step + 1));
+        let mut result = trajectory
             .step(&vars, &theta0, &theta1, &mut loss)
-            .map_err(|e| RunError::Other(format!("LCA of step {}: {e}", step + 1)))?;
+            .map_err(lca_error)?;
+        // Refine a step whose integral misses ΔL: composite Simpson on 2, 4, … panels.
+        let (mut panels, mut spent) = (1, result.cost.gradient_evaluations);
+        if let Some(tol) = schedule.tol {
+            while !within(&result, tol) && panels < schedule.max_panels {
+                panels = (2 * panels).min(schedule.max_panels);
+                let config = LcaConfig {
+                    rule: LcaRule::CompositeSimpson { panels },
+                    names: names.clone(),
+                };
+                result =
+                    loss_change_allocation_batched(&vars, &theta0, &theta1, &mut loss, &config)
+                        .map_err(lca_error)?;
+                spent += result.cost.gradient_evaluations;
+            }
+        }
         let mut record = LcaRecord::new(step + 1, lr, obj.loss, &result, set.len);
+        record.panels = panels;
+        record.gradient_evaluations = spent;
+        record.within_tol = schedule.tol.map(|tol| within(&result, tol));
         record.lca_wall_s = t1.elapsed().as_secs_f64();
         record.step_wall_s = step_wall_s;
         let line = serde_json::to_string(&record).map_err(|e| RunError::Other(e.to_string()))?;

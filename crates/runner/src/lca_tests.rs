@@ -35,7 +35,69 @@ measure_subset = 48
 const SCHEDULE: LcaSchedule = LcaSchedule {
     dense_steps: 3,
     every: 2,
+    tol: None,
+    max_panels: 1,
 };
+
+#[test]
+fn steps_outside_the_tolerance_are_refined_and_flagged() {
+    // A ReLU net at a large step: the integrand has kinks, Simpson misses ΔL by more than
+    // 1e-6 relative, and composite Simpson on more panels closes in on it.
+    let mut config = tiny("fc_relu", "f64");
+    config.optim.lr = 0.5;
+    let plain = run_lca(&config, &SCHEDULE, &temp_dir("lca-plain"), None).unwrap();
+    let refined_schedule = LcaSchedule {
+        tol: Some(1e-6),
+        max_panels: 16,
+        ..SCHEDULE
+    };
+    let dir = temp_dir("lca-refined");
+    let refined = run_lca(&config, &refined_schedule, &dir, None).unwrap();
+    assert_eq!(plain.len(), refined.len());
+    let mut more_panels = 0;
+    for (a, b) in plain.iter().zip(&refined) {
+        // Refinement changes the integral, never the trajectory.
+        assert_eq!(a.true_delta.to_bits(), b.true_delta.to_bits());
+        assert_eq!(a.panels, 1);
+        assert_eq!(a.within_tol, None);
+        let within = b.integration_error.abs() <= (1e-6 * b.true_delta.abs()).max(ABS_FLOOR);
+        assert_eq!(b.within_tol, Some(within), "step {}", b.step);
+        if b.panels > 1 {
+            more_panels += 1;
+            assert!(b.panels.is_power_of_two() && b.panels <= 16);
+            // Spent more gradients than Simpson, and missed by no more than it did (or met it).
+            assert!(b.gradient_evaluations > a.gradient_evaluations);
+            assert!(
+                within || b.relative_error <= a.relative_error * 1.5,
+                "step {}",
+                b.step
+            );
+        } else {
+            assert!(
+                within,
+                "step {}: Simpson within tolerance needs no refinement",
+                b.step
+            );
+        }
+    }
+    assert!(
+        more_panels > 0,
+        "no step needed refinement: the test proves nothing"
+    );
+    // A tolerance must be positive and the panels at least 1.
+    let bad = LcaSchedule {
+        tol: Some(0.0),
+        ..refined_schedule
+    };
+    let err = run_lca(&config, &bad, &dir, None).unwrap_err().to_string();
+    assert!(err.contains("lca.tol"), "{err}");
+    let bad = LcaSchedule {
+        max_panels: 0,
+        ..refined_schedule
+    };
+    let err = run_lca(&config, &bad, &dir, None).unwrap_err().to_string();
+    assert!(err.contains("lca.max_panels"), "{err}");
+}
 
 #[test]
 fn totals_match_true_delta_within_logged_error() {
