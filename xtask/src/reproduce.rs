@@ -118,18 +118,29 @@ fn edge_of_stability_page(args: &ReproduceArgs) -> Result<Page> {
     let profile = def.profile(&args.profile)?;
     let runs_dir = args.runs_dir(edge_of_stability::DEFINITION);
     let data_dir = data_dir_for(args, &profile.data_name())?;
-    let mut runs = Vec::new();
-    for loss in &profile.losses {
-        let mut per_lr = Vec::new();
-        for &lr in &profile.lrs {
-            let spec = profile.spec(loss, lr, args.device.as_deref())?;
-            let dir = runs_dir.join(format!("{loss}-lr{lr}"));
-            let run = run_or_reuse(&spec, &dir, data_dir.as_deref(), !args.report_only)?;
-            per_lr.push((lr, run));
+    let mut sections = Vec::new();
+    for network in profile.networks()? {
+        for loss in &profile.losses {
+            let mut runs = Vec::new();
+            for &lr in &network.lrs {
+                let spec = profile.spec(&network, loss, lr, args.device.as_deref())?;
+                let dir = runs_dir.join(network.run_name(loss, lr));
+                let run = run_or_reuse(&spec, &dir, data_dir.as_deref(), !args.report_only)?;
+                runs.push((lr, run));
+            }
+            sections.push(edge_of_stability::Section {
+                network: network.name.clone(),
+                loss: loss.clone(),
+                runs,
+            });
         }
-        runs.push((loss.clone(), per_lr));
     }
-    Ok(edge_of_stability::page(&args.stamp(), &def, profile, &runs))
+    Ok(edge_of_stability::page(
+        &args.stamp(),
+        &def,
+        profile,
+        &sections,
+    ))
 }
 
 /// A large and a small learning rate through the runner's LCA run (with `--report-only`, the

@@ -106,6 +106,21 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     })
 }
 
+/// The 25% and 75% quantiles (linear interpolation) of the finite values; `None` when empty.
+pub fn quartiles(xs: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let pos = q * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (pos - lo as f64) * (v[hi] - v[lo])
+    };
+    Some((at(0.25), at(0.75)))
+}
+
 /// Band of `median(λ_H^1 · η / 2)` over the second half of a run that counts as "at 2/η".
 pub const EOS_BAND: (f64, f64) = (0.8, 1.3);
 
@@ -128,6 +143,7 @@ pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdi
         .map(|p| p.1 * lr / 2.0)
         .collect();
     let m = median(&late)?;
+    let (q25, q75) = quartiles(&late)?;
     let start = first.1 * lr / 2.0;
     let peak = lambda
         .iter()
@@ -139,12 +155,13 @@ pub fn edge_of_stability_verdict(lambda: &[(u64, f64)], lr: f64) -> Option<Verdi
         statistic: m,
         supports: hovering && sharpening != Some(false),
         explanation: format!(
-            "λ_H^1·η/2: first {start:.3}, max {peak:.3} (sharpening {}), median over steps ≥ {half} = {m:.3} ({} [{}, {}])",
+            "λ_H^1·η/2: first {start:.3}, max {peak:.3} (sharpening {}), median over steps ≥ {half} = {m:.3}, interquartile range [{q25:.3}, {q75:.3}] over {} measurements ({} [{}, {}])",
             match sharpening {
                 Some(true) => "yes",
                 Some(false) => "no",
                 None => "n/a: starts above the band",
             },
+            late.len(),
             if hovering { "in" } else { "outside" },
             EOS_BAND.0,
             EOS_BAND.1
@@ -189,8 +206,14 @@ mod tests {
             (50, 19.5),
         ];
         let v = edge_of_stability_verdict(&rising_then_flat, lr).unwrap();
-        // Steps ≥ 25: 21, 20.5, 19.5 → median 20.5 · 0.05 = 1.025.
+        // Steps ≥ 25: 21, 20.5, 19.5 → median 20.5 · 0.05 = 1.025; quartiles 20 and 20.75.
         assert!((v.statistic - 1.025).abs() < 1e-12);
+        assert!(
+            v.explanation
+                .contains("interquartile range [1.000, 1.038] over 3 measurements"),
+            "{}",
+            v.explanation
+        );
         assert!(v.supports, "{}", v.explanation);
         let never_sharp: Vec<(u64, f64)> = vec![(0, 2.0), (10, 3.0), (20, 3.0), (30, 3.0)];
         assert!(

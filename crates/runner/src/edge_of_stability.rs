@@ -1,6 +1,7 @@
 //! The edge-of-stability experiment as data (`experiments/edge-of-stability.toml`, Cohen et
 //! al. 2021, SCIENCE.md §5.5): per profile, one full-batch GD run (`full_batch`) for each loss
-//! × η, each stored as `<runs>/<loss>-lr<η>/run.json` and reused while its spec is unchanged.
+//! × η (× network, where the profile lists several), each stored as
+//! `<runs>/[<network>-]<loss>-lr<η>/run.json` and reused while its spec is unchanged.
 //! Its page is `breakeven_report::pages::edge_of_stability`.
 
 use std::collections::BTreeMap;
@@ -34,6 +35,31 @@ pub struct Profile {
     /// Overrides of `base` per loss (e.g. a stopping rule only for cross-entropy).
     #[serde(default)]
     pub per_loss: BTreeMap<String, toml::Table>,
+    /// The networks, in page order: each a `name` and overrides of `base` (its `model`, and e.g.
+    /// `steps`), and optionally its own `lrs`. Absent: the one network of `base`, whose runs are
+    /// named `<loss>-lr<η>` (the layout of runs made before networks existed).
+    #[serde(default)]
+    pub networks: Vec<toml::Table>,
+}
+
+/// One network of a profile: its name ("" for a profile without `networks`), its overrides of
+/// the base spec and its learning rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub overrides: toml::Table,
+    pub lrs: Vec<f64>,
+}
+
+impl Network {
+    /// The run directory name of `loss` at `lr`.
+    pub fn run_name(&self, loss: &str, lr: f64) -> String {
+        if self.name.is_empty() {
+            format!("{loss}-lr{lr}")
+        } else {
+            format!("{}-{loss}-lr{lr}", self.name)
+        }
+    }
 }
 
 /// A run's spec and points, stored as `<runs>/<loss>-lr<η>/run.json`.
@@ -66,14 +92,59 @@ impl Profile {
             .to_string()
     }
 
-    /// The spec of the run with `loss` and `lr` (`device` in place of the profile's).
+    /// The profile's networks with their learning rates (one unnamed network without
+    /// `networks`); an entry without a `name`, or with `lrs` that are not numbers, is an error.
+    pub fn networks(&self) -> Result<Vec<Network>, RunError> {
+        if self.networks.is_empty() {
+            return Ok(vec![Network {
+                name: String::new(),
+                overrides: toml::Table::new(),
+                lrs: self.lrs.clone(),
+            }]);
+        }
+        self.networks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let bad = |message: String| RunError::Config {
+                    origin: format!("edge-of-stability networks[{i}]"),
+                    message,
+                };
+                let mut overrides = t.clone();
+                let name = match overrides.remove("name") {
+                    Some(toml::Value::String(n)) if !n.is_empty() => n,
+                    _ => return Err(bad("needs a `name` (a non-empty string)".into())),
+                };
+                let lrs = match overrides.remove("lrs") {
+                    None => self.lrs.clone(),
+                    Some(v) => v
+                        .try_into::<Vec<f64>>()
+                        .map_err(|e| bad(format!("`lrs` of {name}: {e}")))?,
+                };
+                Ok(Network {
+                    name,
+                    overrides,
+                    lrs,
+                })
+            })
+            .collect()
+    }
+
+    /// The spec of the run of `network` with `loss` and `lr` (`device` in place of the
+    /// profile's).
     pub fn spec(
         &self,
+        network: &Network,
         loss: &str,
         lr: f64,
         device: Option<&str>,
     ) -> Result<FullBatchSpec, RunError> {
         let mut t = self.base.clone();
+        // A network's `model` replaces the base's whole (another architecture has other keys).
+        if network.overrides.contains_key("model") {
+            t.remove("model");
+        }
+        merge(&mut t, &network.overrides);
         if let Some(o) = self.per_loss.get(loss) {
             merge(&mut t, o);
         }
@@ -87,7 +158,10 @@ impl Profile {
         toml::Value::Table(t)
             .try_into()
             .map_err(|e: toml::de::Error| RunError::Config {
-                origin: format!("edge-of-stability run {loss} η={lr}: profile base"),
+                origin: format!(
+                    "edge-of-stability run {}: profile base",
+                    network.run_name(loss, lr)
+                ),
                 message: e.to_string(),
             })
     }
@@ -137,4 +211,54 @@ pub fn run_or_reuse(
             .as_bytes(),
     )?;
     Ok(Some(stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition() -> Definition {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/edge-of-stability.toml");
+        Definition::load(&path).unwrap()
+    }
+
+    #[test]
+    fn networks_override_the_base_and_keep_the_old_layout_without_them() {
+        let def = definition();
+        // The smoke profile has one unnamed network: runs keep their `<loss>-lr<η>` names.
+        let smoke = def.profile("smoke").unwrap();
+        let nets = smoke.networks().unwrap();
+        assert_eq!(nets.len(), 1);
+        assert_eq!(nets[0].run_name("mse", 0.1), "mse-lr0.1");
+        assert_eq!(nets[0].lrs, smoke.lrs);
+        // The cpu profile: fc-tanh on every η, the CNN with its own η and step count, both on
+        // Cohen et al.'s 5,000 images with λ_H^1 every 50 steps.
+        let cpu = def.profile("cpu").unwrap();
+        let nets = cpu.networks().unwrap();
+        let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["fc-tanh", "cnn"]);
+        assert_eq!(nets[1].lrs, vec![0.05]);
+        assert_eq!(nets[1].run_name("ce", 0.05), "cnn-ce-lr0.05");
+        let fc = cpu.spec(&nets[0], "ce", 0.02, None).unwrap();
+        let cnn = cpu.spec(&nets[1], "mse", 0.05, None).unwrap();
+        assert_eq!((fc.n, fc.steps, fc.measure_every), (5000, 2000, 50));
+        assert_eq!(fc.stop_acc, Some(0.99));
+        assert_eq!((cnn.n, cnn.steps, cnn.stop_acc), (5000, 800, None));
+        assert_eq!(cnn.model.arch(), "simple_cnn");
+        // A network without a name is refused, naming its index.
+        let mut bad = Profile {
+            description: String::new(),
+            losses: vec!["mse".into()],
+            lrs: vec![0.1],
+            base: toml::Table::new(),
+            per_loss: BTreeMap::new(),
+            networks: vec![toml::Table::new()],
+        };
+        let err = bad.networks().unwrap_err().to_string();
+        assert!(err.contains("networks[0]") && err.contains("name"), "{err}");
+        bad.networks = vec![toml::toml! { name = "x" lrs = "fast" }];
+        let err = bad.networks().unwrap_err().to_string();
+        assert!(err.contains("`lrs` of x"), "{err}");
+    }
 }
