@@ -224,7 +224,7 @@ pub fn run_lca(
             message: "must be at least 1".into(),
         });
     }
-    if let Some(tol) = schedule.tol.filter(|t| !(*t > 0.0)) {
+    if let Some(tol) = schedule.tol.filter(|t| t.is_nan() || *t <= 0.0) {
         return Err(RunError::Invalid {
             key: "lca.tol".into(),
             message: format!("must be positive, got {tol}"),
