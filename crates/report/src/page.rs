@@ -142,6 +142,47 @@ pub fn evidence_line(
     };
 }
 
+/// The page line giving the share of the runs' wall time spent measuring curvature: Σ of the
+/// logged `curvature.wall_s` over Σ of the runs' wall times, from `(records, wall_s)` per
+/// finished run; `None` without wall time.
+pub fn tracking_overhead_line<'a>(
+    runs: impl IntoIterator<Item = (&'a [MetricsRecord], f64)>,
+) -> Option<String> {
+    let (mut tracking, mut wall, mut n) = (0.0, 0.0, 0usize);
+    for (records, wall_s) in runs {
+        tracking += records
+            .iter()
+            .filter_map(|r| r.curvature.as_ref().map(|c| c.wall_s))
+            .sum::<f64>();
+        wall += wall_s;
+        n += 1;
+    }
+    (wall > 0.0).then(|| {
+        format!(
+            "- Curvature tracking: {:.1}% of the wall time of the {n} finished runs ({:.1} of {:.1} min: the logged Tr(F), λ_K^1, Tr(K), λ_H measurements; validation and test evaluation not counted)",
+            100.0 * tracking / wall,
+            tracking / 60.0,
+            wall / 60.0
+        )
+    })
+}
+
+/// [`tracking_overhead_line`] of every finished run of `outcomes`, reading their metrics.
+pub fn outcomes_overhead_line(outcomes: &[RowOutcome]) -> Option<String> {
+    let mut runs = Vec::new();
+    for o in outcomes {
+        let RowState::Ran { runs: specs, .. } = &o.state else {
+            continue;
+        };
+        for (spec, summary) in specs {
+            let Some(summary) = summary else { continue };
+            let records = read_metrics(&RunDir::new(&spec.dir).metrics_path()).unwrap_or_default();
+            runs.push((records, summary.wall_s));
+        }
+    }
+    tracking_overhead_line(runs.iter().map(|(r, w)| (r.as_slice(), *w)))
+}
+
 /// The metrics log of every finished run of a sweep, by run directory.
 pub type Records = BTreeMap<PathBuf, Vec<MetricsRecord>>;
 
@@ -206,4 +247,32 @@ pub fn column_label<'a>(
         .iter()
         .find(|c| c.key == spec.column)
         .map_or(spec.column.as_str(), |c| c.label.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::testing::record;
+
+    #[test]
+    fn the_overhead_line_is_the_share_of_wall_time_spent_on_curvature() {
+        // Two runs of 60 s and 120 s; curvature 1 s at each of 3 and 6 logged points (9 s).
+        let run = |points: u64| -> Vec<MetricsRecord> {
+            (0..points)
+                .map(|k| {
+                    let mut r = record(k, k as f64, 0.5, Some(1.0));
+                    r.curvature.as_mut().unwrap().wall_s = 1.0;
+                    r
+                })
+                .chain(std::iter::once(record(points, 9.0, 0.5, None)))
+                .collect()
+        };
+        let (a, b) = (run(3), run(6));
+        let line = tracking_overhead_line([(a.as_slice(), 60.0), (b.as_slice(), 120.0)]).unwrap();
+        assert!(
+            line.starts_with("- Curvature tracking: 5.0% of the wall time of the 2 finished runs (0.1 of 3.0 min"),
+            "{line}"
+        );
+        assert_eq!(tracking_overhead_line([]), None);
+    }
 }

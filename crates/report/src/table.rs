@@ -222,6 +222,9 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
         "- Training wall time of all finished runs: {:.1} min",
         wall / 60.0
     );
+    if let Some(line) = crate::page::outcomes_overhead_line(outcomes) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "- Profile: {description}");
     let _ = writeln!(
         out,

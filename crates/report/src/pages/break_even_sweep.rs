@@ -71,6 +71,29 @@ pub struct Sweep {
     pub notes: Vec<String>,
 }
 
+impl Sweep {
+    /// The [`crate::page::tracking_overhead_line`] of `outcomes`' finished runs, as a note.
+    pub fn with_overhead(mut self, outcomes: &[RowOutcome], records: &Records) -> Self {
+        let mut runs = Vec::new();
+        for o in outcomes {
+            let RowState::Ran { runs: specs, .. } = &o.state else {
+                continue;
+            };
+            for (spec, summary) in specs {
+                if let (Some(s), Some(r)) = (summary, records.get(&spec.dir)) {
+                    runs.push((r.as_slice(), s.wall_s));
+                }
+            }
+        }
+        if let Some(line) = crate::page::tracking_overhead_line(runs) {
+            // Notes are printed as list items: drop the line's own "- ".
+            self.notes
+                .insert(0, line.trim_start_matches("- ").to_string());
+        }
+        self
+    }
+}
+
 /// Every finished run of the sweep's `outcomes` read back (from `records`) as a trajectory.
 pub fn sweep(
     profile: &Profile,
@@ -142,7 +165,7 @@ pub fn sweep(
             runs.push(t);
         }
     }
-    Ok(Sweep { runs, notes })
+    Ok(Sweep { runs, notes }.with_overhead(outcomes, records))
 }
 /// Step between compared accuracy levels: 5 points, 10 when the runs span more than 40.
 pub fn level_step(runs: &[Trajectory]) -> f64 {
