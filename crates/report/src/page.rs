@@ -83,7 +83,10 @@ impl Stamp {
             "- Generated: {} (git {})\n",
             self.generated_utc, self.git_revision
         ));
-        page.push_str(&format!("- Hardware: {}\n", hardware_description(device)));
+        page.push_str(&format!(
+            "- Rendered on: {}\n",
+            hardware_description(device)
+        ));
         page.push_str(&format!("- Profile: {profile_description}\n"));
         page.push_str(&format!(
             "- Definition: `experiments/{definition}.toml`; source: {source}\n"
@@ -165,6 +168,38 @@ pub fn tracking_overhead_line<'a>(
             wall / 60.0
         )
     })
+}
+
+/// The page line naming the machines the finished runs trained on (each run's summary names the
+/// machine it finished on), with how many runs each; `None` without finished runs.
+pub fn trained_on_line<'a>(
+    summaries: impl IntoIterator<Item = &'a breakeven_runner::Summary>,
+) -> Option<String> {
+    let mut machines: Vec<(String, usize)> = Vec::new();
+    for s in summaries {
+        let name = s.hardware.clone().unwrap_or_else(|| {
+            "not recorded (finished before summaries named their machine)".into()
+        });
+        match machines.iter_mut().find(|m| m.0 == name) {
+            Some(m) => m.1 += 1,
+            None => machines.push((name, 1)),
+        }
+    }
+    (!machines.is_empty()).then(|| {
+        let parts: Vec<String> = machines
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} run{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        format!("- Trained on: {}", parts.join("; "))
+    })
+}
+
+/// [`trained_on_line`] of every finished run of `outcomes`.
+pub fn outcomes_trained_on_line(outcomes: &[RowOutcome]) -> Option<String> {
+    trained_on_line(outcomes.iter().flat_map(|o| match &o.state {
+        RowState::Ran { runs, .. } => runs.iter().filter_map(|(_, s)| s.as_ref()).collect(),
+        _ => Vec::new(),
+    }))
 }
 
 /// [`tracking_overhead_line`] of every finished run of `outcomes`, reading their metrics.
@@ -274,5 +309,20 @@ mod tests {
             "{line}"
         );
         assert_eq!(tracking_overhead_line([]), None);
+    }
+
+    #[test]
+    fn the_trained_on_line_counts_runs_per_machine() {
+        let mut a = crate::pages::testing::summary(0.5, 1.0);
+        let b = a.clone();
+        let mut c = a.clone();
+        c.hardware = None;
+        a.hardware = Some("Other CPU".into());
+        let line = trained_on_line([&a, &b, &c, &b]).unwrap();
+        assert_eq!(
+            line,
+            "- Trained on: Other CPU (1 run); Test CPU, 2 logical cores available, linux (x86_64); device cpu (2 runs); not recorded (finished before summaries named their machine) (1 run)"
+        );
+        assert_eq!(trained_on_line([]), None);
     }
 }

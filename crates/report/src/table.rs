@@ -128,25 +128,7 @@ fn reference_section(
     }
 }
 
-/// A one-line description of the machine: CPU model, logical cores, OS.
-pub fn hardware_description(device: &str) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!(
-        "{cpu}, {cores} logical cores available, {} ({}); device {device}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
+pub use breakeven_runner::hardware_description;
 
 fn cell_text(c: &CellResult, errors: usize) -> String {
     match (c.test_mean, c.test_std) {
@@ -205,7 +187,10 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
         "- Generated: {} (git {})",
         ctx.generated_utc, ctx.git_revision
     );
-    let _ = writeln!(out, "- Hardware: {}", ctx.hardware);
+    let _ = writeln!(out, "- Rendered on: {}", ctx.hardware);
+    if let Some(line) = crate::page::outcomes_trained_on_line(outcomes) {
+        let _ = writeln!(out, "{line}");
+    }
     let wall: f64 = outcomes
         .iter()
         .filter_map(|o| match &o.state {

@@ -21,6 +21,27 @@ impl std::fmt::Display for DeviceName {
     }
 }
 
+/// The machine, for results pages and run summaries: CPU model, logical cores available, OS
+/// and architecture, and `device`.
+pub fn hardware_description(device: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "{cpu}, {cores} logical cores available, {} ({}); device {device}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
 /// Parses `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device_name(name: &str) -> Result<DeviceName, RunError> {
     let bad = || RunError::Invalid {

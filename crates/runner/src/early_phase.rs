@@ -114,16 +114,30 @@ mod tests {
     }
 
     #[test]
-    fn experiment_profiles_expand_into_two_runs_with_a_checkpoint_at_every_log_point() {
+    fn experiment_profiles_expand_into_three_runs_a_seed_with_a_checkpoint_at_every_log_point() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/early-phase.toml");
         let exp = crate::sweep::Experiment::load(&path).unwrap();
         let dir = std::env::temp_dir();
         for name in ["smoke", "cpu", "paper"] {
             let row = exp.rows_in(name)[0];
             let specs = exp.expand_row(name, row, &dir).unwrap();
-            let mut lrs: Vec<f64> = specs.iter().map(|s| s.config.optim.lr).collect();
-            lrs.sort_by(f64::total_cmp);
-            assert_eq!(lrs, vec![0.01, 0.1], "{name}");
+            let seeds = &exp.profile(name).unwrap().seeds;
+            assert_eq!(specs.len(), 3 * seeds.len(), "{name}");
+            for &seed in seeds {
+                // Per seed: the large η, the small η, and the control (the large η from the
+                // same start with another batch order).
+                let of = |col: &str| {
+                    specs
+                        .iter()
+                        .find(|s| s.seed == seed && s.column == col)
+                        .unwrap_or_else(|| panic!("{name}: no {col} run of seed {seed}"))
+                };
+                let (large, small, control) = (of("large"), of("small"), of("control"));
+                assert_eq!((large.config.optim.lr, small.config.optim.lr), (0.1, 0.01));
+                assert_eq!(control.config.optim.lr, large.config.optim.lr);
+                assert_eq!(large.config.data.order_seed, None);
+                assert!(control.config.data.order_seed.is_some_and(|o| o != seed));
+            }
             for s in &specs {
                 let t = &s.config.tracking;
                 assert!(t.curvature && t.k_examples > 0, "{name}: λ_K^1 tracked");

@@ -28,7 +28,7 @@ mod validate;
 /// For binaries that train: glibc keeps freed activation buffers for reuse (models `alloc.rs`).
 pub use breakeven_models::keep_freed_memory;
 pub use config::RunConfig;
-pub use device::{open_device, parse_device_name, DeviceName};
+pub use device::{hardware_description, open_device, parse_device_name, DeviceName};
 pub use error::{Result, RunError, EXIT_BAD_CONFIG};
 pub use rundir::{RunDir, RunStatus, Summary};
 pub use train::{enable_second_order, resolved_config, train, Outcome, TrainOptions};

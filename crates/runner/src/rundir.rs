@@ -47,6 +47,10 @@ pub struct Summary {
     /// Sum of the wall time of all sessions of the run (seconds).
     pub wall_s: f64,
     pub git_revision: String,
+    /// The machine the run finished on ([`crate::device::hardware_description`]); absent in
+    /// runs finished before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
 }
 
 /// Paths of one run directory.

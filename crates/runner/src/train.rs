@@ -311,6 +311,9 @@ fn finish(
         final_metrics: f,
         wall_s,
         git_revision: git_revision(),
+        hardware: Some(crate::device::hardware_description(
+            &config.device.to_string(),
+        )),
     })
 }
 

@@ -95,6 +95,7 @@ fn summary(dir: &Path, val: f64) {
             },
             wall_s: 1.0,
             git_revision: "test".into(),
+            hardware: None,
         })
         .unwrap();
 }

@@ -118,7 +118,13 @@ pub fn page(
         &profile.base,
         &profile.description,
     );
-    if let Some(line) = crate::page::outcomes_overhead_line(outcomes) {
+    for line in [
+        crate::page::outcomes_trained_on_line(outcomes),
+        crate::page::outcomes_overhead_line(outcomes),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = writeln!(page.markdown, "{line}");
     }
     page.markdown.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every plain-SGD run of the sweep counts, not only the validation-chosen ones; every run trains to the same stopping rule, and a run that did not reach it makes the verdicts undecided.\n");

@@ -52,6 +52,7 @@ pub fn summary(test_acc: f64, train_acc: f64) -> Summary {
         },
         wall_s: 60.0,
         git_revision: String::new(),
+        hardware: Some("Test CPU, 2 logical cores available, linux (x86_64); device cpu".into()),
     }
 }
 

@@ -94,6 +94,7 @@ fn fake(
         },
         wall_s: 0.0,
         git_revision: String::new(),
+        hardware: None,
     };
     (spec, Some(summary))
 }
