@@ -41,6 +41,8 @@ pub struct TrainOptions {
 }
 
 /// How a call to [`train`] ended.
+// One value per run, returned once: boxing the summary would only add noise at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Finished(Summary),
