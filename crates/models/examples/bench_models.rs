@@ -1,7 +1,10 @@
 //! Times a training forward and forward + backward of full-size architectures on CPU (f32),
 //! median of a few repetitions.
 //!
-//! `cargo run -p breakeven-models --example bench_models -- [BATCH] [REPS] [ARCH...]`
+//! `cargo run -p breakeven-models --example bench_models -- [BATCH] [REPS] [ARCH | SPEC...]`
+//!
+//! An argument that starts with `{` is a model spec in JSON, timed as given (e.g.
+//! `'{"arch":"densenet_bc","depth":40,"growth":12}'`), for sizing reduced models.
 
 use std::time::Instant;
 
@@ -13,8 +16,16 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let batch: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(128);
     let reps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
-    let wanted: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
-    let specs = [
+    let (json, wanted): (Vec<&str>, Vec<&str>) = args
+        .iter()
+        .skip(2)
+        .map(String::as_str)
+        .partition(|a| a.starts_with('{'));
+    let given: Vec<ModelSpec> = json
+        .iter()
+        .map(|j| serde_json::from_str(j).map_err(|e| anyhow::anyhow!("model spec {j}: {e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let defaults = [
         ModelSpec::SimpleCnn { width_mult: 1.0 },
         ModelSpec::FcTanh {
             widths: vec![200, 200],
@@ -43,10 +54,15 @@ fn main() -> anyhow::Result<()> {
         batch,
         &Device::Cpu,
     )?;
-    for spec in specs
-        .iter()
-        .filter(|s| wanted.is_empty() || wanted.contains(&s.arch()))
-    {
+    let specs: Vec<&ModelSpec> = if given.is_empty() {
+        defaults
+            .iter()
+            .filter(|s| wanted.is_empty() || wanted.contains(&s.arch()))
+            .collect()
+    } else {
+        given.iter().collect()
+    };
+    for spec in specs {
         let model = build(spec, (3, 32, 32), 10, DType::F32, &Device::Cpu, 0)?;
         let median = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
             let mut t = Vec::new();
@@ -66,9 +82,11 @@ fn main() -> anyhow::Result<()> {
             cross_entropy(&model.forward(&x, Mode::Train)?, &y)?.backward()?;
             Ok(())
         })?;
+        let params: usize = model.params().iter().map(|p| p.var.elem_count()).sum();
         println!(
-            "{:12} batch {batch}: forward {fwd:8.1} ms, forward+backward {step:8.1} ms",
-            spec.arch()
+            "{:12} {params:>9} params, batch {batch}: forward {fwd:8.1} ms, forward+backward {step:8.1} ms  {}",
+            spec.arch(),
+            serde_json::to_string(spec)?
         );
     }
     Ok(())
