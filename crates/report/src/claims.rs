@@ -37,7 +37,7 @@ pub fn early_peak(points: &[(f64, f64)], after: f64, until: f64) -> Option<(f64,
 }
 
 /// Ranks (1-based, ties averaged) of `xs`.
-fn ranks(xs: &[f64]) -> Vec<f64> {
+pub(crate) fn ranks(xs: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..xs.len()).collect();
     idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
     let mut r = vec![0.0; xs.len()];

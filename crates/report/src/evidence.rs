@@ -116,10 +116,46 @@ pub fn bootstrap_interval(
     if draws.len() < RESAMPLES / 2 {
         return None;
     }
+    Some(percentile_interval(draws))
+}
+
+/// The central [`INTERVAL_LEVEL`] percentile interval of bootstrap `draws` (not empty).
+fn percentile_interval(mut draws: Vec<f64>) -> (f64, f64) {
     draws.sort_by(f64::total_cmp);
     let tail = (1.0 - INTERVAL_LEVEL) / 2.0;
     let at = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
-    Some((at(tail), at(1.0 - tail)))
+    (at(tail), at(1.0 - tail))
+}
+
+/// The word every rule here gives, in this order: *undecided* when a compared run did not
+/// converge or `too_few` names a shortage of seeds; *supports* when the test `supported` the
+/// claim; *does not support* when the whole `interval` lies at or below 0; else *undecided*.
+fn decide(
+    converged: bool,
+    too_few: Option<String>,
+    supported: bool,
+    interval: Option<(f64, f64)>,
+) -> (Word, String) {
+    if !converged {
+        (
+            Word::Undecided,
+            "a run did not reach the stopping criterion".to_string(),
+        )
+    } else if let Some(reason) = too_few {
+        (Word::Undecided, reason)
+    } else if supported {
+        (Word::Supports, format!("p ≤ {ALPHA}"))
+    } else if interval.is_some_and(|(_, hi)| hi <= 0.0) {
+        (
+            Word::DoesNotSupport,
+            "the whole interval is at or below 0".to_string(),
+        )
+    } else {
+        (
+            Word::Undecided,
+            format!("p > {ALPHA} and the interval reaches above 0"),
+        )
+    }
 }
 
 /// The rule for "`a` is larger than `b`" over seeds (e.g. η* beats the Baseline):
@@ -136,33 +172,15 @@ pub fn greater(a: &[f64], b: &[f64], converged: bool, seed: u64) -> Option<Evide
     let estimate = mean(a) - mean(b);
     let interval = bootstrap_interval(&[a, b], |m| Some(m[0] - m[1]), seed);
     let p_value = permutation_p_greater(a, b);
-    let (word, reason) = if !converged {
-        (
-            Word::Undecided,
-            "a run did not reach the stopping criterion".to_string(),
+    let too_few = (a.len().min(b.len()) < MIN_SEEDS).then(|| {
+        format!(
+            "{} vs {} seeds: at least {MIN_SEEDS} a side are needed",
+            a.len(),
+            b.len()
         )
-    } else if a.len().min(b.len()) < MIN_SEEDS {
-        (
-            Word::Undecided,
-            format!(
-                "{} vs {} seeds: at least {MIN_SEEDS} a side are needed",
-                a.len(),
-                b.len()
-            ),
-        )
-    } else if p_value.is_some_and(|p| p <= ALPHA) && estimate > 0.0 {
-        (Word::Supports, format!("p ≤ {ALPHA}"))
-    } else if interval.is_some_and(|(_, hi)| hi <= 0.0) {
-        (
-            Word::DoesNotSupport,
-            "the whole interval is at or below 0".to_string(),
-        )
-    } else {
-        (
-            Word::Undecided,
-            format!("p > {ALPHA} and the interval reaches above 0"),
-        )
-    };
+    });
+    let supported = p_value.is_some_and(|p| p <= ALPHA) && estimate > 0.0;
+    let (word, reason) = decide(converged, too_few, supported, interval);
     Some(Evidence {
         estimate,
         interval,
@@ -236,25 +254,6 @@ pub struct Stratum {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Ranks (1-based, ties averaged).
-fn ranks(xs: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..xs.len()).collect();
-    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    let mut r = vec![0.0; xs.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
-            j += 1;
-        }
-        for &k in &idx[i..=j] {
-            r[k] = (i + j) as f64 / 2.0 + 1.0;
-        }
-        i = j + 1;
-    }
-    r
-}
-
 /// A stratum as centred ranks: Spearman's ρ of any ordering of `y` against `x` is
 /// `Σ x_i y_i / norm` (0 when either side is constant).
 struct RankedStratum {
@@ -269,8 +268,12 @@ impl RankedStratum {
             let m = mean(&v);
             v.into_iter().map(|r| r - m).collect::<Vec<_>>()
         };
-        let x = centred(ranks(&points.iter().map(|p| p.0).collect::<Vec<_>>()));
-        let y = centred(ranks(&points.iter().map(|p| p.1).collect::<Vec<_>>()));
+        let x = centred(crate::claims::ranks(
+            &points.iter().map(|p| p.0).collect::<Vec<_>>(),
+        ));
+        let y = centred(crate::claims::ranks(
+            &points.iter().map(|p| p.1).collect::<Vec<_>>(),
+        ));
         let ss = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
         let norm = (ss(&x) * ss(&y)).sqrt();
         Self { x, y, norm }
@@ -376,37 +379,15 @@ fn trend_with(
         }
         draws.push(sum / n as f64);
     }
-    draws.sort_by(f64::total_cmp);
-    let tail = (1.0 - INTERVAL_LEVEL) / 2.0;
-    let at = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
-    let interval = Some((at(tail), at(1.0 - tail)));
-    let (word, reason) = if !converged {
-        (
-            Word::Undecided,
-            "a run did not reach the stopping criterion".to_string(),
+    let interval = Some(percentile_interval(draws));
+    let too_few = (seeds.len() < MIN_SEEDS).then(|| {
+        format!(
+            "{} seed{}: at least {MIN_SEEDS} are needed",
+            seeds.len(),
+            if seeds.len() == 1 { "" } else { "s" }
         )
-    } else if seeds.len() < MIN_SEEDS {
-        (
-            Word::Undecided,
-            format!(
-                "{} seed{}: at least {MIN_SEEDS} are needed",
-                seeds.len(),
-                if seeds.len() == 1 { "" } else { "s" }
-            ),
-        )
-    } else if p_value <= ALPHA {
-        (Word::Supports, format!("p ≤ {ALPHA}"))
-    } else if interval.is_some_and(|(_, hi)| hi <= 0.0) {
-        (
-            Word::DoesNotSupport,
-            "the whole interval is at or below 0".to_string(),
-        )
-    } else {
-        (
-            Word::Undecided,
-            format!("p > {ALPHA} and the interval reaches above 0"),
-        )
-    };
+    });
+    let (word, reason) = decide(converged, too_few, p_value <= ALPHA, interval);
     Some(Evidence {
         estimate,
         interval,
