@@ -446,6 +446,12 @@ mod tests {
             .collect()
     }
 
+    /// A planted effect is decided the right way in at least `share` of `trials`.
+    fn at_least(count: usize, trials: impl Into<u64>, share: f64, what: &str) {
+        let trials = trials.into() as f64;
+        assert!(count as f64 >= share * trials, "{what} {count}/{trials}");
+    }
+
     /// The rate a rule may show under the null: its level plus 3 Monte Carlo standard errors.
     fn allowed(trials: usize) -> f64 {
         ALPHA + 3.0 * (ALPHA * (1.0 - ALPHA) / trials as f64).sqrt()
@@ -498,18 +504,9 @@ mod tests {
             let e = recovers(&large, &cols[1], &pen, true, t).unwrap();
             recovered += (e.word == Word::Supports) as usize;
         }
-        assert!(
-            found as f64 >= 0.8 * trials as f64,
-            "found {found}/{trials}"
-        );
-        assert!(
-            refuted as f64 >= 0.8 * trials as f64,
-            "refuted {refuted}/{trials}"
-        );
-        assert!(
-            recovered as f64 >= 0.6 * trials as f64,
-            "recovered {recovered}/{trials}"
-        );
+        at_least(found, trials, 0.8, "found");
+        at_least(refuted, trials, 0.8, "refuted");
+        at_least(recovered, trials, 0.6, "recovered");
     }
 
     #[test]
@@ -588,14 +585,8 @@ mod tests {
             refuted += (trend_with(&s, false, true, t, 999).unwrap().word == Word::DoesNotSupport)
                 as usize;
         }
-        assert!(
-            found as f64 >= 0.8 * trials as f64,
-            "found {found}/{trials}"
-        );
-        assert!(
-            refuted as f64 >= 0.8 * trials as f64,
-            "refuted {refuted}/{trials}"
-        );
+        at_least(found, trials, 0.8, "found");
+        at_least(refuted, trials, 0.8, "refuted");
     }
 
     #[test]
