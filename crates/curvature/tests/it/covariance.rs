@@ -162,10 +162,10 @@ fn mini_batch_gradient_noise_follows_tr_k_over_b() {
 
 #[test]
 fn blocked_gram_agrees_with_lanczos_on_the_covariance_operator_for_wide_gradients() {
-    // D = 1300 spans three column blocks of the Gram accumulation; the reference is Lanczos
+    // D = 5000 spans three column blocks of the Gram accumulation; the reference is Lanczos
     // on K v = (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ v, a separate code path.
     use breakeven_curvature::{lanczos, LanczosConfig, PerExampleGradients};
-    let (n, d) = (6, 1300);
+    let (n, d) = (6, 5000);
     let mut r = breakeven_curvature::random::rng(21);
     let mut data = breakeven_curvature::random::gaussian_vector(&mut r, n * d);
     // A shared offset: the mean must be removed before the Gram product.
