@@ -195,15 +195,12 @@ fn blocked_gram_agrees_with_lanczos_on_the_covariance_operator_for_wide_gradient
     }
 }
 
+/// The loss of example i.
+type ExampleLoss = std::rc::Rc<dyn Fn(usize) -> candle_core::Result<Tensor>>;
+
 /// A tanh net 3 → 4 → 2 on 5 examples, with a weight used transposed (its gradient is a
 /// non-contiguous view) and a parameter the loss ignores: `vars` in `dtype`, loss of example i.
-fn tanh_net(
-    dtype: candle_core::DType,
-) -> (
-    impl LossFn,
-    Vec<candle_core::Var>,
-    std::rc::Rc<dyn Fn(usize) -> candle_core::Result<Tensor>>,
-) {
+fn tanh_net(dtype: candle_core::DType) -> (impl LossFn, Vec<candle_core::Var>, ExampleLoss) {
     let n = 5;
     let x = randn(410, n, 3, 1.0).to_dtype(dtype).unwrap();
     let y = labels(411, n, 2);

@@ -617,5 +617,14 @@ mod tests {
         assert_eq!(again.matches("## CPU: AMD EPYC").count(), 1);
         assert!(again.contains("intel\n") && again.contains("penalty table"));
         assert!(again.starts_with(PAGE_HEAD));
+        // The other modes' sections are replaced in place and kept by the step table's writes.
+        let pe = |body: &str| format!("{}Intel Xeon\n\n{body}\n", per_example::HEADING);
+        let with_pe = merge_page(&again, &pe("old pe"));
+        let cpu_again = merge_page(&with_pe, intel);
+        assert!(cpu_again.contains("old pe"), "{cpu_again}");
+        let replaced = merge_page(&cpu_again, &pe("new pe"));
+        assert!(!replaced.contains("old pe") && replaced.contains("new pe"));
+        assert_eq!(replaced.matches(per_example::HEADING).count(), 1);
+        assert!(replaced.find("penalty table").unwrap() < replaced.find("new pe").unwrap());
     }
 }
