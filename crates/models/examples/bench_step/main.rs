@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run -p breakeven-models --example bench_step -- [--write docs/results/cpu-speed.md]
 //!     [--reps 5] [--batch 128] [--threads 2] [--only simple_cnn,resnet18,wrn16_4]
-//!     [--python /root/torchenv/bin/python] [--per-example | --scaling]
+//!     [--python PYTHON_WITH_TORCH] [--per-example | --scaling]
 //! ```
 //!
 //! Every measurement runs in a fresh child process (this binary with `--child`, or
@@ -257,7 +257,8 @@ struct Args {
     batch: usize,
     threads: usize,
     only: Option<Vec<String>>,
-    /// The Python with torch that runs bench/torch_step.py.
+    /// The Python with torch that runs bench/torch_step.py (`--python`, else
+    /// `$BREAKEVEN_TORCH_PYTHON`, else `python3`).
     python: String,
     mode: Task,
 }
@@ -274,7 +275,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         batch: 128,
         threads: 2,
         only: None,
-        python: "python3".into(),
+        // The same variable as the PyTorch oracle test (tests/integration/measure_pytorch.rs).
+        python: std::env::var("BREAKEVEN_TORCH_PYTHON").unwrap_or_else(|_| "python3".into()),
         mode: Task::Steps,
     };
     while let Some(flag) = it.next() {
