@@ -138,6 +138,53 @@ impl Plot {
     }
 }
 
+/// Plots stacked top to bottom in one figure (one SVG, one PNG), each drawn exactly as it is
+/// alone: a figure of panels that share a subject but not their axes, each panel answering
+/// its own question (the cost of a model against batch size, width and parameter count).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    plots: Vec<Plot>,
+}
+
+/// The plots as panels of one figure, in order from the top.
+pub fn stack(plots: Vec<Plot>) -> Stack {
+    Stack { plots }
+}
+
+impl Stack {
+    /// Size of the SVG in pixels (width, height): one plot's width, the plots' heights.
+    pub(crate) fn svg_size(&self) -> (f64, f64) {
+        (frame::W, frame::H * self.plots.len().max(1) as f64)
+    }
+
+    /// Draws every panel on its band of `root`, whose pixels are `scale` SVG pixels.
+    pub(crate) fn draw_on<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: f64,
+    ) -> Result<(), String> {
+        let bands = root.split_evenly((self.plots.len().max(1), 1));
+        for (plot, band) in self.plots.iter().zip(&bands) {
+            plot.draw_on(band, scale)?;
+        }
+        Ok(())
+    }
+
+    /// The figure as an SVG document (760 px wide, 420 px per panel).
+    pub fn svg(&self) -> Result<String, PlotError> {
+        register_embedded_font()?;
+        let mut out = String::new();
+        {
+            let (w, h) = self.svg_size();
+            let root = SVGBackend::with_string(&mut out, (w as u32, h as u32)).into_drawing_area();
+            self.draw_on(&root, 1.0).map_err(PlotError)?;
+            root.present()
+                .map_err(|e| PlotError(format!("writing a figure's SVG: {e}")))?;
+        }
+        Ok(out)
+    }
+}
+
 /// Bars of measured mean ± std per column, with the published value as a dot beside each bar.
 pub fn bar_chart(
     title: &str,

@@ -5,9 +5,10 @@
 //! The bitmap backend anti-aliases only text and hairlines, so the chart is drawn at
 //! [`SUPERSAMPLE`] × the PNG's size and averaged down, which smooths every line and marker.
 
-use plotters::prelude::{BitMapBackend, IntoDrawingArea};
+use plotters::coord::Shift;
+use plotters::prelude::{BitMapBackend, DrawingArea, IntoDrawingArea};
 
-use crate::plot::Plot;
+use crate::plot::{Plot, Stack};
 use crate::PlotError;
 
 /// Scale of the PNG relative to the SVG's own size (1.5: 760×420 plots become 1140×630).
@@ -24,21 +25,35 @@ impl Plot {
 
     /// The chart as PNG bytes at `zoom` times the SVG's size.
     pub fn png_at(&self, zoom: f64) -> Result<Vec<u8>, PlotError> {
-        crate::plot::register_embedded_font()?;
-        let (w, h) = self.svg_size();
-        let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
-        let (big_w, big_h) = (w * SUPERSAMPLE, h * SUPERSAMPLE);
-        let mut big = vec![0u8; big_w * big_h * 3];
-        {
-            let root = BitMapBackend::with_buffer(&mut big, (big_w as u32, big_h as u32))
-                .into_drawing_area();
-            let px = zoom * SUPERSAMPLE as f64;
-            self.draw_on(&root, px).map_err(PlotError)?;
-            root.present()
-                .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
-        }
-        encode_png(&downsample(&big, w, h), w, h)
+        render(self.svg_size(), zoom, |root, px| self.draw_on(root, px))
     }
+}
+
+impl Stack {
+    /// The figure as PNG bytes, [`PNG_ZOOM`] times the SVG's size.
+    pub fn png(&self) -> Result<Vec<u8>, PlotError> {
+        render(self.svg_size(), PNG_ZOOM, |root, px| self.draw_on(root, px))
+    }
+}
+
+/// Draws with `draw` at `zoom` × the SVG size `(w, h)`, supersampled, and encodes the PNG.
+fn render(
+    (w, h): (f64, f64),
+    zoom: f64,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>, f64) -> Result<(), String>,
+) -> Result<Vec<u8>, PlotError> {
+    crate::plot::register_embedded_font()?;
+    let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
+    let (big_w, big_h) = (w * SUPERSAMPLE, h * SUPERSAMPLE);
+    let mut big = vec![0u8; big_w * big_h * 3];
+    {
+        let root =
+            BitMapBackend::with_buffer(&mut big, (big_w as u32, big_h as u32)).into_drawing_area();
+        draw(&root, zoom * SUPERSAMPLE as f64).map_err(PlotError)?;
+        root.present()
+            .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
+    }
+    encode_png(&downsample(&big, w, h), w, h)
 }
 
 /// Averages each SUPERSAMPLE × SUPERSAMPLE block of the RGB image `big` into one pixel of a
@@ -189,6 +204,22 @@ mod tests {
         assert!(dark > 200, "the title drew {dark} dark pixels");
         let (w1, h1, _) = decode_png(&chart("x").png_at(1.0).unwrap());
         assert_eq!((w1, h1), (760, 420));
+    }
+
+    #[test]
+    fn a_stack_draws_each_panel_in_its_own_band() {
+        // Two panels: the figure is two plots high, each band starts with its own title, and
+        // a panel without a title leaves its band's title rows blank.
+        let fig = crate::plot::stack(vec![chart("first"), chart("")]);
+        let (w, h, px) = decode_png(&fig.png().unwrap());
+        assert_eq!((w, h), (1140, 2 * 630));
+        assert!(dark_pixels(w, &px, 0..45) > 50);
+        assert_eq!(dark_pixels(w, &px, 630..630 + 45), 0);
+        let svg = fig.svg().unwrap();
+        assert!(
+            svg.contains(r#"height="840""#) && svg.contains("first"),
+            "{svg:.300}"
+        );
     }
 
     #[test]

@@ -2,10 +2,9 @@
 //! side by side: (a) training-step time against batch size, (b) step time against width
 //! multiplier, (c) one Hessian-vector product and 20 Lanczos iterations against parameter
 //! count (several widths). With `--write PAGE`, the points go to `cpu-scaling-<cpu>.csv` and
-//! three plots (`cpu-scaling-<cpu>-{batch,width,curvature}.{svg,png}`) beside the page.
-//!
-//! Three plots, not one: the three questions have three x axes (batch size, width, parameter
-//! count), and a plot answers one question (STYLE.md).
+//! one figure (`cpu-scaling-<cpu>.{svg,png}`) beside the page: three panels stacked, since the
+//! three questions have three x axes (batch size, width, parameter count) and each panel
+//! answers one of them (STYLE.md).
 
 use std::path::Path;
 
@@ -84,15 +83,14 @@ pub fn section(args: &Args, children: &Children) -> anyhow::Result<String> {
     if let Some(page) = &args.write {
         let dir = Path::new(page).parent().unwrap_or(Path::new("."));
         std::fs::write(dir.join(format!("{stem}.csv")), csv(&points))?;
-        for (name, plot) in plots(&points, &cpu) {
-            let base = dir.join(format!("{stem}-{name}"));
-            std::fs::write(base.with_extension("svg"), plot.svg()?)?;
-            std::fs::write(base.with_extension("png"), plot.png()?)?;
-            links.push_str(&format!(
-                "![{name}]({stem}-{name}.png) ([SVG]({stem}-{name}.svg))\n\n"
-            ));
-        }
-        links.push_str(&format!("The points: [{stem}.csv]({stem}.csv).\n\n"));
+        let figure = breakeven_plot::stack(plots(&points, &cpu));
+        std::fs::write(dir.join(format!("{stem}.svg")), figure.svg()?)?;
+        std::fs::write(dir.join(format!("{stem}.png")), figure.png()?)?;
+        links.push_str(&format!(
+            "![SimpleCNN cost against (a) batch size, (b) width, (c) parameter count, \
+             breakeven and PyTorch]({stem}.png) ([SVG]({stem}.svg); the points: \
+             [{stem}.csv]({stem}.csv))\n\n"
+        ));
     }
     Ok(render(
         args,
@@ -173,7 +171,8 @@ fn series(
     ]
 }
 
-fn plots(points: &[Point], cpu: &str) -> Vec<(&'static str, breakeven_plot::Plot)> {
+/// The three panels, (a) to (c).
+fn plots(points: &[Point], cpu: &str) -> Vec<breakeven_plot::Plot> {
     let batch = series(points, "a", "step", "", |p| Some(p.batch as f64));
     let width = series(points, "b", "step", "", |p| Some(p.width));
     let params = |p: &Point| p.params().map(|n| n as f64);
@@ -190,42 +189,33 @@ fn plots(points: &[Point], cpu: &str) -> Vec<(&'static str, breakeven_plot::Plot
         .find(|p| p.panel == "b")
         .map_or(0, |p| p.batch);
     vec![
-        (
-            "batch",
-            line_chart(
-                &format!("SimpleCNN training step vs batch size (width 1, f32, {cpu})"),
-                "batch size (examples)",
-                "time per step (ms)",
-                &batch,
-            )
-            .log_x()
-            .log_y(),
-        ),
-        (
-            "width",
-            line_chart(
-                &format!("SimpleCNN training step vs width (batch {step_batch}, f32, {cpu})"),
-                "width multiplier",
-                "time per step (ms)",
-                &width,
-            )
-            .log_x()
-            .log_y(),
-        ),
-        (
-            "curvature",
-            line_chart(
-                &format!(
-                    "Curvature cost vs parameter count (SimpleCNN widths 0.25–2, batch \
-                     {CURVATURE_BATCH}, {cpu})"
-                ),
-                "parameters",
-                "time (ms)",
-                &curv,
-            )
-            .log_x()
-            .log_y(),
-        ),
+        line_chart(
+            &format!("(a) SimpleCNN training step vs batch size (width 1, f32, {cpu})"),
+            "batch size (examples)",
+            "time per step (ms)",
+            &batch,
+        )
+        .log_x()
+        .log_y(),
+        line_chart(
+            &format!("(b) SimpleCNN training step vs width (batch {step_batch}, f32, {cpu})"),
+            "width multiplier",
+            "time per step (ms)",
+            &width,
+        )
+        .log_x()
+        .log_y(),
+        line_chart(
+            &format!(
+                "(c) Curvature cost vs parameter count (SimpleCNN widths 0.25–2, batch \
+                 {CURVATURE_BATCH}, f32, {cpu})"
+            ),
+            "parameters",
+            "time (ms)",
+            &curv,
+        )
+        .log_x()
+        .log_y(),
     ]
 }
 
