@@ -143,7 +143,7 @@ impl Plot {
 /// its own question (the cost of a model against batch size, width and parameter count).
 #[derive(Debug, Clone)]
 pub struct Stack {
-    plots: Vec<Plot>,
+    pub(crate) plots: Vec<Plot>,
 }
 
 /// The plots as panels of one figure, in order from the top.
@@ -152,35 +152,26 @@ pub fn stack(plots: Vec<Plot>) -> Stack {
 }
 
 impl Stack {
-    /// Size of the SVG in pixels (width, height): one plot's width, the plots' heights.
-    pub(crate) fn svg_size(&self) -> (f64, f64) {
-        (frame::W, frame::H * self.plots.len().max(1) as f64)
-    }
-
-    /// Draws every panel on its band of `root`, whose pixels are `scale` SVG pixels.
-    pub(crate) fn draw_on<DB: DrawingBackend>(
-        &self,
-        root: &DrawingArea<DB, Shift>,
-        scale: f64,
-    ) -> Result<(), String> {
-        let bands = root.split_evenly((self.plots.len().max(1), 1));
-        for (plot, band) in self.plots.iter().zip(&bands) {
-            plot.draw_on(band, scale)?;
-        }
-        Ok(())
-    }
-
-    /// The figure as an SVG document (760 px wide, 420 px per panel).
+    /// The figure as an SVG document (760 px wide, 420 px per panel): each panel's own SVG,
+    /// nested at its offset (the drawing code places everything in its figure's own pixels).
     pub fn svg(&self) -> Result<String, PlotError> {
-        register_embedded_font()?;
-        let mut out = String::new();
-        {
-            let (w, h) = self.svg_size();
-            let root = SVGBackend::with_string(&mut out, (w as u32, h as u32)).into_drawing_area();
-            self.draw_on(&root, 1.0).map_err(PlotError)?;
-            root.present()
-                .map_err(|e| PlotError(format!("writing a figure's SVG: {e}")))?;
+        let (w, h) = (frame::W, frame::H);
+        let mut out = format!(
+            r#"<svg width="{w}" height="{}" viewBox="0 0 {w} {}" xmlns="http://www.w3.org/2000/svg">"#,
+            h * self.plots.len() as f64,
+            h * self.plots.len() as f64,
+        );
+        out.push('\n');
+        for (k, plot) in self.plots.iter().enumerate() {
+            let svg = plot.svg()?;
+            let Some(inner) = svg.find("<svg") else {
+                return Err(PlotError("a panel's SVG has no <svg> element".into()));
+            };
+            out.push_str(&format!(r#"<svg y="{}""#, h * k as f64));
+            out.push_str(&svg[inner + 4..]);
+            out.push('\n');
         }
+        out.push_str("</svg>\n");
         Ok(out)
     }
 }

@@ -5,8 +5,7 @@
 //! The bitmap backend anti-aliases only text and hairlines, so the chart is drawn at
 //! [`SUPERSAMPLE`] × the PNG's size and averaged down, which smooths every line and marker.
 
-use plotters::coord::Shift;
-use plotters::prelude::{BitMapBackend, DrawingArea, IntoDrawingArea};
+use plotters::prelude::{BitMapBackend, IntoDrawingArea};
 
 use crate::plot::{Plot, Stack};
 use crate::PlotError;
@@ -25,35 +24,43 @@ impl Plot {
 
     /// The chart as PNG bytes at `zoom` times the SVG's size.
     pub fn png_at(&self, zoom: f64) -> Result<Vec<u8>, PlotError> {
-        render(self.svg_size(), zoom, |root, px| self.draw_on(root, px))
+        let (w, h, rgb) = self.rgb(zoom)?;
+        encode_png(&rgb, w, h)
+    }
+
+    /// The chart as an RGB image (width, height, pixels) at `zoom` times the SVG's size.
+    fn rgb(&self, zoom: f64) -> Result<(usize, usize, Vec<u8>), PlotError> {
+        crate::plot::register_embedded_font()?;
+        let (w, h) = self.svg_size();
+        let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
+        let (big_w, big_h) = (w * SUPERSAMPLE, h * SUPERSAMPLE);
+        let mut big = vec![0u8; big_w * big_h * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut big, (big_w as u32, big_h as u32))
+                .into_drawing_area();
+            let px = zoom * SUPERSAMPLE as f64;
+            self.draw_on(&root, px).map_err(PlotError)?;
+            root.present()
+                .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
+        }
+        Ok((w, h, downsample(&big, w, h)))
     }
 }
 
 impl Stack {
-    /// The figure as PNG bytes, [`PNG_ZOOM`] times the SVG's size.
+    /// The figure as PNG bytes, [`PNG_ZOOM`] times the SVG's size: the panels' images one
+    /// under the other.
     pub fn png(&self) -> Result<Vec<u8>, PlotError> {
-        render(self.svg_size(), PNG_ZOOM, |root, px| self.draw_on(root, px))
+        let mut rgb = Vec::new();
+        let (mut w, mut h) = (0, 0);
+        for plot in &self.plots {
+            let (pw, ph, px) = plot.rgb(PNG_ZOOM)?;
+            w = pw;
+            h += ph;
+            rgb.extend(px);
+        }
+        encode_png(&rgb, w, h)
     }
-}
-
-/// Draws with `draw` at `zoom` × the SVG size `(w, h)`, supersampled, and encodes the PNG.
-fn render(
-    (w, h): (f64, f64),
-    zoom: f64,
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>, f64) -> Result<(), String>,
-) -> Result<Vec<u8>, PlotError> {
-    crate::plot::register_embedded_font()?;
-    let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
-    let (big_w, big_h) = (w * SUPERSAMPLE, h * SUPERSAMPLE);
-    let mut big = vec![0u8; big_w * big_h * 3];
-    {
-        let root =
-            BitMapBackend::with_buffer(&mut big, (big_w as u32, big_h as u32)).into_drawing_area();
-        draw(&root, zoom * SUPERSAMPLE as f64).map_err(PlotError)?;
-        root.present()
-            .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
-    }
-    encode_png(&downsample(&big, w, h), w, h)
 }
 
 /// Averages each SUPERSAMPLE × SUPERSAMPLE block of the RGB image `big` into one pixel of a
@@ -215,6 +222,14 @@ mod tests {
         assert_eq!((w, h), (1140, 2 * 630));
         assert!(dark_pixels(w, &px, 0..45) > 50);
         assert_eq!(dark_pixels(w, &px, 630..630 + 45), 0);
+        // Each band draws its own line (the first palette colour) inside its own frame.
+        let line = |rows: std::ops::Range<usize>| {
+            px[rows.start * w * 3..rows.end * w * 3]
+                .chunks(3)
+                .filter(|p| p[0] < 40 && (90..140).contains(&p[1]) && p[2] > 150)
+                .count()
+        };
+        assert!(line(45..600) > 300 && line(630 + 45..1230) > 300);
         let svg = fig.svg().unwrap();
         assert!(
             svg.contains(r#"height="840""#) && svg.contains("first"),
