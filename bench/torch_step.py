@@ -8,7 +8,12 @@ prints one line `RESULT {"median_ms": ..., "times_ms": [...], "rss_before_mb": .
 The models are the references named in breakeven's architecture files: SimpleCNN (SCIENCE.md §6),
 ResNet-18 (kuangliu/pytorch-cifar), WRN-16-4 (xternalz/WideResNet-pytorch, pre-activation).
 Kinds: fwd (forward + loss, autograd on), fwdbwd (+ backward to all parameters), hvp (double
-backprop Hessian-vector product), step (forward + backward + plain SGD update).
+backprop Hessian-vector product), step (forward + backward + plain SGD update), lanczos (20
+Lanczos iterations on the batch Hessian, full reorthogonalization in float64, as
+breakeven-curvature's `lanczos`), and the per-example gradients of the `--batch` examples
+(`bench_step --per-example`): pe_vmap (`torch.func.vmap(grad(loss of one example))`) and
+pe_loop (a loop of batch-size-1 backward passes into one n x D float32 buffer).
+`--width` scales SimpleCNN's widths as breakeven's `width_mult` does.
 """
 
 import argparse
@@ -26,14 +31,16 @@ import torch.nn.functional as F  # noqa: E402
 
 
 class SimpleCNN(nn.Module):
-    def __init__(self, classes=10):
+    def __init__(self, classes=10, width=1.0):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv4 = nn.Conv2d(64, 64, 3)
-        self.fc1 = nn.Linear(64 * 6 * 6, 128)
-        self.fc2 = nn.Linear(128, classes)
+        # breakeven's rounding (half away from zero), at least 1.
+        c1, c2, hidden = (max(1, int(n * width + 0.5)) for n in (32, 64, 128))
+        self.conv1 = nn.Conv2d(3, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c1, 3)
+        self.conv3 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.conv4 = nn.Conv2d(c2, c2, 3)
+        self.fc1 = nn.Linear(c2 * 6 * 6, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, x):
         x = F.relu(self.conv1(x))
@@ -118,7 +125,73 @@ class WideResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-MODELS = {"simple_cnn": SimpleCNN, "resnet18": ResNet18, "wrn16_4": lambda: WideResNet(16, 4)}
+MODELS = {
+    "simple_cnn": lambda width: SimpleCNN(width=width),
+    "resnet18": lambda width: ResNet18(),
+    "wrn16_4": lambda width: WideResNet(16, 4),
+}
+
+KINDS = ["fwd", "fwdbwd", "hvp", "step", "lanczos", "pe_vmap", "pe_loop"]
+
+
+def hvp(loss_fn, params, v):
+    """Hessian-vector product by double backprop (v: one tensor per parameter)."""
+    g = torch.autograd.grad(loss_fn(), params, create_graph=True)
+    gv = sum((gi * vi).sum() for gi, vi in zip(g, v))
+    return torch.autograd.grad(gv, params)
+
+
+def lanczos(loss_fn, params, iters, seed=0):
+    """`iters` Lanczos steps with full reorthogonalization (twice), vectors in float64 as
+    breakeven-curvature's `lanczos` keeps them; returns the largest Ritz value."""
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(sizes), generator=gen, dtype=torch.float64)
+    q /= q.norm()
+    basis, alpha, beta = [], [], []
+    for _ in range(iters):
+        v = [t.view(s).to(torch.float32) for t, s in zip(q.split(sizes), shapes)]
+        w = torch.cat([h.reshape(-1) for h in hvp(loss_fn, params, v)]).to(torch.float64)
+        alpha.append(float(w @ q))
+        basis.append(q)
+        Q = torch.stack(basis)
+        for _ in range(2):
+            w -= Q.T @ (Q @ w)
+        b = float(w.norm())
+        if b < 1e-10:
+            break
+        beta.append(b)
+        q = w / b
+    m = len(alpha)
+    T = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+    if m > 1:
+        off = torch.tensor(beta[: m - 1], dtype=torch.float64)
+        T += torch.diag(off, 1) + torch.diag(off, -1)
+    return float(torch.linalg.eigvalsh(T)[-1])
+
+
+def per_example_vmap(model, x, y):
+    """Per-example gradients by `torch.func.vmap(grad(...))`: a dict of [n, *shape] tensors."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: p.detach() for k, p in model.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        out = functional_call(model, p, (xi.unsqueeze(0),))
+        return F.cross_entropy(out, yi.unsqueeze(0))
+
+    return vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+
+
+def per_example_loop(model, params, x, y):
+    """Per-example gradients by a loop of batch-size-1 backward passes into one n x D buffer."""
+    out = torch.empty(x.shape[0], sum(p.numel() for p in params))
+    for i in range(x.shape[0]):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        g = torch.autograd.grad(loss, params)
+        torch.cat([gi.reshape(-1) for gi in g], out=out[i])
+    return out
 
 
 def status_mb(key):
@@ -132,29 +205,35 @@ def status_mb(key):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=sorted(MODELS), required=True)
-    ap.add_argument("--kind", choices=["fwd", "fwdbwd", "hvp", "step"], required=True)
+    ap.add_argument("--kind", choices=KINDS, required=True)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=float, default=1.0)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MODELS[args.model]().train()
+    model = MODELS[args.model](args.width).train()
     params = [p for p in model.parameters() if p.requires_grad]
     x = torch.randn(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
     v = [torch.randn_like(p) for p in params]
 
     def run():
+        if args.kind == "pe_vmap":
+            g = per_example_vmap(model, x, y)
+            return next(iter(g.values()))[0].sum().item()
+        if args.kind == "pe_loop":
+            return per_example_loop(model, params, x, y)[0].sum().item()
+        if args.kind == "lanczos":
+            return lanczos(lambda: F.cross_entropy(model(x), y), params, 20)
+        if args.kind == "hvp":
+            hv = hvp(lambda: F.cross_entropy(model(x), y), params, v)
+            return hv[0].sum().item()
         loss = F.cross_entropy(model(x), y)
         if args.kind == "fwd":
             return loss.item()
-        if args.kind == "hvp":
-            g = torch.autograd.grad(loss, params, create_graph=True)
-            gv = sum((gi * vi).sum() for gi, vi in zip(g, v))
-            hv = torch.autograd.grad(gv, params)
-            return hv[0].sum().item()
         g = torch.autograd.grad(loss, params)
         if args.kind == "step":
             with torch.no_grad():
@@ -163,7 +242,8 @@ def main():
         return g[0].sum().item()
 
     rss_before = status_mb("VmRSS")
-    run()  # warm-up
+    if args.kind != "lanczos":
+        run()  # warm-up (20 Lanczos iterations warm up on their first product)
     times = []
     for _ in range(args.reps):
         t = time.perf_counter()
@@ -175,6 +255,7 @@ def main():
         "rss_before_mb": rss_before,
         "peak_mb": status_mb("VmHWM"),
         "torch": torch.__version__,
+        "params": sum(p.numel() for p in params),
     }
     print("RESULT " + json.dumps(out), flush=True)
 

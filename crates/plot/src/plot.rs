@@ -138,6 +138,44 @@ impl Plot {
     }
 }
 
+/// Plots stacked top to bottom in one figure (one SVG, one PNG), each drawn exactly as it is
+/// alone: a figure of panels that share a subject but not their axes, each panel answering
+/// its own question (the cost of a model against batch size, width and parameter count).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub(crate) plots: Vec<Plot>,
+}
+
+/// The plots as panels of one figure, in order from the top.
+pub fn stack(plots: Vec<Plot>) -> Stack {
+    Stack { plots }
+}
+
+impl Stack {
+    /// The figure as an SVG document (760 px wide, 420 px per panel): each panel's own SVG,
+    /// nested at its offset (the drawing code places everything in its figure's own pixels).
+    pub fn svg(&self) -> Result<String, PlotError> {
+        let (w, h) = (frame::W, frame::H);
+        let mut out = format!(
+            r#"<svg width="{w}" height="{}" viewBox="0 0 {w} {}" xmlns="http://www.w3.org/2000/svg">"#,
+            h * self.plots.len() as f64,
+            h * self.plots.len() as f64,
+        );
+        out.push('\n');
+        for (k, plot) in self.plots.iter().enumerate() {
+            let svg = plot.svg()?;
+            let Some(inner) = svg.find("<svg") else {
+                return Err(PlotError("a panel's SVG has no <svg> element".into()));
+            };
+            out.push_str(&format!(r#"<svg y="{}""#, h * k as f64));
+            out.push_str(&svg[inner + 4..]);
+            out.push('\n');
+        }
+        out.push_str("</svg>\n");
+        Ok(out)
+    }
+}
+
 /// Bars of measured mean ± std per column, with the published value as a dot beside each bar.
 pub fn bar_chart(
     title: &str,

@@ -7,7 +7,7 @@
 
 use plotters::prelude::{BitMapBackend, IntoDrawingArea};
 
-use crate::plot::Plot;
+use crate::plot::{Plot, Stack};
 use crate::PlotError;
 
 /// Scale of the PNG relative to the SVG's own size (1.5: 760×420 plots become 1140×630).
@@ -24,6 +24,12 @@ impl Plot {
 
     /// The chart as PNG bytes at `zoom` times the SVG's size.
     pub fn png_at(&self, zoom: f64) -> Result<Vec<u8>, PlotError> {
+        let (w, h, rgb) = self.rgb(zoom)?;
+        encode_png(&rgb, w, h)
+    }
+
+    /// The chart as an RGB image (width, height, pixels) at `zoom` times the SVG's size.
+    fn rgb(&self, zoom: f64) -> Result<(usize, usize, Vec<u8>), PlotError> {
         crate::plot::register_embedded_font()?;
         let (w, h) = self.svg_size();
         let (w, h) = ((w * zoom).round() as usize, (h * zoom).round() as usize);
@@ -37,7 +43,23 @@ impl Plot {
             root.present()
                 .map_err(|e| PlotError(format!("drawing a plot's PNG: {e}")))?;
         }
-        encode_png(&downsample(&big, w, h), w, h)
+        Ok((w, h, downsample(&big, w, h)))
+    }
+}
+
+impl Stack {
+    /// The figure as PNG bytes, [`PNG_ZOOM`] times the SVG's size: the panels' images one
+    /// under the other.
+    pub fn png(&self) -> Result<Vec<u8>, PlotError> {
+        let mut rgb = Vec::new();
+        let (mut w, mut h) = (0, 0);
+        for plot in &self.plots {
+            let (pw, ph, px) = plot.rgb(PNG_ZOOM)?;
+            w = pw;
+            h += ph;
+            rgb.extend(px);
+        }
+        encode_png(&rgb, w, h)
     }
 }
 
@@ -189,6 +211,30 @@ mod tests {
         assert!(dark > 200, "the title drew {dark} dark pixels");
         let (w1, h1, _) = decode_png(&chart("x").png_at(1.0).unwrap());
         assert_eq!((w1, h1), (760, 420));
+    }
+
+    #[test]
+    fn a_stack_draws_each_panel_in_its_own_band() {
+        // Two panels: the figure is two plots high, each band starts with its own title, and
+        // a panel without a title leaves its band's title rows blank.
+        let fig = crate::plot::stack(vec![chart("first"), chart("")]);
+        let (w, h, px) = decode_png(&fig.png().unwrap());
+        assert_eq!((w, h), (1140, 2 * 630));
+        assert!(dark_pixels(w, &px, 0..45) > 50);
+        assert_eq!(dark_pixels(w, &px, 630..630 + 45), 0);
+        // Each band draws its own line (the first palette colour) inside its own frame.
+        let line = |rows: std::ops::Range<usize>| {
+            px[rows.start * w * 3..rows.end * w * 3]
+                .chunks(3)
+                .filter(|p| p[0] < 40 && (90..140).contains(&p[1]) && p[2] > 150)
+                .count()
+        };
+        assert!(line(45..600) > 300 && line(630 + 45..1230) > 300);
+        let svg = fig.svg().unwrap();
+        assert!(
+            svg.contains(r#"height="840""#) && svg.contains("first"),
+            "{svg:.300}"
+        );
     }
 
     #[test]

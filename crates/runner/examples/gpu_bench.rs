@@ -8,7 +8,7 @@
 //!           [--torch scripts/gpu_torch_ref.py] [--markdown]
 //! ```
 //!
-//! Both sides measure the same thing as `crates/models/examples/bench_step.rs` does on CPU: f32,
+//! Both sides measure the same thing as `crates/models/examples/bench_step/` does on CPU: f32,
 //! random inputs and labels, `step` = forward + cross-entropy + backward + plain SGD update of
 //! every parameter, `hvp` = double backprop ∇(∇L·v). Each time is taken between device
 //! synchronizations; the median of `--reps` after one warm-up (fewer reps when the warm-up alone

@@ -2,8 +2,8 @@
 
 use breakeven_curvature::{
     covariance_summary, loss_and_gradient, materialize, params_to_vec, per_example_gradients,
-    BatchedLoss, CovarianceConfig, CovarianceOperator, CurvatureError, LossFn, Normalization,
-    Reduction,
+    vec_to_tensors, BatchedLoss, CovarianceConfig, CovarianceOperator, CurvatureError, LossFn,
+    Normalization, Reduction,
 };
 use candle_core::Tensor;
 
@@ -162,10 +162,10 @@ fn mini_batch_gradient_noise_follows_tr_k_over_b() {
 
 #[test]
 fn blocked_gram_agrees_with_lanczos_on_the_covariance_operator_for_wide_gradients() {
-    // D = 1300 spans three column blocks of the Gram accumulation; the reference is Lanczos
+    // D = 5000 spans three column blocks of the Gram accumulation; the reference is Lanczos
     // on K v = (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ v, a separate code path.
     use breakeven_curvature::{lanczos, LanczosConfig, PerExampleGradients};
-    let (n, d) = (6, 1300);
+    let (n, d) = (6, 5000);
     let mut r = breakeven_curvature::random::rng(21);
     let mut data = breakeven_curvature::random::gaussian_vector(&mut r, n * d);
     // A shared offset: the mean must be removed before the Gram product.
@@ -192,5 +192,101 @@ fn blocked_gram_agrees_with_lanczos_on_the_covariance_operator_for_wide_gradient
     let l = lanczos(&mut op, &cfg, 1).unwrap();
     for (a, b) in s.eigenvalues.iter().zip(&l.eigenvalues) {
         assert!((a - b).abs() < 1e-8 * b, "{a} vs {b}");
+    }
+}
+
+/// The loss of example i.
+type ExampleLoss = std::rc::Rc<dyn Fn(usize) -> candle_core::Result<Tensor>>;
+
+/// A tanh net 3 → 4 → 2 on 5 examples, with a weight used transposed (its gradient is a
+/// non-contiguous view) and a parameter the loss ignores: `vars` in `dtype`, loss of example i.
+fn tanh_net(dtype: candle_core::DType) -> (impl LossFn, Vec<candle_core::Var>, ExampleLoss) {
+    let n = 5;
+    let x = randn(410, n, 3, 1.0).to_dtype(dtype).unwrap();
+    let y = labels(411, n, 2);
+    let vars: Vec<candle_core::Var> = [
+        param(412, &[3, 4], 0.8),
+        param(413, &[4], 0.3),
+        param(414, &[2, 4], 0.8),
+        param(415, &[2], 1.0),
+    ]
+    .iter()
+    .map(|v| candle_core::Var::from_tensor(&v.as_tensor().to_dtype(dtype).unwrap()).unwrap())
+    .collect();
+    let vc = vars.clone();
+    let example = std::rc::Rc::new(move |i: usize| {
+        let h = rows(&x, i, i + 1)
+            .matmul(vc[0].as_tensor())?
+            .broadcast_add(vc[1].as_tensor())?
+            .tanh()?;
+        // h Wᵀ: the gradient of W is the transpose of a matmul, a strided view.
+        let z = h.matmul(&vc[2].as_tensor().t()?)?;
+        cross_entropy(&z, &y[i..i + 1])
+    });
+    let e = example.clone();
+    let l = BatchedLoss::new(n, Reduction::Mean, move |i| Ok((e(i)?, 1)));
+    (l, vars, example)
+}
+
+/// Per-example gradients written straight into their rows (issue 18 item 3) against a plain
+/// loop of Candle backward passes read through `to_dtype`/`to_vec1` (bit for bit, in f64 and
+/// f32) and against central finite differences of each example's loss in f64 (TESTING.md #9).
+#[test]
+fn per_example_gradients_match_a_loop_and_finite_differences() {
+    use candle_core::DType;
+    init();
+    for dtype in [DType::F64, DType::F32] {
+        let (mut l, vars, example) = tanh_net(dtype);
+        let g = per_example_gradients(&mut l, &vars).unwrap();
+        assert_eq!((g.len(), g.dim()), (5, 12 + 4 + 8 + 2));
+        for i in 0..5 {
+            let grads = example(i).unwrap().backward().unwrap();
+            let want: Vec<f64> = vars
+                .iter()
+                .flat_map(|v| match grads.get(v.as_tensor()) {
+                    Some(t) => t
+                        .flatten_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap(),
+                    None => vec![0.0; v.elem_count()],
+                })
+                .collect();
+            assert_eq!(g.row(i), &want[..], "{dtype:?}, example {i}");
+            let loss = example(i).unwrap().to_dtype(DType::F64).unwrap();
+            assert_eq!(g.losses[i], loss.to_scalar::<f64>().unwrap());
+        }
+        // The ignored parameter's gradient is zero, not missing.
+        assert!((0..5).all(|i| g.row(i)[24..].iter().all(|x| *x == 0.0)));
+        if dtype != DType::F64 {
+            continue;
+        }
+        let theta = params_to_vec(&vars).unwrap();
+        let set = |t: &[f64]| {
+            for (v, x) in vars.iter().zip(vec_to_tensors(t, &vars).unwrap()) {
+                v.set(&x).unwrap();
+            }
+        };
+        let h = 1e-6;
+        for i in 0..5 {
+            for k in 0..theta.len() {
+                let mut t = theta.clone();
+                t[k] = theta[k] + h;
+                set(&t);
+                let up = example(i).unwrap().to_scalar::<f64>().unwrap();
+                t[k] = theta[k] - h;
+                set(&t);
+                let down = example(i).unwrap().to_scalar::<f64>().unwrap();
+                let fd = (up - down) / (2.0 * h);
+                let got = g.row(i)[k];
+                assert!(
+                    (got - fd).abs() <= 1e-8 * (1.0 + fd.abs()),
+                    "example {i}, parameter {k}: {got} vs finite difference {fd}"
+                );
+            }
+        }
+        set(&theta);
     }
 }

@@ -5,18 +5,29 @@
 //! ```text
 //! cargo run -p breakeven-models --example bench_step -- [--write docs/results/cpu-speed.md]
 //!     [--reps 5] [--batch 128] [--threads 2] [--only simple_cnn,resnet18,wrn16_4]
+//!     [--python PYTHON_WITH_TORCH] [--per-example | --scaling]
 //! ```
 //!
 //! Every measurement runs in a fresh child process (this binary with `--child`, or
 //! `bench/torch_step.py`), so that its VmHWM from /proc/self/status is that measurement's peak.
 //! Times are medians over `--reps` repetitions after one warm-up. Rows for architectures that
 //! `breakeven_models::build` does not know yet are skipped with a note.
+//!
+//! `--per-example` times per-example gradients instead ([`per_example`]), `--scaling` how the
+//! cost grows with batch size, width and parameter count ([`scaling`]); each writes its own
+//! section of the page, which the other modes keep.
+
+mod per_example;
+mod scaling;
 
 use std::process::Command;
 use std::time::Instant;
 
+use breakeven_curvature::{
+    lanczos, per_example_gradients, BatchedLoss, HessianOperator, LanczosConfig, Reduction,
+};
 use breakeven_models::{build, cross_entropy, Mode, ModelSpec};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,6 +53,8 @@ fn kind_label(kind: &str) -> &'static str {
         "fwd" => "forward",
         "fwdbwd" => "forward+backward",
         "hvp" => "HVP (double backprop)",
+        "lanczos" => "Lanczos, 20 iterations",
+        "per_example" => "per-example gradients",
         _ => "training step (fwd+bwd+SGD)",
     }
 }
@@ -53,6 +66,9 @@ struct Measured {
     times_ms: Vec<f64>,
     rss_before_mb: f64,
     peak_mb: f64,
+    /// Number of model parameters (absent from older answers).
+    #[serde(default)]
+    params: Option<usize>,
 }
 
 impl Measured {
@@ -79,7 +95,9 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
 
 /// The child: build the model, time `kind`, print `RESULT {json}`.
 fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Result<()> {
-    if kind == "hvp" {
+    // Per-example gradients and Lanczos run as the tracker runs them, in a process in
+    // second-order mode (the runner's `enable_second_order`).
+    if matches!(kind, "hvp" | "lanczos" | "per_example") {
         breakeven_curvature::enable_double_backprop()?;
         anyhow::ensure!(
             breakeven_curvature::detached_worker_available(),
@@ -100,7 +118,39 @@ fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Resu
         .map(|p| uniform(&mut rng, p.var.dims()))
         .collect::<Result<_>>()?;
 
+    let vars: Vec<Var> = model.params().iter().map(|p| p.var.clone()).collect();
+    let curvature = |e: breakeven_curvature::CurvatureError| candle_core::Error::Msg(e.to_string());
+
     let run = || -> Result<f32> {
+        if kind == "per_example" {
+            // As `breakeven_runner::track::measure_curvature` calls it: one example per batch.
+            let mut loss = BatchedLoss::new(batch, Reduction::Mean, |i| {
+                let z = model.forward(&x.narrow(0, i, 1)?, Mode::BatchStats)?;
+                Ok((cross_entropy(&z, &y.narrow(0, i, 1)?)?, 1))
+            });
+            let g = per_example_gradients(&mut loss, &vars).map_err(curvature)?;
+            return Ok(g.row(batch - 1)[0] as f32);
+        }
+        if kind == "lanczos" {
+            // As the tracker's λ_H^1: the Hessian operator of the batch's mean loss; tol 0
+            // runs exactly 20 iterations.
+            let loss = BatchedLoss::new(1, Reduction::Mean, |_| {
+                Ok((
+                    cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?,
+                    batch,
+                ))
+            });
+            let mut op = HessianOperator::new(vars.clone(), loss).map_err(curvature)?;
+            let cfg = LanczosConfig {
+                k: 1,
+                max_iter: 20,
+                tol: 0.0,
+                compute_residuals: false,
+                ..Default::default()
+            };
+            let eig = lanczos(&mut op, &cfg, 0).map_err(curvature)?;
+            return Ok(eig.eigenvalues[0] as f32);
+        }
         let loss = cross_entropy(&model.forward(&x, Mode::Train)?, &y)?;
         match kind {
             "fwd" => loss.to_scalar::<f32>(),
@@ -134,7 +184,10 @@ fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Resu
     };
 
     let rss_before_mb = status_mb("VmRSS");
-    run()?;
+    // 20 Lanczos iterations warm up on their first product; the others get one warm-up pass.
+    if kind != "lanczos" {
+        run()?;
+    }
     let mut times_ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -146,6 +199,7 @@ fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Resu
         times_ms,
         rss_before_mb,
         peak_mb: status_mb("VmHWM"),
+        params: Some(vars.iter().map(|v| v.elem_count()).sum()),
     };
     println!("RESULT {}", serde_json::to_string(&out)?);
     Ok(())
@@ -184,6 +238,17 @@ fn measure(cmd: &mut Command) -> std::result::Result<Measured, String> {
     }
 }
 
+/// What the command measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    /// The step table of [`MODELS`].
+    Steps,
+    /// Per-example gradients against `torch.func.vmap` and a loop ([`per_example`]).
+    PerExample,
+    /// Cost against batch size, width and parameter count ([`scaling`]).
+    Scaling,
+}
+
 struct Args {
     write: Option<String>,
     /// glibc malloc tunables passed to every child (both implementations), or none.
@@ -192,6 +257,10 @@ struct Args {
     batch: usize,
     threads: usize,
     only: Option<Vec<String>>,
+    /// The Python with torch that runs bench/torch_step.py (`--python`, else
+    /// `$BREAKEVEN_TORCH_PYTHON`, else `python3`).
+    python: String,
+    mode: Task,
 }
 
 /// mmap threshold at its 32 MiB maximum, heap trimming off.
@@ -206,6 +275,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         batch: 128,
         threads: 2,
         only: None,
+        // The same variable as the PyTorch oracle test (tests/integration/measure_pytorch.rs).
+        python: std::env::var("BREAKEVEN_TORCH_PYTHON").unwrap_or_else(|_| "python3".into()),
+        mode: Task::Steps,
     };
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -221,12 +293,87 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--batch" => a.batch = value()?.parse()?,
             "--threads" => a.threads = value()?.parse()?,
             "--only" => a.only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--python" => a.python = value()?,
+            "--per-example" => a.mode = Task::PerExample,
+            "--scaling" => a.mode = Task::Scaling,
             other => anyhow::bail!(
-                "unknown flag {other}; expected --write, --reps, --batch, --threads, --only"
+                "unknown flag {other}; expected --write, --reps, --batch, --threads, --only, \
+                 --python, --tuned-malloc, --per-example, --scaling"
             ),
         }
     }
     Ok(a)
+}
+
+/// The two implementations' child commands for one measurement.
+struct Children {
+    exe: std::path::PathBuf,
+    script: &'static str,
+    /// PyTorch's version, `None` where `--python` cannot import torch.
+    torch_version: Option<String>,
+}
+
+impl Children {
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let torch = Command::new(&args.python)
+            .args(["-c", "import torch; print(torch.__version__)"])
+            .output();
+        let torch_version = match torch {
+            Ok(o) if o.status.success() => {
+                Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            }
+            _ => None,
+        };
+        if torch_version.is_none() {
+            println!(
+                "PyTorch is absent ({} -c 'import torch' failed): breakeven columns only.",
+                args.python
+            );
+        }
+        Ok(Self {
+            exe: std::env::current_exe()?,
+            script: concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_step.py"),
+            torch_version,
+        })
+    }
+
+    /// breakeven's child: `spec` as JSON, `kind` as in [`child`].
+    fn ours(&self, args: &Args, spec: &str, kind: &str, reps: usize, batch: usize) -> Outcome {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["--child", spec, kind, &reps.to_string(), &batch.to_string()])
+            .env("RAYON_NUM_THREADS", args.threads.to_string());
+        // Double backprop needs Candle's graphs kept (SCIENCE.md §7): the second-order
+        // children turn it on themselves (enable_double_backprop), after starting the
+        // detached worker.
+        cmd.env_remove("CANDLE_GRAD_DO_NOT_DETACH");
+        if let Some(t) = &args.tunables {
+            cmd.env("GLIBC_TUNABLES", t);
+        }
+        measure(&mut cmd)
+    }
+
+    /// PyTorch's child (bench/torch_step.py), `None` without PyTorch.
+    #[allow(clippy::too_many_arguments)]
+    fn torch(
+        &self,
+        args: &Args,
+        model: &str,
+        width: f64,
+        kind: &str,
+        reps: usize,
+        batch: usize,
+    ) -> Option<Outcome> {
+        self.torch_version.as_ref()?;
+        let mut cmd = Command::new(&args.python);
+        cmd.args([self.script, "--model", model, "--kind", kind]);
+        cmd.args(["--reps", &reps.to_string(), "--batch", &batch.to_string()]);
+        cmd.args(["--threads", &args.threads.to_string()]);
+        cmd.args(["--width", &width.to_string()]);
+        if let Some(t) = &args.tunables {
+            cmd.env("GLIBC_TUNABLES", t);
+        }
+        Some(measure(&mut cmd))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -238,19 +385,24 @@ fn main() -> anyhow::Result<()> {
         return child(spec, kind, reps.parse()?, batch.parse()?);
     }
     let args = parse_args(argv.into_iter().skip(1))?;
-    let exe = std::env::current_exe()?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_step.py");
-    let torch = Command::new("python3")
-        .args(["-c", "import torch; print(torch.__version__)"])
-        .output();
-    let torch_version = match torch {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        _ => None,
+    let children = Children::new(&args)?;
+    let section = match args.mode {
+        Task::Steps => steps(&args, &children),
+        Task::PerExample => per_example::section(&args, &children)?,
+        Task::Scaling => scaling::section(&args, &children)?,
     };
-    if torch_version.is_none() {
-        println!("PyTorch is absent (python3 -c 'import torch' failed): breakeven columns only.");
+    println!("\n{section}");
+    if let Some(path) = &args.write {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, merge_page(&old, &section))
+            .map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
+        println!("wrote {path}");
     }
+    Ok(())
+}
 
+/// The step table: every kind of every model of [`MODELS`] (or of `--only`).
+fn steps(args: &Args, children: &Children) -> String {
     let mut rows = Vec::new();
     for (key, label, spec, kinds) in MODELS {
         if args
@@ -267,39 +419,14 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         for kind in kinds.iter().copied() {
-            let reps = args.reps.to_string();
-            let batch = args.batch.to_string();
-            let threads = args.threads.to_string();
             eprintln!("measuring {label} {kind} ...");
-            let mut ours_cmd = Command::new(&exe);
-            ours_cmd
-                .args(["--child", spec, kind, &reps, &batch])
-                .env("RAYON_NUM_THREADS", &threads);
-            // Double backprop needs Candle's graphs kept (SCIENCE.md §7): the HVP child turns
-            // it on itself (enable_double_backprop), after starting the detached worker.
-            ours_cmd.env_remove("CANDLE_GRAD_DO_NOT_DETACH");
-            let mut torch_cmd = Command::new("python3");
-            torch_cmd.args([script, "--model", key, "--kind", kind, "--reps", &reps]);
-            torch_cmd.args(["--batch", &batch, "--threads", &threads]);
-            if let Some(t) = &args.tunables {
-                ours_cmd.env("GLIBC_TUNABLES", t);
-                torch_cmd.env("GLIBC_TUNABLES", t);
-            }
-            let ours = measure(&mut ours_cmd);
-            let theirs = torch_version.as_ref().map(|_| measure(&mut torch_cmd));
+            let ours = children.ours(args, spec, kind, args.reps, args.batch);
+            let theirs = children.torch(args, key, 1.0, kind, args.reps, args.batch);
             rows.push(row(label, kind, &ours, theirs.as_ref()));
             println!("{}", rows.last().expect("just pushed"));
         }
     }
-    let table = render(&args, torch_version.as_deref(), &rows);
-    println!("\n{table}");
-    if let Some(path) = &args.write {
-        let old = std::fs::read_to_string(path).unwrap_or_default();
-        std::fs::write(path, merge_page(&old, &table))
-            .map_err(|e| anyhow::anyhow!("writing {path}: {e}"))?;
-        println!("wrote {path}");
-    }
-    Ok(())
+    render(args, children.torch_version.as_deref(), &rows)
 }
 
 type Outcome = std::result::Result<Measured, String>;
@@ -315,9 +442,9 @@ One table per CPU model measured (the machine a developer or CI gets is sometime
 Memory: peak resident set (VmHWM, MB) of a fresh process per measurement, and in parentheses its rise over the resident set just before the first pass (model and batch built; PyTorch's import alone is ~500 MB). The memory ratio compares the rises. The machine is shared with other engineers' builds: times are noisy, compare ratios within a run.
 ";
 
-/// The page with `section` (one CPU's, starting with [`CPU_SECTION`]) in place of that CPU's
-/// old section, or added after the other CPUs' sections; other `## ` sections are kept as they
-/// are.
+/// The page with `section` in place of the old section of the same heading; a new CPU's
+/// section (starting with [`CPU_SECTION`]) goes after the other CPUs' sections, any other new
+/// section at the end. Every other `## ` section is kept as it is.
 fn merge_page(old: &str, section: &str) -> String {
     let heading = section.lines().next().unwrap_or_default();
     let sections: Vec<&str> = match old.find("\n## ") {
@@ -337,26 +464,55 @@ fn merge_page(old: &str, section: &str) -> String {
             .collect(),
         None => vec![],
     };
-    let mut cpus: Vec<String> = Vec::new();
-    let mut others: Vec<String> = Vec::new();
-    for s in sections {
-        let first = s.lines().next().unwrap_or_default();
-        if first == heading {
-            continue;
-        }
-        let s = format!("{}\n\n", s.trim_end());
-        if first.starts_with(CPU_SECTION) {
-            cpus.push(s);
+    let new = format!("{}\n\n", section.trim_end());
+    let mut page: Vec<String> = sections
+        .iter()
+        .map(|s| {
+            if s.lines().next().unwrap_or_default() == heading {
+                new.clone()
+            } else {
+                format!("{}\n\n", s.trim_end())
+            }
+        })
+        .collect();
+    if !sections
+        .iter()
+        .any(|s| s.lines().next().unwrap_or_default() == heading)
+    {
+        let at = if heading.starts_with(CPU_SECTION) {
+            page.iter()
+                .rposition(|s| s.starts_with(CPU_SECTION))
+                .map_or(0, |i| i + 1)
         } else {
-            others.push(s);
-        }
+            page.len()
+        };
+        page.insert(at, new);
     }
-    cpus.push(format!("{}\n\n", section.trim_end()));
-    let mut page = format!("{PAGE_HEAD}\n");
-    for s in cpus.iter().chain(&others) {
-        page.push_str(s);
-    }
+    let page = format!("{PAGE_HEAD}\n{}", page.concat());
     format!("{}\n", page.trim_end())
+}
+
+/// The CPU's model name, from /proc/cpuinfo.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The short git revision of the working tree.
+fn git_rev() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The SIMD extensions the matmul and convolution kernels can use on this CPU.
@@ -423,21 +579,7 @@ fn row(label: &str, kind: &str, ours: &Outcome, theirs: Option<&Outcome>) -> Str
 }
 
 fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
-    let rev = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_default();
+    let (rev, cpu) = (git_rev(), cpu_name());
     let mut s = String::new();
     s.push_str(&format!("{}{cpu} ({})\n\n", CPU_SECTION, simd_features()));
     let cmd = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
@@ -477,5 +619,14 @@ mod tests {
         assert_eq!(again.matches("## CPU: AMD EPYC").count(), 1);
         assert!(again.contains("intel\n") && again.contains("penalty table"));
         assert!(again.starts_with(PAGE_HEAD));
+        // The other modes' sections are replaced in place and kept by the step table's writes.
+        let pe = |body: &str| format!("{}Intel Xeon\n\n{body}\n", per_example::HEADING);
+        let with_pe = merge_page(&again, &pe("old pe"));
+        let cpu_again = merge_page(&with_pe, intel);
+        assert!(cpu_again.contains("old pe"), "{cpu_again}");
+        let replaced = merge_page(&cpu_again, &pe("new pe"));
+        assert!(!replaced.contains("old pe") && replaced.contains("new pe"));
+        assert_eq!(replaced.matches(per_example::HEADING).count(), 1);
+        assert!(replaced.find("penalty table").unwrap() < replaced.find("new pe").unwrap());
     }
 }
