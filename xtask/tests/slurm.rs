@@ -159,13 +159,15 @@ fn run_ok(mut c: Command) -> Output {
 }
 
 /// The page without the lines that legitimately differ between two sweeps of the same
-/// definition: the command (its --runs-dir), when it was generated, and the summed wall time.
+/// definition: the command (its --runs-dir), when it was generated, the summed wall time and
+/// the share of it spent on curvature.
 fn comparable(page: &str) -> String {
     page.lines()
         .filter(|l| {
             !l.starts_with("- Command:")
                 && !l.starts_with("- Generated:")
                 && !l.starts_with("- Training wall time")
+                && !l.starts_with("- Curvature tracking:")
         })
         .collect::<Vec<_>>()
         .join("\n")
