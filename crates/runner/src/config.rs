@@ -196,6 +196,11 @@ pub struct TrackingConfig {
     /// always logged.
     #[serde(default)]
     pub curvature: bool,
+    /// With `curvature`: also λ_K^1, Tr(K) and λ_K^*/λ_K^1 from `k_examples` per-example
+    /// gradients (as many backward passes again as Tr(F)); false measures Tr(F) (and λ_H, Tr(H))
+    /// alone, for experiments that read only those.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub covariance: bool,
     /// Size of the fixed seeded measurement subset of the training set.
     #[serde(default = "default_measure_subset")]
     pub measure_subset: usize,
@@ -255,6 +260,9 @@ fn default_true() -> bool {
 fn is_false(b: &bool) -> bool {
     !*b
 }
+fn is_true(b: &bool) -> bool {
+    *b
+}
 fn default_one() -> usize {
     1
 }
@@ -313,6 +321,7 @@ impl Default for TrackingConfig {
             dense_every: default_dense_every(),
             every_epochs: 1,
             curvature: false,
+            covariance: true,
             measure_subset: default_measure_subset(),
             top_k: default_top_k(),
             lanczos_iters: default_lanczos_iters(),

@@ -107,7 +107,8 @@ pub fn measure_curvature(
         matvecs += op.matvecs as u64;
     }
 
-    // Fisher and covariance from per-example gradients on the first `k_examples` examples.
+    // Fisher and (unless `tracking.covariance` is off) covariance from per-example gradients on
+    // the first `k_examples` examples.
     let n = t.k_examples.min(set.len);
     let mut logits = BatchedLogits::new(n, |i| {
         let (x, _) = set.example(i)?;
@@ -121,23 +122,24 @@ pub fn measure_curvature(
     record.fisher_trace = Some(fisher.trace);
     matvecs += fisher.backward_passes as u64;
 
-    let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
-        let (x, y) = set.example(i)?;
-        Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
-    });
-    let grads = per_example_gradients(&mut loss, &vars)?;
-    let cov = covariance_summary(
-        &grads,
-        &CovarianceConfig {
-            k: t.k_star.unwrap_or(1),
-            ..Default::default()
-        },
-    )?;
-    record.lambda_k1 = cov.eigenvalues.first().copied();
-    record.k_trace = Some(cov.trace);
-    record.k_ratio = Some(k_ratio(&cov, t.k_star));
-    matvecs += n as u64;
-
+    if t.covariance {
+        let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
+            let (x, y) = set.example(i)?;
+            Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
+        });
+        let grads = per_example_gradients(&mut loss, &vars)?;
+        let cov = covariance_summary(
+            &grads,
+            &CovarianceConfig {
+                k: t.k_star.unwrap_or(1),
+                ..Default::default()
+            },
+        )?;
+        record.lambda_k1 = cov.eigenvalues.first().copied();
+        record.k_trace = Some(cov.trace);
+        record.k_ratio = Some(k_ratio(&cov, t.k_star));
+        matvecs += n as u64;
+    }
     record.matvecs = matvecs;
     record.wall_s = t0.elapsed().as_secs_f64();
     Ok(record)

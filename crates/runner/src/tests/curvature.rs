@@ -202,3 +202,34 @@ fn tracking_does_not_change_the_trajectory() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn covariance_off_measures_the_fisher_trace_alone() {
+    let dir = temp_dir("covariance-off");
+    let mut config = tiny_config();
+    config.stop.max_epochs = 1;
+    config.tracking.curvature = true;
+    config.tracking.k_examples = 8;
+    config.tracking.lanczos_iters = 0;
+    config.tracking.hutchinson_samples = 0;
+    let run = |name: &str, config: &crate::config::RunConfig| {
+        let r = RunDir::new(dir.join(name));
+        train(&config.validate().unwrap(), &r, &TrainOptions::default()).unwrap();
+        read_metrics(&r.metrics_path()).unwrap()
+    };
+    let with = run("with", &config);
+    config.tracking.covariance = false;
+    // Off is written to the run's config; on (the default) is not, so older configs are unchanged.
+    assert!(config.to_toml().unwrap().contains("covariance = false"));
+    let without = run("without", &config);
+    assert_eq!(with.len(), without.len());
+    for (a, b) in with.iter().zip(&without) {
+        let (a, b) = (a.curvature.as_ref().unwrap(), b.curvature.as_ref().unwrap());
+        // The same Fisher trace (its own draws), no covariance quantities, 8 fewer passes.
+        assert_eq!(a.fisher_trace, b.fisher_trace);
+        assert!(a.lambda_k1.is_some() && a.k_trace.is_some());
+        assert_eq!((b.lambda_k1, b.k_trace, b.k_ratio), (None, None, None));
+        assert_eq!(a.matvecs, b.matvecs + 8);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
