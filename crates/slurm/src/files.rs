@@ -133,6 +133,19 @@ impl SweepLock {
     }
 }
 
+impl Drop for SweepLock {
+    /// Unlocks explicitly: closing the file alone leaves the lock held while a child process
+    /// forked meanwhile (by any thread) still holds a copy of the descriptor, until it execs.
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor we own; no memory is shared.
+            unsafe { libc::flock(self._file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
