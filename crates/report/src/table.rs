@@ -92,7 +92,7 @@ fn reference_section(
     );
     let _ = writeln!(
         out,
-        "| Column | η | α | seed | epochs | status | PyTorch test (%) | ours (%) | PyTorch − ours |"
+        "| Column | η | α | seed | epochs | status | PyTorch test (%) | ours (%), mean [min, max] over seeds | PyTorch − our mean |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in refs {
@@ -101,14 +101,25 @@ fn reference_section(
             .iter()
             .find(|c| c.key == r.column)
             .map_or(r.column.as_str(), |c| c.label.as_str());
-        let ours = cells
-            .and_then(|(_, cells)| cells.iter().find(|c| c.column == r.column))
-            .and_then(|c| c.test_mean);
+        let cell = cells.and_then(|(_, cells)| cells.iter().find(|c| c.column == r.column));
+        let ours = cell.and_then(|c| c.test_mean);
         let theirs = r.test_acc.map(|t| 100.0 * t);
         let f = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+        // Our seed-to-seed spread beside the mean: a PyTorch run inside it is not a gap.
+        let spread = cell
+            .filter(|c| !c.test_by_seed.is_empty())
+            .map_or(String::new(), |c| {
+                let lo = c.test_by_seed.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = c
+                    .test_by_seed
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max);
+                format!(" [{lo:.2}, {hi:.2}] over {}", c.test_by_seed.len())
+            });
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {}{spread} | {} |",
             r.lr,
             r.alpha,
             r.seed,
