@@ -97,7 +97,7 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
         |t| t.batch as f64,
         |t| value_at_accuracy(&t.points(&t.k_trace), level),
     );
-    let converged = runs.iter().all(|t| t.converged);
+    let converged = sweep.unfinished == 0 && runs.iter().all(|t| t.converged);
     evidence_line(
         page,
         &format!(
@@ -124,7 +124,7 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
         if converged {
             ""
         } else {
-            " Some runs did not reach their stopping accuracy, so the verdict is undecided."
+            " Some runs did not reach their stopping accuracy or have not finished, so the verdict is undecided."
         }
     );
     out

@@ -81,12 +81,15 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
         page.push('\n');
         return out;
     };
-    let converged = runs.iter().all(|t| t.converged);
-    let unconverged: Vec<&str> = runs
+    let converged = sweep.unfinished == 0 && runs.iter().all(|t| t.converged);
+    let mut unconverged: Vec<String> = runs
         .iter()
         .filter(|t| !t.converged)
-        .map(|t| t.label.as_str())
+        .map(|t| t.label.clone())
         .collect();
+    if sweep.unfinished > 0 {
+        unconverged.push(format!("{} run(s) not finished yet", sweep.unfinished));
+    }
     let _ = writeln!(
         page,
         "Every verdict reads ONE accuracy level, {}: the highest multiple of {} that every run reaches (each run is one observation; levels read from the same runs are not independent evidence). Maxima are taken from initialization up to the first point at or above it.{}\n",
@@ -391,6 +394,16 @@ mod tests {
             ),
             "{md}"
         );
+        // A planned run that has not finished: undecided too, and counted.
+        let mut sweep = synthetic_sweep();
+        sweep.unfinished = 2;
+        let md = super::page(&stamp("smoke"), &exp, &profile, &sweep).markdown;
+        assert_eq!(
+            md.matches("→ **undecided** (a run did not reach").count(),
+            6,
+            "{md}"
+        );
+        assert!(md.contains("2 run(s) not finished yet."), "{md}");
         // Reversed trends are refuted, not merely undecided.
         let mut sweep = synthetic_sweep();
         for t in &mut sweep.runs {

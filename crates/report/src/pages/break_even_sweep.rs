@@ -69,6 +69,9 @@ impl Trajectory {
 pub struct Sweep {
     pub runs: Vec<Trajectory>,
     pub notes: Vec<String>,
+    /// Runs of the sweep that have not finished (or failed): while any is left, every verdict
+    /// is undecided (runs are compared at convergence, all of them).
+    pub unfinished: usize,
 }
 
 impl Sweep {
@@ -100,11 +103,12 @@ pub fn sweep(
     outcomes: &[RowOutcome],
     records: &Records,
 ) -> Result<Sweep, RunError> {
-    let (mut runs, mut notes) = (Vec::new(), Vec::new());
+    let (mut runs, mut notes, mut unfinished) = (Vec::new(), Vec::new(), 0);
     for o in outcomes {
         let specs = match &o.state {
             RowState::Missing { message, .. } => {
                 notes.push(format!("{}: not run: {message}", o.row.setting));
+                unfinished += 1;
                 continue;
             }
             RowState::Ran { runs, errors, .. } => {
@@ -117,6 +121,7 @@ pub fn sweep(
         for (spec, summary) in specs {
             if summary.is_none() {
                 notes.push(format!("run {} has not finished", spec.dir.display()));
+                unfinished += 1;
                 continue;
             }
             let nan = f64::NAN;
@@ -165,7 +170,12 @@ pub fn sweep(
             runs.push(t);
         }
     }
-    Ok(Sweep { runs, notes }.with_overhead(outcomes, records))
+    Ok(Sweep {
+        runs,
+        notes,
+        unfinished,
+    }
+    .with_overhead(outcomes, records))
 }
 /// Step between compared accuracy levels: 5 points, 10 when the runs span more than 40.
 pub fn level_step(runs: &[Trajectory]) -> f64 {

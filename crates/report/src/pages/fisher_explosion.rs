@@ -62,29 +62,31 @@ fn plain_strata(
         .collect()
 }
 
-/// Whether every run a claim compares reached the stopping rule.
-fn all_converged(curves: &[RunCurve], plain_only: bool) -> bool {
-    curves
-        .iter()
-        .filter(|c| !plain_only || c.penalty == "none")
-        .all(|c| c.converged)
+/// Whether every run a claim compares reached the stopping rule (`complete`: every planned run
+/// of the row has finished).
+fn all_converged(curves: &[RunCurve], plain_only: bool, complete: bool) -> bool {
+    complete
+        && curves
+            .iter()
+            .filter(|c| !plain_only || c.penalty == "none")
+            .all(|c| c.converged)
 }
 
 /// Claim 1: a smaller η gives a larger early peak (plain SGD; per seed, ρ(η, peak) < 0).
-pub fn smaller_eta_larger_peak(curves: &[RunCurve]) -> Option<Evidence> {
+pub fn smaller_eta_larger_peak(curves: &[RunCurve], complete: bool) -> Option<Evidence> {
     let st = plain_strata(curves, |c| Some((c.lr, c.peak?.1)));
-    trend(&st, false, all_converged(curves, true), 300)
+    trend(&st, false, all_converged(curves, true, complete), 300)
 }
 
 /// Claim 2: a larger early peak goes with a lower final test accuracy (plain SGD; per seed,
 /// ρ(peak, test accuracy) < 0).
-pub fn peak_predicts_accuracy(curves: &[RunCurve]) -> Option<Evidence> {
+pub fn peak_predicts_accuracy(curves: &[RunCurve], complete: bool) -> Option<Evidence> {
     let st = plain_strata(curves, |c| Some((c.peak?.1, c.test_acc?)));
-    trend(&st, false, all_converged(curves, true), 301)
+    trend(&st, false, all_converged(curves, true, complete), 301)
 }
 
 /// [ours] FP at the smallest η lowers the early peak of the plain run at that η (seeds of each).
-pub fn penalty_lowers_peak(curves: &[RunCurve]) -> Option<Evidence> {
+pub fn penalty_lowers_peak(curves: &[RunCurve], complete: bool) -> Option<Evidence> {
     let small = curves
         .iter()
         .filter(|c| c.penalty == "none")
@@ -98,7 +100,7 @@ pub fn penalty_lowers_peak(curves: &[RunCurve]) -> Option<Evidence> {
             .collect()
     };
     let (plain, pen) = (peaks(false), peaks(true));
-    let converged = curves.iter().filter(|c| c.lr == small).all(|c| c.converged);
+    let converged = complete && curves.iter().filter(|c| c.lr == small).all(|c| c.converged);
     greater(&plain, &pen, converged, 302)
 }
 
@@ -132,9 +134,12 @@ pub fn page(
         let Some(runs) = row_runs(&mut page.markdown, o) else {
             continue;
         };
-        let mut curves = Vec::new();
+        let (mut curves, mut unfinished) = (Vec::new(), false);
         for (spec, summary) in runs {
-            let Some(summary) = summary else { continue };
+            let Some(summary) = summary else {
+                unfinished = true;
+                continue;
+            };
             let curve: Vec<(f64, f64)> = records_of(records, &spec.dir)?
                 .iter()
                 .filter_map(|r| r.curvature.as_ref()?.fisher_trace.map(|f| (r.epoch, f)))
@@ -170,13 +175,16 @@ pub fn page(
                 converged: summary.status == RunStatus::Converged,
             });
         }
-        row(&mut page, &o.row.key, &o.row.setting, &curves);
+        if unfinished {
+            page.markdown.push_str("Some runs of this row have not finished: every verdict below is undecided until they have.\n\n");
+        }
+        row(&mut page, &o.row.key, &o.row.setting, &curves, !unfinished);
     }
     Ok(page)
 }
 
 /// The per-run table, the two plots and the verdicts of one row.
-fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
+fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve], complete: bool) {
     let md = &mut page.markdown;
     md.push_str("| Run | early Tr(F) peak (at epoch) | Tr(F) peak over the run (at epoch) | final test acc. (%) | final train acc. (%) | stopping rule reached |\n|---|---|---|---|---|---|\n");
     for c in curves {
@@ -245,14 +253,14 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
         md,
         "With a smaller η, Tr(F) rises to a larger early peak (plain SGD)",
         "mean over seeds of −ρ(η, early peak) (Spearman)",
-        smaller_eta_larger_peak(curves).as_ref(),
+        smaller_eta_larger_peak(curves, complete).as_ref(),
         UNDECIDED,
     );
     evidence_line(
         md,
         "A larger early Tr(F) peak predicts worse final test accuracy (plain SGD)",
         "mean over seeds of −ρ(early peak, final test accuracy) (Spearman)",
-        peak_predicts_accuracy(curves).as_ref(),
+        peak_predicts_accuracy(curves, complete).as_ref(),
         UNDECIDED,
     );
     if curves.iter().any(|c| c.penalty != "none") {
@@ -260,7 +268,7 @@ fn row(page: &mut Page, key: &str, setting: &str, curves: &[RunCurve]) {
             md,
             "[ours] FP at the smallest η lowers the early peak of plain SGD at that η",
             "mean early peak, plain − FP",
-            penalty_lowers_peak(curves).as_ref(),
+            penalty_lowers_peak(curves, complete).as_ref(),
             "no plain and penalized runs at the smallest η; cannot decide.",
         );
     }
@@ -312,13 +320,13 @@ mod tests {
     #[test]
     fn the_claims_are_trends_over_seeds_of_plain_runs_and_need_converged_runs() {
         let c = curves();
-        let e = smaller_eta_larger_peak(&c).unwrap();
+        let e = smaller_eta_larger_peak(&c, true).unwrap();
         assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
         assert!((e.estimate - 1.0).abs() < 1e-12);
-        let e = peak_predicts_accuracy(&c).unwrap();
+        let e = peak_predicts_accuracy(&c, true).unwrap();
         assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
         // FP's peaks (50) sit far below plain SGD's (1000) at η = 0.001 in all 3 seeds.
-        let e = penalty_lowers_peak(&c).unwrap();
+        let e = penalty_lowers_peak(&c, true).unwrap();
         assert_eq!(e.word, crate::evidence::Word::Supports, "{e:?}");
         assert_eq!(e.p_value, Some(0.05));
         // Accuracy rising with the peak is refuted.
@@ -326,25 +334,28 @@ mod tests {
         for r in &mut up {
             r.test_acc = Some(r.peak.unwrap().1);
         }
-        let e = peak_predicts_accuracy(&up).unwrap();
+        let e = peak_predicts_accuracy(&up, true).unwrap();
         assert_eq!(e.word, crate::evidence::Word::DoesNotSupport, "{e:?}");
         // A capped plain run: undecided; a capped FP run does not touch the plain claims.
         let mut capped = c.clone();
         capped[4].converged = false;
         assert_eq!(
-            smaller_eta_larger_peak(&capped).unwrap().word,
+            smaller_eta_larger_peak(&capped, true).unwrap().word,
             crate::evidence::Word::Supports
         );
         assert_eq!(
-            penalty_lowers_peak(&capped).unwrap().word,
+            penalty_lowers_peak(&capped, true).unwrap().word,
             crate::evidence::Word::Undecided
         );
         capped[0].converged = false;
-        let e = smaller_eta_larger_peak(&capped).unwrap();
+        let e = smaller_eta_larger_peak(&capped, true).unwrap();
+        assert_eq!(e.word, crate::evidence::Word::Undecided);
+        // A planned run that has not finished: undecided.
+        let e = smaller_eta_larger_peak(&c, false).unwrap();
         assert_eq!(e.word, crate::evidence::Word::Undecided);
         // Two seeds cannot decide.
         let two: Vec<RunCurve> = c.iter().filter(|r| r.seed < 2).cloned().collect();
-        let e = peak_predicts_accuracy(&two).unwrap();
+        let e = peak_predicts_accuracy(&two, true).unwrap();
         assert!(e.reason.contains("2 seeds"), "{e:?}");
     }
 

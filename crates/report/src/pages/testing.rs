@@ -147,5 +147,6 @@ pub fn synthetic_sweep() -> Sweep {
     Sweep {
         runs,
         notes: vec!["run /r/x has not finished".into()],
+        unfinished: 0,
     }
 }
