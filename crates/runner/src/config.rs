@@ -48,7 +48,8 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
-    /// `git rev-parse HEAD` of the working tree (with `-dirty` if it has changes), or `unknown`.
+    /// `git rev-parse HEAD` of the working tree (with `-dirty` if tracked files outside
+    /// `docs/results` have changes), or `unknown`.
     pub git_revision: String,
     /// The data directory the data set was read from.
     pub data_dir: String,

@@ -193,7 +193,8 @@ fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     keys
 }
 
-/// `git rev-parse HEAD` (+ `-dirty` when the tree has changes), or `unknown` outside a checkout.
+/// `git rev-parse HEAD` (+ `-dirty` when tracked files outside `docs/results` have changes), or
+/// `unknown` outside a checkout.
 pub fn git_revision() -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -205,8 +206,17 @@ pub fn git_revision() -> String {
     };
     match run(&["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Generated results (pages, plots, archived runs) do not change what the code
+            // computes: writing several pages in a row must not mark the later ones dirty.
+            let dirty = run(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)docs/results",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{rev}-dirty")
             } else {
