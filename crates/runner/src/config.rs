@@ -212,9 +212,9 @@ pub struct TrackingConfig {
     /// With `lanczos_tol` this is a cap, not a budget.
     #[serde(default = "default_lanczos_iters")]
     pub lanczos_iters: usize,
-    /// Run Lanczos until every wanted pair has a relative residual ‖H y − θ y‖/|θ| at most this
-    /// (capped at `lanczos_iters`), spend `top_k` more products on the true residuals, and log
-    /// them with the iterations and whether the tolerance was met. Absent: stop at the Ritz
+    /// Run Lanczos until every wanted pair's residual estimate β|s|/|θ| is at most this (capped at
+    /// `lanczos_iters`), spend `top_k` more products on the true relative residuals
+    /// ‖H y − θ y‖/|θ|, and log those with the iterations and whether the tolerance was met. Absent: stop at the Ritz
     /// estimate 1e-3 and log no residuals (the behaviour of runs made before the option).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lanczos_tol: Option<f64>,
