@@ -194,28 +194,54 @@ pub fn trained_on_line<'a>(
     })
 }
 
-/// [`trained_on_line`] of every finished run of `outcomes`.
-pub fn outcomes_trained_on_line(outcomes: &[RowOutcome]) -> Option<String> {
-    trained_on_line(outcomes.iter().flat_map(|o| match &o.state {
-        RowState::Ran { runs, .. } => runs.iter().filter_map(|(_, s)| s.as_ref()).collect(),
-        _ => Vec::new(),
-    }))
+/// The finished runs of `outcomes`: each run's spec and summary.
+fn finished(
+    outcomes: &[RowOutcome],
+) -> impl Iterator<
+    Item = (
+        &breakeven_runner::sweep::RunSpec,
+        &breakeven_runner::Summary,
+    ),
+> {
+    outcomes
+        .iter()
+        .filter_map(|o| match &o.state {
+            RowState::Ran { runs, .. } => Some(runs),
+            RowState::Missing { .. } => None,
+        })
+        .flatten()
+        .filter_map(|(spec, summary)| Some((spec, summary.as_ref()?)))
 }
 
-/// [`tracking_overhead_line`] of every finished run of `outcomes`, reading their metrics.
+/// [`trained_on_line`] of every finished run of `outcomes`.
+pub fn outcomes_trained_on_line(outcomes: &[RowOutcome]) -> Option<String> {
+    trained_on_line(finished(outcomes).map(|(_, s)| s))
+}
+
+/// [`tracking_overhead_line`] of every finished run of `outcomes`, reading their metrics (for a
+/// page that has not read them already; see [`run_lines`]).
 pub fn outcomes_overhead_line(outcomes: &[RowOutcome]) -> Option<String> {
-    let mut runs = Vec::new();
-    for o in outcomes {
-        let RowState::Ran { runs: specs, .. } = &o.state else {
-            continue;
-        };
-        for (spec, summary) in specs {
-            let Some(summary) = summary else { continue };
-            let records = read_metrics(&RunDir::new(&spec.dir).metrics_path()).unwrap_or_default();
-            runs.push((records, summary.wall_s));
-        }
-    }
+    let runs: Vec<(Vec<MetricsRecord>, f64)> = finished(outcomes)
+        .map(|(spec, s)| {
+            let path = RunDir::new(&spec.dir).metrics_path();
+            (read_metrics(&path).unwrap_or_default(), s.wall_s)
+        })
+        .collect();
     tracking_overhead_line(runs.iter().map(|(r, w)| (r.as_slice(), *w)))
+}
+
+/// The lines a sweep page states about its finished runs: where they trained
+/// ([`trained_on_line`]) and the share of their wall time spent on curvature
+/// ([`tracking_overhead_line`], from the `records` the page has read).
+pub fn run_lines(outcomes: &[RowOutcome], records: &Records) -> Vec<String> {
+    let overhead = tracking_overhead_line(
+        finished(outcomes)
+            .filter_map(|(spec, s)| Some((records.get(&spec.dir)?.as_slice(), s.wall_s))),
+    );
+    [outcomes_trained_on_line(outcomes), overhead]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The metrics log of every finished run of a sweep, by run directory.

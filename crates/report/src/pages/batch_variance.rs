@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 use breakeven_runner::sweep::Profile;
 
 use super::break_even_sweep::{
-    level_step, level_table, pct, plain_chart, series, strata, table_levels, verdict_level, Metric,
-    Sweep, ACC_AXIS, DEFINITION,
+    level_step, level_table, pct, plain_chart, series, strata, table_levels, verdict_level,
+    write_strata, Metric, Sweep, ACC_AXIS, DEFINITION,
 };
-use crate::claims::sig4;
 use crate::evidence::{trend, TREND_RULE};
 use crate::matched::value_at_accuracy;
 use crate::page::{evidence_line, Page, Stamp};
@@ -97,7 +96,7 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
         |t| t.batch as f64,
         |t| value_at_accuracy(&t.points(&t.k_trace), level),
     );
-    let converged = sweep.unfinished == 0 && runs.iter().all(|t| t.converged);
+    let converged = sweep.converged();
     evidence_line(
         page,
         &format!(
@@ -108,14 +107,7 @@ pub fn page(stamp: &Stamp, profile: &Profile, sweep: &Sweep) -> Page {
         trend(&groups, true, converged, 200).as_ref(),
         "no η with two batch sizes that reach the level; cannot decide.",
     );
-    for g in &groups {
-        let vals: Vec<String> = g
-            .points
-            .iter()
-            .map(|(x, y)| format!("S = {x} → {}", sig4(*y)))
-            .collect();
-        let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
-    }
+    write_strata(page, &groups, "S = ");
     let _ = writeln!(
         page,
         "\nThe level, {}, is the highest multiple of {} that every run reaches: each run is read once (the levels of the same runs are not independent evidence).{}\n\nRule: {TREND_RULE}. A stratum here is one seed's runs at one η.",

@@ -9,7 +9,7 @@ use breakeven_runner::sweep::{Experiment, Profile};
 
 use super::break_even_sweep::{
     level_step, level_table, pct, plain_chart, series, spans_decades, strata, table_levels,
-    verdict_level, Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
+    verdict_level, write_strata, Metric, Sweep, Trajectory, ACC_AXIS, DEFINITION,
 };
 use crate::claims::sig4;
 use crate::evidence::{trend, Stratum, TREND_RULE};
@@ -81,7 +81,7 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
         page.push('\n');
         return out;
     };
-    let converged = sweep.unfinished == 0 && runs.iter().all(|t| t.converged);
+    let converged = sweep.converged();
     let mut unconverged: Vec<String> = runs
         .iter()
         .filter(|t| !t.converged)
@@ -174,14 +174,7 @@ pub fn page(stamp: &Stamp, exp: &Experiment, profile: &Profile, sweep: &Sweep) -
             trend(st, *increasing, converged, 100 + k as u64).as_ref(),
             UNDECIDED,
         );
-        for g in st {
-            let vals: Vec<String> = g
-                .points
-                .iter()
-                .map(|(x, y)| format!("{x} → {}", sig4(*y)))
-                .collect();
-            let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
-        }
+        write_strata(page, st, "");
     }
     let _ = writeln!(page, "\nRule: {TREND_RULE}. A stratum here is one seed's runs at one S (claims on η) or at one η (claims on S).");
     // The maxima against η (on a log axis) and S (log2), one line per comparison group.

@@ -75,24 +75,21 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// The [`crate::page::tracking_overhead_line`] of `outcomes`' finished runs, as a note.
-    pub fn with_overhead(mut self, outcomes: &[RowOutcome], records: &Records) -> Self {
-        let mut runs = Vec::new();
-        for o in outcomes {
-            let RowState::Ran { runs: specs, .. } = &o.state else {
-                continue;
-            };
-            for (spec, summary) in specs {
-                if let (Some(s), Some(r)) = (summary, records.get(&spec.dir)) {
-                    runs.push((r.as_slice(), s.wall_s));
-                }
-            }
-        }
-        if let Some(line) = crate::page::tracking_overhead_line(runs) {
-            // Notes are printed as list items: drop the line's own "- ".
-            self.notes
-                .insert(0, line.trim_start_matches("- ").to_string());
-        }
+    /// Whether every planned run has finished and reached its stopping accuracy: the verdicts'
+    /// precondition (runs are compared at convergence, all of them).
+    pub fn converged(&self) -> bool {
+        self.unfinished == 0 && self.runs.iter().all(|t| t.converged)
+    }
+
+    /// [`crate::page::run_lines`] of `outcomes`' finished runs (where they trained, the share of
+    /// their wall time spent on curvature), first among the notes.
+    pub fn with_run_lines(mut self, outcomes: &[RowOutcome], records: &Records) -> Self {
+        let lines = crate::page::run_lines(outcomes, records);
+        // Notes are printed as list items: drop the lines' own "- ".
+        self.notes.splice(
+            0..0,
+            lines.iter().map(|l| l.trim_start_matches("- ").to_string()),
+        );
         self
     }
 }
@@ -175,7 +172,7 @@ pub fn sweep(
         notes,
         unfinished,
     }
-    .with_overhead(outcomes, records))
+    .with_run_lines(outcomes, records))
 }
 /// Step between compared accuracy levels: 5 points, 10 when the runs span more than 40.
 pub fn level_step(runs: &[Trajectory]) -> f64 {
@@ -324,6 +321,18 @@ pub fn strata<K: PartialEq + Clone>(
             })
         })
         .collect()
+}
+
+/// One list item per stratum under a claim line: its name, then `x_prefix x → y` per run.
+pub fn write_strata(page: &mut String, strata: &[Stratum], x_prefix: &str) {
+    for g in strata {
+        let vals: Vec<String> = g
+            .points
+            .iter()
+            .map(|(x, y)| format!("{x_prefix}{x} → {}", sig4(*y)))
+            .collect();
+        let _ = writeln!(page, "  - {}: {}", g.name, vals.join(", "));
+    }
 }
 
 /// Whether the positive values of `series` span more than two decades (then a log y axis).

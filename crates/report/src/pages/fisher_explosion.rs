@@ -120,13 +120,7 @@ pub fn page(
         &profile.base,
         &profile.description,
     );
-    for line in [
-        crate::page::outcomes_trained_on_line(outcomes),
-        crate::page::outcomes_overhead_line(outcomes),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for line in crate::page::run_lines(outcomes, records) {
         let _ = writeln!(page.markdown, "{line}");
     }
     page.markdown.push_str("- Early peak: the largest Tr(F) logged after initialization within the dense tracking window (the first `tracking.dense_epochs` epochs); Tr(F) is the Monte-Carlo Fisher trace (labels sampled from the model) on the first `tracking.k_examples` examples of the fixed measurement subset. Every plain-SGD run of the sweep counts, not only the validation-chosen ones; every run trains to the same stopping rule, and a run that did not reach it makes the verdicts undecided.\n");
@@ -404,6 +398,16 @@ mod tests {
             md.contains(
                 "| small η (η=0.003) | 333.3 (1.00) | 333.3 (1.00) | 66.67 | 100.00 | yes |"
             ),
+            "{md}"
+        );
+        // Where the runs trained and the share of their wall time spent on curvature, from the
+        // summaries and the records read for the page.
+        assert!(
+            md.contains("\n- Trained on: Test CPU, 2 logical cores"),
+            "{md}"
+        );
+        assert!(
+            md.contains("\n- Curvature tracking: 0.0% of the wall time of the 4 finished runs"),
             "{md}"
         );
         // The smoke profile has one seed: every verdict is undecided, and says why.
