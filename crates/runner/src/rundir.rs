@@ -2,12 +2,14 @@
 //!
 //! A run is finished (never repeated by a sweep) iff `summary.json` exists; a directory with a
 //! config but no summary is an interrupted run that `resume` continues from its last checkpoint.
+//! The one exception: a run that hit its cap continues when the cap is raised
+//! ([`Summary::continues_under`]), since a cap is a budget, not part of the run's definition.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::write_atomic;
-use crate::config::RunConfig;
+use crate::config::{RunConfig, ScheduleKind, StopConfig};
 use crate::error::RunError;
 
 /// How a run ended.
@@ -53,6 +55,16 @@ pub struct Summary {
     pub hardware: Option<String>,
 }
 
+impl Summary {
+    /// Whether this run stopped at a cap that `stop` raises: it then trains on from its last
+    /// checkpoint instead of counting as finished. Converged and diverged runs never continue.
+    pub fn continues_under(&self, stop: &StopConfig) -> bool {
+        self.status == RunStatus::Capped
+            && self.epochs < stop.max_epochs as f64
+            && stop.max_steps.is_none_or(|m| self.steps < m)
+    }
+}
+
 /// Paths of one run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -88,13 +100,14 @@ impl RunDir {
 
     /// Refuses a directory whose run (finished or not) has another config than `config`,
     /// naming the keys that differ: a finished cell of a sweep must never be reused for a
-    /// changed definition. A directory without a config passes.
+    /// changed definition. A directory without a config passes, and so does a raised cap
+    /// ([`raises_cap`]): up to the old cap the run is the same.
     pub fn check_same(&self, config: &RunConfig) -> Result<(), RunError> {
         if !self.config_path().exists() {
             return Ok(());
         }
         let old = RunConfig::load(&self.config_path())?;
-        if same_run(&old, config) {
+        if same_run(&old, config) || raises_cap(&old, config) {
             return Ok(());
         }
         Err(RunError::RunDir {
@@ -105,6 +118,24 @@ impl RunDir {
                 differing_keys(&old, config).join(", ")
             ),
         })
+    }
+
+    /// Reopens a run that stopped at its cap so that it trains on to the raised cap of `config`:
+    /// records the new cap in `config.toml` (keeping the run's provenance), then removes
+    /// `summary.json`. Interrupted between the two, it is simply called again.
+    pub fn reopen(&self, config: &RunConfig) -> Result<(), RunError> {
+        let old = self.load_config()?;
+        let raised = RunConfig {
+            stop: config.stop.clone(),
+            ..old
+        };
+        write_atomic(&self.config_path(), raised.to_toml()?.as_bytes())?;
+        match std::fs::remove_file(self.summary_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RunError::io(&self.summary_path(), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The resolved config of an existing run.
@@ -152,6 +183,29 @@ fn strip(c: &RunConfig) -> RunConfig {
 
 fn same_run(a: &RunConfig, b: &RunConfig) -> bool {
     strip(a) == strip(b)
+}
+
+/// `new` is `old` with a cap (`stop.max_epochs`, `stop.max_steps`) raised or kept, all else
+/// equal: both train the same steps up to the old cap. Not under a cosine schedule, which
+/// decays to zero at `stop.max_epochs` and so changes with it.
+fn raises_cap(old: &RunConfig, new: &RunConfig) -> bool {
+    let steps_kept = match (old.stop.max_steps, new.stop.max_steps) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(a), Some(b)) => b >= a,
+    };
+    let with_new_cap = RunConfig {
+        stop: StopConfig {
+            max_epochs: new.stop.max_epochs,
+            max_steps: new.stop.max_steps,
+            ..old.stop.clone()
+        },
+        ..old.clone()
+    };
+    new.schedule.kind != ScheduleKind::Cosine
+        && new.stop.max_epochs >= old.stop.max_epochs
+        && steps_kept
+        && same_run(&with_new_cap, new)
 }
 
 /// Dotted keys whose values differ between two configs (provenance aside).

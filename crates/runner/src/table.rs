@@ -162,7 +162,10 @@ pub fn run_table_with(
                 let runs = collect(&plan.specs)?;
                 let mut todo: Vec<&RunSpec> = runs
                     .iter()
-                    .filter(|(s, r)| r.is_none() && !errors.iter().any(|(d, _)| *d == s.dir))
+                    .filter(|(s, r)| {
+                        r.as_ref().is_none_or(|r| r.continues_under(&s.config.stop))
+                            && !errors.iter().any(|(d, _)| *d == s.dir)
+                    })
                     .map(|(s, _)| s)
                     .collect();
                 // Columns with more seeds carry the verdicts (η*, Baseline, FP in Table 1's

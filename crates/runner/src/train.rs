@@ -78,8 +78,17 @@ pub fn train(
 ) -> Result<Outcome, RunError> {
     if let Some(summary) = run_dir.summary()? {
         run_dir.check_same(config)?;
-        tracing::info!(run = %run_dir.root.display(), "already finished");
-        return Ok(Outcome::Finished(summary));
+        if !summary.continues_under(&config.stop) {
+            tracing::info!(run = %run_dir.root.display(), "already finished");
+            return Ok(Outcome::Finished(summary));
+        }
+        tracing::info!(
+            run = %run_dir.root.display(),
+            capped_at_epoch = summary.epochs,
+            max_epochs = config.stop.max_epochs,
+            "cap raised: the capped run trains on"
+        );
+        run_dir.reopen(config)?;
     }
     if config.tracking.curvature || config.penalty.kind.is_some() {
         enable_second_order()?;
@@ -95,7 +104,13 @@ pub fn train(
     let mut state = match list_checkpoints(&ckpt_dir)?.pop() {
         Some((step, path)) => {
             tracing::info!(step, path = %path.display(), "resuming");
-            restore(&path, &mut p, &mut rng)?
+            let mut state = restore(&path, &mut p, &mut rng)?;
+            // A run reopened under a raised cap goes on from its checkpoint at the old cap;
+            // the loop below stops it again if the cap is where it was.
+            if state.stop == Some(RunStatus::Capped) {
+                state.stop = None;
+            }
+            state
         }
         None => TrainState::fresh(&p),
     };

@@ -305,3 +305,68 @@ fn order_seed_changes_only_the_batch_order() {
     assert_ne!(final_bits(&plain), final_bits(&other));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A cap is a budget: a run that hit it trains on when the cap is raised, from its checkpoint
+/// at the old cap, and ends bit-identical to a run given the raised cap from the start (the old
+/// cap is an epoch end, which is logged either way). A converged run, a lowered cap and a
+/// cosine schedule (which decays to zero at the cap) do not reopen anything.
+#[test]
+fn a_capped_run_trains_on_under_a_raised_cap() {
+    let dir = temp_dir("raised-cap");
+    let config = tiny_config();
+    let finished = |config: &crate::config::RunConfig, run: &RunDir| match train(
+        &config.validate().unwrap(),
+        run,
+        &TrainOptions::default(),
+    )
+    .unwrap()
+    {
+        Outcome::Finished(s) => s,
+        other => panic!("not finished: {other:?}"),
+    };
+    let whole = RunDir::new(dir.join("whole"));
+    let a = finished(&config, &whole);
+
+    let grown = RunDir::new(dir.join("grown"));
+    let mut short = config.clone();
+    short.stop.max_epochs = 1;
+    let first = finished(&short, &grown);
+    assert_eq!((first.status, first.steps), (RunStatus::Capped, 16));
+    assert!(!first.continues_under(&short.stop));
+    assert!(first.continues_under(&config.stop));
+    let b = finished(&config, &grown);
+    assert_eq!((b.status, b.steps), (RunStatus::Capped, 3 * 16));
+    assert_eq!(final_bits(&whole), final_bits(&grown));
+    assert_eq!(metrics_without_time(&whole), metrics_without_time(&grown));
+    assert_eq!(a.final_metrics, b.final_metrics);
+    assert_eq!(grown.load_config().unwrap().stop.max_epochs, 3);
+
+    // Back to the lower cap: refused by name, the longer run is kept.
+    let err = train(&short.validate().unwrap(), &grown, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stop.max_epochs"), "{err}");
+
+    // Cosine: the schedule depends on the cap, so a raised cap is another run.
+    let mut cosine = short.clone();
+    cosine.schedule.kind = crate::config::ScheduleKind::Cosine;
+    cosine.schedule.milestones.clear();
+    let run = RunDir::new(dir.join("cosine"));
+    finished(&cosine, &run);
+    cosine.stop.max_epochs = 3;
+    let err = train(&cosine.validate().unwrap(), &run, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different config"), "{err}");
+
+    // Converged before the old cap: a raised cap changes nothing.
+    let mut easy = short.clone();
+    easy.stop.train_acc = Some(0.0);
+    let run = RunDir::new(dir.join("converged"));
+    let c = finished(&easy, &run);
+    assert_eq!(c.status, RunStatus::Converged);
+    easy.stop.max_epochs = 3;
+    let again = finished(&easy, &run);
+    assert_eq!((again.status, again.steps), (c.status, c.steps));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

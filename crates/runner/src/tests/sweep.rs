@@ -310,12 +310,29 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
     assert!(reported
         .iter()
         .all(|(s, r)| r.as_ref() == before[&s.dir].as_ref() && r.is_some()));
-    let again = run_table(&exp, "smoke", &root, &[empty], true, &mut Silent).unwrap();
+    let again = run_table(&exp, "smoke", &root, &[empty.clone()], true, &mut Silent).unwrap();
     let RowState::Ran { runs, .. } = &again[1].state else {
         panic!()
     };
     for (s, r) in runs {
         assert_eq!(&before[&s.dir], r);
+    }
+
+    // A raised cap: every run stopped at the one-epoch cap, so every run trains on to two.
+    exp.profiles
+        .get_mut("smoke")
+        .unwrap()
+        .base
+        .insert("stop".into(), toml::toml! { max_epochs = 2 }.into());
+    let grown = run_table(&exp, "smoke", &root, &[empty], true, &mut Silent).unwrap();
+    let RowState::Ran { runs, errors, .. } = &grown[1].state else {
+        panic!()
+    };
+    assert!(errors.is_empty(), "{errors:?}");
+    for (s, r) in runs {
+        let (old, new) = (before[&s.dir].as_ref().unwrap(), r.as_ref().unwrap());
+        assert_eq!(old.status, RunStatus::Capped);
+        assert_eq!((new.status, new.steps), (RunStatus::Capped, 2 * old.steps));
     }
 
     // The page rendered from these outcomes: `breakeven_report::table`'s tests.
@@ -381,7 +398,7 @@ fn fisher_explosion_cpu_runs_five_plain_learning_rates_on_three_seeds_to_one_sto
         let c = &s.config;
         assert_eq!(
             (c.stop.train_acc, c.stop.max_epochs),
-            (Some(0.99), 200),
+            (Some(0.99), 500),
             "one stopping rule"
         );
         assert!(c.tracking.curvature && c.tracking.k_examples >= 128);
