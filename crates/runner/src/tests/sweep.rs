@@ -310,7 +310,15 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
     assert!(reported
         .iter()
         .all(|(s, r)| r.as_ref() == before[&s.dir].as_ref() && r.is_some()));
-    let again = run_table(&exp, "smoke", &root, &[empty.clone()], true, &mut Silent).unwrap();
+    let again = run_table(
+        &exp,
+        "smoke",
+        &root,
+        std::slice::from_ref(&empty),
+        true,
+        &mut Silent,
+    )
+    .unwrap();
     let RowState::Ran { runs, .. } = &again[1].state else {
         panic!()
     };
