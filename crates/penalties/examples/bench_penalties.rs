@@ -133,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             GradMethod::FiniteDifference {
                 rel_step: None,
                 one_sided: false,
+                checked: true,
             },
         ),
         (
@@ -140,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             GradMethod::FiniteDifference {
                 rel_step: None,
                 one_sided: true,
+                checked: true,
             },
         ),
     ];
@@ -302,6 +304,7 @@ fn agreement(
             GradMethod::FiniteDifference {
                 rel_step: None,
                 one_sided,
+                checked: true,
             },
             1.0,
         )?)?;
@@ -314,6 +317,7 @@ fn agreement(
         method: GradMethod::FiniteDifference {
             rel_step: None,
             one_sided: true,
+            checked: true,
         },
         ..PenaltyConfig::new(PenaltyKind::Fp, 0.1)
     };

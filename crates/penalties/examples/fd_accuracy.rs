@@ -217,6 +217,7 @@ fn main() -> anyhow::Result<()> {
                     let method = GradMethod::FiniteDifference {
                         rel_step: h,
                         one_sided,
+                        checked: true,
                     };
                     let mut cells = Vec::new();
                     for (kind, r) in kinds.iter().zip(&reference) {

@@ -54,7 +54,17 @@ pub enum GradMethod {
         rel_step: Option<f64>,
         #[serde(default)]
         one_sided: bool,
+        /// The first penalized step compares the difference at h with the one at h/4 and
+        /// refuses the method when they differ by more than 5% ([`crate::FD_AGREEMENT`]).
+        /// `false` trains on the difference anyway: only for measuring what an unreliable
+        /// difference does to training (issue 18's FD-against-double-backprop comparison).
+        #[serde(default = "yes")]
+        checked: bool,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A penalty: training objective L_B(θ; y) + α·P.

@@ -49,6 +49,7 @@ fn double_backprop_is_refused_when_gradients_are_detached() {
         method: GradMethod::FiniteDifference {
             rel_step: None,
             one_sided: false,
+            checked: true,
         },
         ..PenaltyConfig::new(PenaltyKind::Gp, 0.1)
     };

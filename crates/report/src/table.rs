@@ -151,7 +151,8 @@ fn cell_text(c: &CellResult, errors: usize) -> String {
             let mut mark = if c.converged { "" } else { " (not converged)" }.to_string();
             // A choice made before the grid finished may still change.
             if c.pending > 0 {
-                mark.push_str(&format!(" (provisional: {} runs pending)", c.pending));
+                let s = if c.pending == 1 { "" } else { "s" };
+                mark.push_str(&format!(" (provisional: {} run{s} pending)", c.pending));
             }
             // One seed has no spread to report: a "± 0.00" would read as a measured zero.
             if c.seeds > 1 {
@@ -253,19 +254,22 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
         out.push('\n');
     }
 
-    let _ = writeln!(out, "\n## Paper\n\n{}.\n", exp.source);
-    header(&mut out, exp);
-    for o in outcomes {
-        let _ = write!(out, "| {} |", o.row.setting);
-        for c in &exp.columns {
-            match o.row.paper.get(&c.key) {
-                Some(v) => {
-                    let _ = write!(out, " {v:.2} |");
+    // A definition without published numbers (e.g. `fd-vs-db`) gets no table of dashes.
+    if outcomes.iter().any(|o| !o.row.paper.is_empty()) {
+        let _ = writeln!(out, "\n## Paper\n\n{}.\n", exp.source);
+        header(&mut out, exp);
+        for o in outcomes {
+            let _ = write!(out, "| {} |", o.row.setting);
+            for c in &exp.columns {
+                match o.row.paper.get(&c.key) {
+                    Some(v) => {
+                        let _ = write!(out, " {v:.2} |");
+                    }
+                    None => out.push_str(" — |"),
                 }
-                None => out.push_str(" — |"),
             }
+            out.push('\n');
         }
-        out.push('\n');
     }
 
     gap_section(&mut out, exp, outcomes);

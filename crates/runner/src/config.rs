@@ -163,6 +163,11 @@ pub struct PenaltyConfig {
     /// central ones (two extra passes, error O(ε²)).
     #[serde(default, skip_serializing_if = "is_false")]
     pub one_sided: bool,
+    /// With `finite_difference`: the first penalized step checks the difference against one
+    /// at a quarter of the step and refuses the method beyond 5% disagreement. `false` trains
+    /// on it anyway, to measure what an unreliable difference does to training (issue 18).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub fd_check: bool,
 }
 
 /// When a run ends. SCIENCE.md §4: compare at convergence, so stop at a training-accuracy
@@ -311,6 +316,7 @@ impl Default for PenaltyConfig {
             method: PenaltyMethod::DoubleBackprop,
             rel_step: None,
             one_sided: false,
+            fd_check: true,
         }
     }
 }

@@ -44,6 +44,7 @@ fn penalizer(cfg: &PenaltyConfig, n: usize) -> Result<Option<Penalizer>, RunErro
             PenaltyMethod::FiniteDifference => GradMethod::FiniteDifference {
                 rel_step: cfg.rel_step,
                 one_sided: cfg.one_sided,
+                checked: cfg.fd_check,
             },
             PenaltyMethod::DoubleBackprop => GradMethod::DoubleBackprop,
         },

@@ -124,10 +124,13 @@ impl RunConfig {
                 return bad("penalty.rel_step", format!("must be positive, got {h}"));
             }
         }
-        if !finite_difference && (self.penalty.rel_step.is_some() || self.penalty.one_sided) {
+        if !finite_difference
+            && (self.penalty.rel_step.is_some() || self.penalty.one_sided || !self.penalty.fd_check)
+        {
             return bad(
                 "penalty.method",
-                "penalty.rel_step and penalty.one_sided apply to method = \"finite_difference\" only"
+                "penalty.rel_step, penalty.one_sided and penalty.fd_check apply to method = \
+                 \"finite_difference\" only"
                     .into(),
             );
         }

@@ -17,6 +17,7 @@ fn fd() -> GradMethod {
     GradMethod::FiniteDifference {
         rel_step: None,
         one_sided: false,
+        checked: true,
     }
 }
 
@@ -212,6 +213,7 @@ fn bad_configs_are_refused_at_construction() {
                 method: GradMethod::FiniteDifference {
                     rel_step: Some(-1.0),
                     one_sided: false,
+                    checked: true,
                 },
                 ..PenaltyConfig::new(PenaltyKind::Gp, 0.1)
             },
@@ -256,7 +258,8 @@ fn config_is_serde_with_defaults_and_rejects_unknown_keys() {
         cfg.method,
         GradMethod::FiniteDifference {
             rel_step: None,
-            one_sided: true
+            one_sided: true,
+            checked: true,
         }
     );
     assert_eq!(
@@ -415,7 +418,8 @@ fn config_reads_from_toml_as_documented() {
         run.penalty.method,
         GradMethod::FiniteDifference {
             rel_step: Some(1e-3),
-            one_sided: false
+            one_sided: false,
+            checked: true,
         }
     );
     assert_eq!((run.penalty.every, run.penalty.sub_batch), (10, Some(128)));

@@ -140,6 +140,7 @@ fn methods() -> [(GradMethod, f64); 2] {
             GradMethod::FiniteDifference {
                 rel_step: None,
                 one_sided: false,
+                checked: true,
             },
             1e-6,
         ),

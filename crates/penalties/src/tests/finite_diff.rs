@@ -157,6 +157,7 @@ fn finite_difference_method_agrees_with_double_backprop_on_smooth_nets() {
                     method: GradMethod::FiniteDifference {
                         rel_step: None,
                         one_sided,
+                        checked: true,
                     },
                     ..db.clone()
                 };
@@ -210,6 +211,7 @@ fn finite_difference_is_refused_on_a_relu_net_in_f32() {
                 method: GradMethod::FiniteDifference {
                     rel_step: None,
                     one_sided,
+                    checked: true,
                 },
                 ..PenaltyConfig::new(kind, 0.1)
             };
@@ -239,6 +241,20 @@ fn finite_difference_is_refused_on_a_relu_net_in_f32() {
             let db = Penalizer::new(PenaltyConfig::new(kind, 0.1), n).unwrap();
             db.step(model.as_ref(), &x, &y, 0, &mut ChaCha8Rng::seed_from_u64(0))
                 .unwrap();
+            // Unchecked, the same step trains on the difference (for comparisons only).
+            let unchecked = PenaltyConfig {
+                method: GradMethod::FiniteDifference {
+                    rel_step: None,
+                    one_sided,
+                    checked: false,
+                },
+                ..PenaltyConfig::new(kind, 0.1)
+            };
+            let out = Penalizer::new(unchecked, n)
+                .unwrap()
+                .step(model.as_ref(), &x, &y, 0, &mut ChaCha8Rng::seed_from_u64(0))
+                .unwrap();
+            assert!(out.penalty.is_some_and(f64::is_finite));
         }
     }
 }

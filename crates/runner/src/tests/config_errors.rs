@@ -23,6 +23,7 @@ fn bad_values_name_their_key() {
             }),
         ),
         ("penalty.method", Box::new(|c| c.penalty.one_sided = true)),
+        ("penalty.method", Box::new(|c| c.penalty.fd_check = false)),
         (
             "stop.train_acc",
             Box::new(|c| c.stop.train_acc = Some(99.0)),

@@ -414,3 +414,42 @@ fn fisher_explosion_cpu_runs_five_plain_learning_rates_on_three_seeds_to_one_sto
         c.validate().unwrap();
     }
 }
+
+#[test]
+fn fd_vs_db_cpu_runs_fp_three_ways_from_one_seed_and_setting() {
+    use crate::config::PenaltyMethod;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let exp = Experiment::load(&dir.join("fd-vs-db.toml")).unwrap();
+    let rows = exp.rows_in("cpu");
+    let specs = exp.expand_row("cpu", rows[0], Path::new("/r")).unwrap();
+    let mut methods: Vec<_> = specs
+        .iter()
+        .map(|s| {
+            let p = &s.config.penalty;
+            (p.method, p.one_sided, p.fd_check)
+        })
+        .collect();
+    methods.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        methods,
+        [
+            (PenaltyMethod::DoubleBackprop, false, true),
+            (PenaltyMethod::FiniteDifference, false, false),
+            (PenaltyMethod::FiniteDifference, true, false),
+        ]
+    );
+    // Everything but the method is one setting.
+    let strip = |s: &RunSpec| {
+        let mut c = s.config.clone();
+        c.penalty.method = PenaltyMethod::DoubleBackprop;
+        c.penalty.one_sided = false;
+        c.penalty.fd_check = true;
+        c.name = String::new();
+        c
+    };
+    assert!(specs.iter().all(|s| strip(s) == strip(&specs[0])));
+    assert_eq!(specs[0].config.optim.lr, 0.002);
+    for s in &specs {
+        s.config.validate().unwrap();
+    }
+}
