@@ -41,6 +41,11 @@ pub struct ReproduceArgs {
     /// stopping before any training.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Train only these rows of a table (keys of the definition's `[[rows]]`, comma-separated,
+    /// e.g. `--rows cifar10-simplecnn`); the page still shows every row from the runs finished
+    /// so far. Local executor only.
+    #[arg(long, value_delimiter = ',')]
+    pub rows: Vec<String>,
     /// Where the runs train: `local` (this process) or `slurm` (job arrays on a cluster that
     /// shares this file system; see docs/CLUSTER.md). The page is the same either way.
     #[arg(long, value_enum, default_value = "local")]

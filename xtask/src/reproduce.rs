@@ -208,18 +208,33 @@ fn run_sweep(
     breakeven_runner::enable_second_order()?;
     let (exp, profile, runs_dir) = load_definition(args, definition)?;
     let outcomes = if args.executor == Executor::Slurm {
+        anyhow::ensure!(
+            args.rows.is_empty(),
+            "--rows is for the local executor; with Slurm every row's runs are submitted"
+        );
         crate::slurm::execute(args, &exp, &runs_dir, options)?
     } else {
         refuse_slurm_in_flight(args, &runs_dir)?;
-        run_table_with(
-            &exp,
-            &args.profile,
-            &runs_dir,
-            &args.data_roots(),
-            !args.report_only,
-            progress,
-            options,
-        )?
+        let run = |exp: &Experiment, execute: bool, progress: &mut dyn TableProgress| {
+            run_table_with(
+                exp,
+                &args.profile,
+                &runs_dir,
+                &args.data_roots(),
+                execute,
+                progress,
+                options,
+            )
+        };
+        if args.rows.is_empty() {
+            run(&exp, !args.report_only, progress)?
+        } else {
+            // The chosen rows train; then every row is read back for the page.
+            if !args.report_only {
+                run(&only_rows(&exp, &args.profile, &args.rows)?, true, progress)?;
+            }
+            run(&exp, false, progress)?
+        }
     };
     let page = args.out_dir()?.join(format!(
         "{}-{}.md",
@@ -228,6 +243,21 @@ fn run_sweep(
     ));
     require_a_row(&outcomes, &page)?;
     Ok((exp, profile, outcomes))
+}
+
+/// `exp` with only the rows `keys` (each must be a row of `profile`).
+fn only_rows(exp: &Experiment, profile: &str, keys: &[String]) -> Result<Experiment> {
+    let known: Vec<&str> = exp
+        .rows_in(profile)
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect();
+    if let Some(k) = keys.iter().find(|k| !known.contains(&k.as_str())) {
+        anyhow::bail!("--rows: {k:?} is not a row of profile {profile:?}; its rows are {known:?}");
+    }
+    let mut only = exp.clone();
+    only.rows.retain(|r| keys.contains(&r.key));
+    Ok(only)
 }
 
 /// The page a definition's sweep writes (a table's own name, else the definition's).
@@ -349,7 +379,11 @@ fn load_definition(
     }
     let runs_dir = args.runs_dir(definition);
     if !args.report_only {
-        ensure_data(args, &exp)?;
+        if args.rows.is_empty() {
+            ensure_data(args, &exp)?;
+        } else {
+            ensure_data(args, &only_rows(&exp, &args.profile, &args.rows)?)?;
+        }
     }
     Ok((exp, profile, runs_dir))
 }
@@ -374,6 +408,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rows_must_be_rows_of_the_profile() {
+        let def = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/table1.toml");
+        let exp = Experiment::load(&def).unwrap();
+        let only = only_rows(&exp, "smoke", &["synthetic-fc".into()]).unwrap();
+        assert_eq!(only.rows.len(), 1);
+        assert_eq!(only.rows[0].key, "synthetic-fc");
+        // A row of the definition that the profile does not run, and a typo.
+        for key in ["tinyimagenet-wrn", "synthetic"] {
+            let err = only_rows(&exp, "smoke", &[key.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("not a row of profile") && err.contains("synthetic-fc"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_profile_without_any_row_that_ran_writes_no_page() {
         let missing = RowOutcome {
             row: breakeven_runner::sweep::RowDef {
@@ -381,6 +434,7 @@ mod tests {
                 setting: "s".into(),
                 paper: Default::default(),
                 overrides: Default::default(),
+                sweep: Default::default(),
             },
             state: RowState::Missing {
                 dataset: "cifar10".into(),

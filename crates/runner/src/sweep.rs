@@ -57,6 +57,12 @@ pub struct RowDef {
     /// profile are not run in it).
     #[serde(default)]
     pub overrides: BTreeMap<String, toml::Table>,
+    /// Row-level changes to a profile's sweep settings, per profile name: `seeds`,
+    /// `tune_seeds`, `column_seeds`, `lr_grid`, `small_lr`, `small_lr_divisor`, `alpha_grid`
+    /// (e.g. fewer seeds and a shorter grid for a row whose model costs several times more).
+    /// The run config itself changes through `overrides`.
+    #[serde(default)]
+    pub sweep: BTreeMap<String, toml::Table>,
 }
 
 /// One scale of the experiment (`smoke`, `cpu`, `paper`).
@@ -157,6 +163,33 @@ impl Experiment {
         crate::config::named_profile(&self.profiles, name)
     }
 
+    /// The sweep settings of `row` in `profile`: the profile's, with the row's `sweep` table
+    /// merged over them (tables merge key by key, lists and numbers replace).
+    pub fn row_profile(&self, profile: &str, row: &RowDef) -> Result<Profile, RunError> {
+        let prof = self.profile(profile)?;
+        let Some(over) = row.sweep.get(profile) else {
+            return Ok(prof.clone());
+        };
+        let bad = |message: String| RunError::Invalid {
+            key: format!("rows.{}.sweep.{profile}", row.key),
+            message,
+        };
+        if let Some(k) = over
+            .keys()
+            .find(|k| matches!(k.as_str(), "base" | "description"))
+        {
+            return Err(bad(format!(
+                "`{k}` cannot change per row (the run config changes through \
+                 rows.{}.overrides.{profile})",
+                row.key
+            )));
+        }
+        let mut t = toml::Table::try_from(prof).map_err(|e| bad(e.to_string()))?;
+        merge(&mut t, over);
+        t.try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))
+    }
+
     /// The rows that take part in `profile`.
     pub fn rows_in(&self, profile: &str) -> Vec<&RowDef> {
         self.rows
@@ -191,7 +224,7 @@ impl Experiment {
     /// is planned once the runs it depends on have finished in `root`; without `tune_seeds` and
     /// with a fixed `small_lr` everything is planned at once.
     pub fn plan_row(&self, profile: &str, row: &RowDef, root: &Path) -> Result<RowPlan, RunError> {
-        let prof = self.profile(profile)?;
+        let prof = &self.row_profile(profile, row)?;
         let base = self.row_config(profile, row)?;
         let mut plan = RowPlan::default();
         let mut eta_star = None;

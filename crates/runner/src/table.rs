@@ -122,7 +122,6 @@ pub fn run_table_with(
     progress: &mut dyn TableProgress,
     options: &TrainOptions,
 ) -> Result<Vec<RowOutcome>, RunError> {
-    let prof = exp.profile(profile)?;
     let rows = exp.rows_in(profile);
     // Plan (and so validate) every row first: a bad definition fails before any training.
     let mut plans = Vec::new();
@@ -156,6 +155,7 @@ pub fn run_table_with(
         let mut errors: Vec<(PathBuf, String)> = Vec::new();
         // A staged profile plans more runs as earlier ones finish: train what is planned and
         // not finished, then plan again, until nothing new can run.
+        let prof = exp.row_profile(profile, row)?;
         let mut plan = exp.plan_row(profile, row, root)?;
         if execute {
             loop {

@@ -23,8 +23,8 @@ fn table1_profiles_expand_into_valid_runs() {
         "the paper's five rows"
     );
     for profile in ["smoke", "cpu", "paper"] {
-        let p = exp.profile(profile).unwrap();
         for row in exp.rows_in(profile) {
+            let p = &exp.row_profile(profile, row).unwrap();
             let specs = exp.expand_row(profile, row, Path::new("/tmp/x")).unwrap();
             // A staged profile plans the η* grid on its tuning seeds first; the others all at once.
             let expected = if p.small_lr_divisor.is_some() {
@@ -118,7 +118,12 @@ fn finish(spec: &RunSpec, val: f64) {
 fn a_staged_profile_runs_the_baseline_at_eta_star_over_ten_and_extra_seeds_after_each_grid() {
     let exp = table1();
     let dir = temp_dir("staged");
-    let row = exp.rows_in("cpu")[0].clone();
+    let row = exp
+        .rows_in("cpu")
+        .into_iter()
+        .find(|r| r.key == "cifar10-simplecnn")
+        .unwrap()
+        .clone();
     let p = exp.profile("cpu").unwrap();
     let plan = exp.plan_row("cpu", &row, &dir).unwrap();
     assert!(plan
@@ -452,4 +457,64 @@ fn fd_vs_db_cpu_runs_fp_three_ways_from_one_seed_and_setting() {
     for s in &specs {
         s.config.validate().unwrap();
     }
+}
+
+/// A row may change its profile's sweep settings (seeds, grids) and nothing else of it; other
+/// rows keep the profile's.
+#[test]
+fn a_row_changes_its_seeds_and_grids_without_touching_other_rows() {
+    let mut exp = table1();
+    let row = exp
+        .rows
+        .iter_mut()
+        .find(|r| r.key == "synthetic-fc")
+        .unwrap();
+    row.sweep.insert(
+        "smoke".into(),
+        toml::toml! {
+            seeds = [3, 4]
+            lr_grid = [0.05]
+            alpha_grid = { fp = [0.2, 0.3] }
+        },
+    );
+    let row = exp.rows.iter().find(|r| r.key == "synthetic-fc").unwrap();
+    let p = exp.row_profile("smoke", row).unwrap();
+    let base = exp.profile("smoke").unwrap();
+    assert_eq!(
+        (p.seeds.as_slice(), p.lr_grid.as_slice()),
+        (&[3, 4][..], &[0.05][..])
+    );
+    assert_eq!(p.alpha_grid["fp"], [0.2, 0.3]);
+    assert_eq!(
+        p.alpha_grid["gp"], base.alpha_grid["gp"],
+        "other penalties kept"
+    );
+    assert_eq!(p.base, base.base);
+    let specs = exp.expand_row("smoke", row, Path::new("/r")).unwrap();
+    assert!(specs.iter().all(|s| s.seed == 3 || s.seed == 4));
+    assert!(specs
+        .iter()
+        .filter(|s| s.column == "eta_star")
+        .all(|s| s.config.optim.lr == 0.05));
+    // Another row still runs the profile's seeds.
+    let other = exp
+        .rows
+        .iter()
+        .find(|r| r.key == "cifar10-simplecnn")
+        .unwrap();
+    assert_eq!(exp.row_profile("smoke", other).unwrap().seeds, base.seeds);
+
+    // The run config changes through `overrides`, not here.
+    let mut bad = row.clone();
+    bad.sweep
+        .insert("smoke".into(), toml::toml! { base = { device = "cuda" } });
+    let err = exp.row_profile("smoke", &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("rows.synthetic-fc.sweep.smoke") && err.contains("overrides"),
+        "{err}"
+    );
+    bad.sweep
+        .insert("smoke".into(), toml::toml! { seeds = "all" });
+    let err = exp.row_profile("smoke", &bad).unwrap_err().to_string();
+    assert!(err.contains("rows.synthetic-fc.sweep.smoke"), "{err}");
 }
