@@ -374,6 +374,33 @@ mod tests {
         assert_eq!(bars.len(), 2 + 1, "two bars and one legend swatch");
         let dots = tags_with(&svg, "circle", "fill", "#E69F00");
         assert_eq!(dots.len(), 2 + 1, "two paper dots and one legend marker");
+        assert!(has_text(&svg, "measured (mean ± std)"), "{svg}");
+    }
+
+    /// The legend names only what is drawn: no "paper" without published values, no "± std"
+    /// (and no whiskers) with one seed per bar.
+    #[test]
+    fn bar_chart_legend_lists_only_what_is_drawn() {
+        let cols = vec!["Baseline".to_string(), "FP".to_string()];
+        let svg = bar_chart(
+            "r",
+            &cols,
+            &[Some((17.0, 0.0)), Some((10.0, 0.0))],
+            &[None, None],
+        )
+        .svg()
+        .unwrap();
+        assert!(has_text(&svg, "measured"), "{svg}");
+        assert!(!svg.contains("± std") && !has_text(&svg, "paper"), "{svg}");
+        assert!(tags_with(&svg, "circle", "fill", "#E69F00").is_empty());
+        let with_spread = bar_chart("r", &cols, &[Some((17.0, 1.0)), None], &[None, None])
+            .svg()
+            .unwrap();
+        let whiskers = |svg: &str| svg.matches("stroke=\"#000000\"").count();
+        assert!(
+            whiskers(&with_spread) >= whiskers(&svg) + 3,
+            "{with_spread}"
+        );
     }
 
     #[test]

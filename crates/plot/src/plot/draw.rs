@@ -108,16 +108,24 @@ fn bars<DB: DrawingBackend>(
     );
     let x = Axis::categories(columns.len());
     let (bar, dot) = (PALETTE[0], PALETTE[1]);
-    let legend = [
-        Entry {
-            label: "measured (mean ± std)".into(),
-            sample: Sample::Bar(bar),
-        },
-        Entry {
+    // The legend names only what is drawn: "± std" where some bar has a spread (one seed has
+    // none), "paper" where some published value exists.
+    let spread = measured.iter().flatten().any(|&(_, s)| s > 0.0);
+    let mut legend = vec![Entry {
+        label: if spread {
+            "measured (mean ± std)"
+        } else {
+            "measured"
+        }
+        .into(),
+        sample: Sample::Bar(bar),
+    }];
+    if paper.iter().flatten().any(|v| v.is_finite()) {
+        legend.push(Entry {
             label: "paper".into(),
             sample: Sample::Point(Marker::Circle, dot),
-        },
-    ];
+        });
+    }
     // Column names wrap where they do not fit their slot (the plot is about 500 px wide).
     let slot = 500.0 / columns.len().max(1) as f64;
     let names: Vec<(f64, Vec<String>)> = columns
@@ -142,11 +150,16 @@ fn bars<DB: DrawingBackend>(
             let s = if s.is_finite() { s } else { 0.0 };
             let corners = [at(&chart, c + 0.1, 0.0), at(&chart, c + 0.5, m)];
             ok(root.draw(&Rectangle::new(corners, bar.filled())))?;
+            // No whisker without a spread (one seed): a flat tick would read as a measured 0.
+            let whiskers = if s > 0.0 { 3 } else { 0 };
             for (from, to) in [
                 ((c + 0.3, m - s), (c + 0.3, m + s)),
                 ((c + 0.26, m - s), (c + 0.34, m - s)),
                 ((c + 0.26, m + s), (c + 0.34, m + s)),
-            ] {
+            ]
+            .into_iter()
+            .take(whiskers)
+            {
                 let ends = vec![at(&chart, from.0, from.1), at(&chart, to.0, to.1)];
                 ok(root.draw(&PathElement::new(ends, black)))?;
             }
