@@ -210,8 +210,15 @@ fn job_name(sweep: &Sweep, token: &str, submission: usize) -> String {
     )
 }
 
+/// `summary.json` exists, and the run is not one that stopped at a cap the sweep now raises
+/// (`Summary::continues_under`: such a run is submitted again and trains on).
 fn finished(spec: &RunSpec) -> bool {
-    RunDir::new(&spec.dir).summary_path().exists()
+    match RunDir::new(&spec.dir).summary() {
+        Ok(Some(s)) => !s.continues_under(&spec.config.stop),
+        Ok(None) => false,
+        // An unreadable summary is the task's to report, not a reason to train again.
+        Err(_) => true,
+    }
 }
 
 /// Runs the sweep on `cluster` until every planned run has finished or failed, and returns
@@ -417,7 +424,14 @@ fn submit(
     progress: &mut dyn Progress,
 ) -> Result<(), SlurmError> {
     for p in todo {
-        RunDir::new(&p.spec.dir).create(&resolved_config(&p.spec.config, p.data_dir.as_deref()))?;
+        let dir = RunDir::new(&p.spec.dir);
+        let config = resolved_config(&p.spec.config, p.data_dir.as_deref());
+        dir.create(&config)?;
+        // A run capped below the sweep's raised cap: its config.toml takes the new cap and its
+        // summary goes, so the task resumes it from its last checkpoint.
+        if dir.summary()?.is_some() {
+            dir.reopen(&config)?;
+        }
     }
     let n = ledger.submissions.len();
     let name = job_name(sweep, &ledger.token, n);

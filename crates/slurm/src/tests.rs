@@ -396,3 +396,57 @@ fn errors_are_read_from_task_logs() {
     );
     assert_eq!(crate::files::error_in_log("all good\n"), None);
 }
+
+/// A raised cap: the runs that stopped at the old one are submitted again, with the new cap in
+/// their config.toml and their summary gone (the task resumes them); converged runs are not.
+#[test]
+fn a_raised_cap_resubmits_the_capped_runs() {
+    let (mut exp, root, opts) = setup("raised-cap");
+    let mut fake = Fake::default();
+    run(
+        &Sweep {
+            exp: &exp,
+            profile: "t",
+            root: &root,
+            data_roots: &[],
+        },
+        &opts,
+        &mut fake,
+        &mut Events::default(),
+    )
+    .unwrap();
+    let all: Vec<PathBuf> = fake.submitted.iter().flatten().cloned().collect();
+    assert_eq!(all.len(), 4);
+    // η* = 0.1 hit the one-epoch cap; the others converged.
+    let capped = all
+        .iter()
+        .find(|d| d.ends_with("eta_star-0.1-seed0"))
+        .unwrap()
+        .clone();
+    let dir = RunDir::new(&capped);
+    let mut s = dir.summary().unwrap().unwrap();
+    s.status = RunStatus::Capped;
+    dir.write_summary(&s).unwrap();
+
+    exp.profiles
+        .get_mut("t")
+        .unwrap()
+        .base
+        .insert("stop".into(), toml::toml! { max_epochs = 3 }.into());
+    let before = fake.submitted.len();
+    run(
+        &Sweep {
+            exp: &exp,
+            profile: "t",
+            root: &root,
+            data_roots: &[],
+        },
+        &opts,
+        &mut fake,
+        &mut Events::default(),
+    )
+    .unwrap();
+    assert_eq!(fake.submitted[before..], [vec![capped.clone()]]);
+    assert_eq!(dir.load_config().unwrap().stop.max_epochs, 3);
+    std::fs::remove_dir_all(&root).unwrap();
+}
