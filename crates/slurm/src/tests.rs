@@ -403,18 +403,16 @@ fn errors_are_read_from_task_logs() {
 fn a_raised_cap_resubmits_the_capped_runs() {
     let (mut exp, root, opts) = setup("raised-cap");
     let mut fake = Fake::default();
-    run(
-        &Sweep {
-            exp: &exp,
+    let sweep = |exp: &Experiment, fake: &mut Fake| {
+        let sweep = Sweep {
+            exp,
             profile: "t",
             root: &root,
             data_roots: &[],
-        },
-        &opts,
-        &mut fake,
-        &mut Events::default(),
-    )
-    .unwrap();
+        };
+        run(&sweep, &opts, fake, &mut Events::default()).unwrap();
+    };
+    sweep(&exp, &mut fake);
     let all: Vec<PathBuf> = fake.submitted.iter().flatten().cloned().collect();
     assert_eq!(all.len(), 4);
     // η* = 0.1 hit the one-epoch cap; the others converged.
@@ -434,18 +432,7 @@ fn a_raised_cap_resubmits_the_capped_runs() {
         .base
         .insert("stop".into(), toml::toml! { max_epochs = 3 }.into());
     let before = fake.submitted.len();
-    run(
-        &Sweep {
-            exp: &exp,
-            profile: "t",
-            root: &root,
-            data_roots: &[],
-        },
-        &opts,
-        &mut fake,
-        &mut Events::default(),
-    )
-    .unwrap();
+    sweep(&exp, &mut fake);
     assert_eq!(fake.submitted[before..], [vec![capped.clone()]]);
     assert_eq!(dir.load_config().unwrap().stop.max_epochs, 3);
     std::fs::remove_dir_all(&root).unwrap();
