@@ -89,13 +89,29 @@ impl RunDir {
     }
 
     /// Creates the directory tree and writes the resolved config. Refuses a directory holding a
-    /// different config (a sweep's cell must never silently change meaning).
+    /// different config (a sweep's cell must never silently change meaning); a raised cap is
+    /// recorded in the existing config (its provenance kept).
     pub fn create(&self, config: &RunConfig) -> Result<(), RunError> {
         std::fs::create_dir_all(self.checkpoint_dir()).map_err(|e| RunError::io(&self.root, e))?;
         if self.config_path().exists() {
-            return self.check_same(config);
+            self.check_same(config)?;
+            return self.record_cap(config);
         }
         write_atomic(&self.config_path(), config.to_toml()?.as_bytes())
+    }
+
+    /// Writes `config`'s stopping rule into the existing `config.toml` where it differs (a
+    /// raised cap, which [`Self::check_same`] accepts), keeping everything else.
+    fn record_cap(&self, config: &RunConfig) -> Result<(), RunError> {
+        let old = self.load_config()?;
+        if old.stop == config.stop {
+            return Ok(());
+        }
+        let raised = RunConfig {
+            stop: config.stop.clone(),
+            ..old
+        };
+        write_atomic(&self.config_path(), raised.to_toml()?.as_bytes())
     }
 
     /// Refuses a directory whose run (finished or not) has another config than `config`,
@@ -124,12 +140,8 @@ impl RunDir {
     /// records the new cap in `config.toml` (keeping the run's provenance), then removes
     /// `summary.json`. Interrupted between the two, it is simply called again.
     pub fn reopen(&self, config: &RunConfig) -> Result<(), RunError> {
-        let old = self.load_config()?;
-        let raised = RunConfig {
-            stop: config.stop.clone(),
-            ..old
-        };
-        write_atomic(&self.config_path(), raised.to_toml()?.as_bytes())?;
+        self.check_same(config)?;
+        self.record_cap(config)?;
         match std::fs::remove_file(self.summary_path()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(RunError::io(&self.summary_path(), e))

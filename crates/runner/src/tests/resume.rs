@@ -341,6 +341,17 @@ fn a_capped_run_trains_on_under_a_raised_cap() {
     assert_eq!(a.final_metrics, b.final_metrics);
     assert_eq!(grown.load_config().unwrap().stop.max_epochs, 3);
 
+    // Raised while the run is unfinished: its config.toml takes the new cap too.
+    let paused = RunDir::new(dir.join("paused"));
+    let opts = TrainOptions {
+        stop_after_step: Some(5),
+        ..Default::default()
+    };
+    train(&short.validate().unwrap(), &paused, &opts).unwrap();
+    finished(&config, &paused);
+    assert_eq!(paused.load_config().unwrap().stop.max_epochs, 3);
+    assert_eq!(final_bits(&whole), final_bits(&paused));
+
     // Back to the lower cap: refused by name, the longer run is kept.
     let err = train(&short.validate().unwrap(), &grown, &TrainOptions::default())
         .unwrap_err()
