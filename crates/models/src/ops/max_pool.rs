@@ -9,7 +9,9 @@
 //! - `Scatter`  (dy, x)  → dx = dy placed at a(x),  bwd: d(dy) = `Gather`(g, x);
 //! - `Gather`   (u, x)   → u[a(x)],                 bwd: du = `Scatter`(g, x).
 //!
-//! `Scatter` and `Gather` are the two ways of one op, [`Route`].
+//! `Scatter` and `Gather` are the two ways of one op, [`Route`]. `MaxPool`'s forward keeps
+//! `a(x)` (one code per output, as PyTorch keeps its indices) and hands it to the `Route` ops
+//! of its backward, which then never search the windows again.
 //!
 //! None of them passes a gradient to `x` through the index map (its derivative is zero almost
 //! everywhere).
