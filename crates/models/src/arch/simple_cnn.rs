@@ -93,10 +93,13 @@ impl SimpleCnn {
 
 impl Model for SimpleCnn {
     fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        // ReLU after the pool: max-pool and ReLU commute (relu(max z) = max relu(z), exactly,
+        // and the gradient reaches the same first maximum or is zero in both orders), and the
+        // ReLU and its backward then run on a quarter of the elements.
         let x = ops::relu(&self.convs[0].forward(x)?)?;
-        let x = ops::max_pool2d(&ops::relu(&self.convs[1].forward(&x)?)?, 2)?;
+        let x = ops::relu(&ops::max_pool2d(&self.convs[1].forward(&x)?, 2)?)?;
         let x = ops::relu(&self.convs[2].forward(&x)?)?;
-        let x = ops::max_pool2d(&ops::relu(&self.convs[3].forward(&x)?)?, 2)?;
+        let x = ops::relu(&ops::max_pool2d(&self.convs[3].forward(&x)?, 2)?)?;
         let x = ops::relu(&self.fc1.forward(&x.flatten_from(1)?)?)?;
         self.fc2.forward(&x)
     }
@@ -145,6 +148,66 @@ mod tests {
         );
         s.check_gradient(30, 2);
         s.check_hvp(3);
+    }
+
+    #[test]
+    fn pooling_before_the_relu_gives_the_same_logits_and_gradients() {
+        // The paper's order, relu then pool, against ours, in f64: same bits.
+        use crate::{cross_entropy, ops, Mode};
+        use candle_core::Tensor;
+        let s = setup(
+            &ModelSpec::SimpleCnn { width_mult: 0.25 },
+            (3, 16, 16),
+            10,
+            4,
+            3,
+        );
+        let m = s.model.as_ref();
+        let p: Vec<_> = m
+            .params()
+            .iter()
+            .map(|p| p.var.as_tensor().clone())
+            .collect();
+        let conv = |x: &Tensor, i: usize| {
+            ops::conv2d(
+                x,
+                &p[2 * i],
+                Some(&p[2 * i + 1]),
+                1,
+                if i % 2 == 0 { 1 } else { 0 },
+            )
+        };
+        let paper = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let x = ops::relu(&conv(x, 0)?)?;
+            let x = ops::max_pool2d(&ops::relu(&conv(&x, 1)?)?, 2)?;
+            let x = ops::relu(&conv(&x, 2)?)?;
+            let x = ops::max_pool2d(&ops::relu(&conv(&x, 3)?)?, 2)?;
+            let x = ops::relu(
+                &x.flatten_from(1)?
+                    .matmul(&p[8].t()?)?
+                    .broadcast_add(&p[9])?,
+            )?;
+            x.matmul(&p[10].t()?)?.broadcast_add(&p[11])
+        };
+        // Inputs with exact zeros and negative values, so that some pooled windows are all ≤ 0.
+        let x = (s.x.clone() - 0.3).unwrap().relu().unwrap();
+        let x = (x - 0.1).unwrap();
+        let ours = m.forward(&x, Mode::Train).unwrap();
+        let theirs = paper(&x).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(flat(&ours), flat(&theirs));
+        let (g1, g2) = (
+            cross_entropy(&ours, &s.y).unwrap().backward().unwrap(),
+            cross_entropy(&theirs, &s.y).unwrap().backward().unwrap(),
+        );
+        for q in m.params() {
+            assert_eq!(
+                flat(g1.get(&q.var).unwrap()),
+                flat(g2.get(&q.var).unwrap()),
+                "{}",
+                q.name
+            );
+        }
     }
 
     #[test]

@@ -41,11 +41,12 @@ type Case = (
     usize,
 );
 
-/// Rows 9-11 have ≥ 16 input channels at stride 1, where the input gradient runs as a
-/// convolution with the flipped kernel; row 12 has ≥ 512 output pixels (one image per gemm),
-/// row 13 a batch that is not a multiple of the images per gemm (6 + 1); the rest have several
-/// images side by side in one gemm.
-const SHAPES: [Case; 13] = [
+/// Rows 9, 11 and 14 have ≥ 16 input channels at stride 1, C ≥ O and little padding, where the
+/// input gradient runs as a convolution with the flipped kernel; rows 10 (mostly padding) and
+/// 15 (C < O) run the column form although they have ≥ 16 input channels; row 12 has ≥ 512
+/// output pixels (one image per gemm), row 13 a batch that is not a multiple of the images per
+/// gemm (6 + 1); the rest have several images side by side in one gemm.
+const SHAPES: [Case; 15] = [
     (2, 3, 8, 8, 4, 3, 3, 1, 1),
     (3, 2, 7, 9, 5, 3, 3, 1, 0),
     (2, 4, 9, 6, 3, 3, 3, 2, 1),
@@ -59,7 +60,36 @@ const SHAPES: [Case; 13] = [
     (2, 16, 5, 5, 2, 3, 3, 1, 2),
     (2, 2, 24, 24, 3, 3, 3, 1, 1),
     (7, 2, 10, 10, 3, 3, 3, 1, 1),
+    (1, 17, 20, 21, 4, 3, 3, 1, 0),
+    (2, 16, 6, 7, 20, 3, 3, 1, 1),
 ];
+
+#[test]
+fn the_rows_cover_both_forms_of_the_input_gradient() {
+    let form = |&(n, c, h, w, o, kh, kw, stride, pad): &Case| {
+        let out = |len: usize, k: usize| (len + 2 * pad - k) / stride + 1;
+        let g = super::conv_cpu::Geom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pad,
+            ho: out(h, kh),
+            wo: out(w, kw),
+        };
+        super::conv_cpu::flipped_is_faster(&g)
+    };
+    let flipped: Vec<usize> = (0..SHAPES.len()).filter(|&i| form(&SHAPES[i])).collect();
+    assert_eq!(
+        flipped,
+        vec![8, 10, 13],
+        "0-based rows run as flipped convolutions"
+    );
+}
 
 #[test]
 fn forward_equals_candle_conv2d() -> Result<()> {
@@ -312,6 +342,48 @@ fn gradient_of_input_gradient_norm_matches_finite_differences() -> Result<()> {
         assert!(
             (fd - ad).abs() <= 1e-6 * ad.abs().max(1e-3),
             "parameter {i}: finite difference {fd} vs double backprop {ad}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn second_order_through_both_forms_of_the_input_gradient() -> Result<()> {
+    // P(x, w) = ‖∇_x Σ r·tanh(conv(x, w))‖² on the rows with ≥ 16 input channels (both forms
+    // of the input gradient): ∇P by double backprop against central differences of P.
+    keep_grad_graphs();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &(n, c, h, w, o, kh, kw, s, p) in SHAPES.iter().filter(|r| r.1 >= 16) {
+        let x0 = randn(&mut rng, &[n, c, h, w])?;
+        let w0 = (randn(&mut rng, &[o, c, kh, kw])? * 0.2)?;
+        let r = randn(&mut rng, conv2d(&x0, &w0, None, s, p)?.dims())?;
+        let penalty = |x: &Tensor, k: &Tensor| -> Result<Tensor> {
+            let x = Var::from_tensor(x)?;
+            let loss = (conv2d(x.as_tensor(), k, None, s, p)?.tanh()? * &r)?.sum_all()?;
+            let gx = loss
+                .backward()?
+                .get(&x)
+                .expect("input reaches the loss")
+                .clone();
+            gx.sqr()?.sum_all()
+        };
+        let (xv, wv) = (Var::from_tensor(&x0)?, Var::from_tensor(&w0)?);
+        let g = penalty(xv.as_tensor(), wv.as_tensor())?.backward()?;
+        let (gx, gw) = (
+            g.get(&xv).expect("x in graph"),
+            g.get(&wv).expect("w in graph"),
+        );
+        let (vx, vw) = (randn(&mut rng, x0.dims())?, randn(&mut rng, w0.dims())?);
+        let eps = 1e-5;
+        let at = |t: f64| -> Result<f64> {
+            penalty(&(&x0 + (&vx * t)?)?, &(&w0 + (&vw * t)?)?)?.to_scalar::<f64>()
+        };
+        let fd = (at(eps)? - at(-eps)?) / (2.0 * eps);
+        let ad = dot(gx, &vx)? + dot(gw, &vw)?;
+        assert!(
+            (fd - ad).abs() <= 1e-6 * ad.abs().max(1e-3),
+            "{:?}: finite difference {fd} vs double backprop {ad}",
+            (n, c, h, w, o, kh, kw, s, p)
         );
     }
     Ok(())
