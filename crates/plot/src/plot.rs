@@ -396,6 +396,14 @@ mod tests {
         let with_spread = bar_chart("r", &cols, &[Some((17.0, 1.0)), None], &[None, None])
             .svg()
             .unwrap();
+        // Nothing measured yet (a pending row): no "measured" entry either.
+        let pending = bar_chart("r", &cols, &[None, None], &[Some(45.0), None])
+            .svg()
+            .unwrap();
+        assert!(!has_text(&pending, "measured") && has_text(&pending, "paper"));
+        assert!(bar_chart("r", &cols, &[None, None], &[None, None])
+            .svg()
+            .is_ok());
         let whiskers = |svg: &str| svg.matches("stroke=\"#000000\"").count();
         assert!(
             whiskers(&with_spread) >= whiskers(&svg) + 3,

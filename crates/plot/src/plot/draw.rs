@@ -111,15 +111,18 @@ fn bars<DB: DrawingBackend>(
     // The legend names only what is drawn: "± std" where some bar has a spread (one seed has
     // none), "paper" where some published value exists.
     let spread = measured.iter().flatten().any(|&(_, s)| s > 0.0);
-    let mut legend = vec![Entry {
-        label: if spread {
-            "measured (mean ± std)"
-        } else {
-            "measured"
-        }
-        .into(),
-        sample: Sample::Bar(bar),
-    }];
+    let mut legend = Vec::new();
+    if measured.iter().flatten().any(|&(m, _)| m.is_finite()) {
+        legend.push(Entry {
+            label: if spread {
+                "measured (mean ± std)"
+            } else {
+                "measured"
+            }
+            .into(),
+            sample: Sample::Bar(bar),
+        });
+    }
     if paper.iter().flatten().any(|v| v.is_finite()) {
         legend.push(Entry {
             label: "paper".into(),
