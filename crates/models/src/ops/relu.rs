@@ -169,6 +169,11 @@ mod tests {
     use crate::gradcheck::enable_double_backprop;
     use candle_core::{Device, Var};
 
+    /// ∂f/∂x, keeping its graph (double-backprop mode) for a second derivative.
+    fn d(f: &Tensor, x: &Var) -> Tensor {
+        f.backward().unwrap().get(x).unwrap().clone()
+    }
+
     #[test]
     fn large_tensors_split_over_threads_equal_the_direct_computation_in_f64() {
         // More than one parallel chunk (with a partial last one), exact zeros and a NaN.
@@ -186,17 +191,10 @@ mod tests {
         assert_eq!(y.to_vec1::<f64>().unwrap(), expected);
         // f = Σ w·relu(x)²/2: gradient w·relu(x), Hessian-vector product along 1: w·[x > 0].
         let f = (y.sqr().unwrap() * &wt).unwrap().sum_all().unwrap() * 0.5;
-        let g = f.unwrap().backward().unwrap().get(&x).unwrap().clone();
+        let g = d(&f.unwrap(), &x);
         let grad: Vec<f64> = (0..n).map(|i| w[i] * expected[i]).collect();
         assert_eq!(g.to_vec1::<f64>().unwrap(), grad);
-        let hv = g
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap()
-            .get(&x)
-            .unwrap()
-            .clone();
+        let hv = d(&g.sum_all().unwrap(), &x);
         let hess: Vec<f64> = (0..n)
             .map(|i| if v[i] > 0.0 { w[i] } else { 0.0 })
             .collect();
@@ -229,7 +227,7 @@ mod tests {
             ours.to_vec3::<f64>().unwrap(),
             theirs.to_vec3::<f64>().unwrap()
         );
-        let g = f(&ours).backward().unwrap().get(&x).unwrap().clone();
+        let g = d(&f(&ours), &x);
         let expected = ((x
             .as_tensor()
             .gt(0.0)
@@ -245,14 +243,7 @@ mod tests {
             expected.to_vec3::<f64>().unwrap()
         );
         // Hessian-vector product with v = 1: 2w·[x>0].
-        let hv = g
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap()
-            .get(&x)
-            .unwrap()
-            .clone();
+        let hv = d(&g.sum_all().unwrap(), &x);
         let expected = (x
             .as_tensor()
             .gt(0.0)
