@@ -229,11 +229,25 @@ fn run_sweep(
         if args.rows.is_empty() {
             run(&exp, !args.report_only, progress)?
         } else {
-            // The chosen rows train; then every row is read back for the page.
-            if !args.report_only {
-                run(&only_rows(&exp, &args.profile, &args.rows)?, true, progress)?;
+            // The chosen rows train; then every row is read back for the page, keeping the
+            // errors of the runs that failed in training.
+            let trained = if args.report_only {
+                Vec::new()
+            } else {
+                run(&only_rows(&exp, &args.profile, &args.rows)?, true, progress)?
+            };
+            let mut outcomes = run(&exp, false, progress)?;
+            for o in &mut outcomes {
+                let Some(t) = trained.iter().find(|t| t.row.key == o.row.key) else {
+                    continue;
+                };
+                if let (RowState::Ran { errors, .. }, RowState::Ran { errors: e, .. }) =
+                    (&mut o.state, &t.state)
+                {
+                    errors.extend(e.iter().cloned());
+                }
             }
-            run(&exp, false, progress)?
+            outcomes
         }
     };
     let page = args.out_dir()?.join(format!(
