@@ -262,15 +262,19 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         }
     }
     let root = dir.join("runs");
-    let outcomes = run_table(
-        &exp,
-        "smoke",
-        &root,
-        std::slice::from_ref(&empty),
-        true,
-        &mut Silent,
-    )
-    .unwrap();
+    // The table of `exp`'s smoke profile, trained (`execute`) or only read back.
+    let table = |exp: &Experiment, execute: bool| {
+        run_table(
+            exp,
+            "smoke",
+            &root,
+            std::slice::from_ref(&empty),
+            execute,
+            &mut Silent,
+        )
+        .unwrap()
+    };
+    let outcomes = table(&exp, true);
     assert_eq!(outcomes.len(), 2);
     let RowState::Missing { message, .. } = &outcomes[0].state else {
         panic!("cifar100 should be missing")
@@ -300,30 +304,14 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         .iter()
         .map(|(s, r)| (s.dir.clone(), r.clone()))
         .collect();
-    let again = run_table(
-        &exp,
-        "smoke",
-        &root,
-        std::slice::from_ref(&empty),
-        false,
-        &mut Silent,
-    )
-    .unwrap();
+    let again = table(&exp, false);
     let RowState::Ran { runs: reported, .. } = &again[1].state else {
         panic!()
     };
     assert!(reported
         .iter()
         .all(|(s, r)| r.as_ref() == before[&s.dir].as_ref() && r.is_some()));
-    let again = run_table(
-        &exp,
-        "smoke",
-        &root,
-        std::slice::from_ref(&empty),
-        true,
-        &mut Silent,
-    )
-    .unwrap();
+    let again = table(&exp, true);
     let RowState::Ran { runs, .. } = &again[1].state else {
         panic!()
     };
@@ -337,7 +325,7 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
         .unwrap()
         .base
         .insert("stop".into(), toml::toml! { max_epochs = 2 }.into());
-    let grown = run_table(&exp, "smoke", &root, &[empty], true, &mut Silent).unwrap();
+    let grown = table(&exp, true);
     let RowState::Ran { runs, errors, .. } = &grown[1].state else {
         panic!()
     };
