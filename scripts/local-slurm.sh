@@ -109,9 +109,10 @@ start() {
         slurmd -D >"$DIR/log/slurmd.out" 2>&1 &
         echo $! >"$DIR/slurmd.pid"
     fi
-    # Wait for the node to be idle (under a second when the machine is quiet).
+    # Wait for the node to be idle (under a second when the machine is quiet; up to 2 minutes,
+    # for a first start on a loaded machine).
     local state=""
-    for _ in $(seq 300); do
+    for _ in $(seq 1200); do
         state=$(sinfo -h -o %t 2>/dev/null | head -n1 || true)
         [ "$state" = idle ] && break
         sleep 0.1
