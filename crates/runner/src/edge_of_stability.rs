@@ -1,7 +1,8 @@
 //! The edge-of-stability experiment as data (`experiments/edge-of-stability.toml`, Cohen et
 //! al. 2021, SCIENCE.md §5.5): per profile, one full-batch GD run (`full_batch`) for each loss
 //! × η (× network, where the profile lists several), each stored as
-//! `<runs>/[<network>-]<loss>-lr<η>/run.json` and reused while its spec is unchanged.
+//! `<runs>/[<network>-]<loss>-lr<η>/run.json` and reused while its spec is unchanged; a run
+//! stopped part-way resumes from `partial.safetensors` in the same folder.
 //! Its page is `breakeven_report::pages::edge_of_stability`.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::RunError;
-use crate::full_batch::{run_full_batch_from_disk, FullBatchPoint, FullBatchSpec};
+use crate::full_batch::{run_full_batch_from_disk, FullBatchPoint, FullBatchResume, FullBatchSpec};
 use crate::sweep::merge;
 
 /// `experiments/edge-of-stability.toml`.
@@ -61,6 +62,9 @@ impl Network {
         }
     }
 }
+
+/// The checkpoint of an unfinished run, in its folder beside where run.json will be.
+pub const PARTIAL: &str = "partial.safetensors";
 
 /// A run's spec and points, stored as `<runs>/<loss>-lr<η>/run.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,7 +172,9 @@ impl Profile {
 }
 
 /// The run of `spec` in `dir`: the stored one when its spec is identical, else (when
-/// `execute`) run now and stored, else `None`.
+/// `execute`) run now and stored, else `None`. A run killed part-way resumes from its
+/// checkpoint (`partial.safetensors`, written after every measurement) with the same points, bit
+/// for bit, as an uninterrupted run; its wall time adds up the sessions.
 pub fn run_or_reuse(
     spec: &FullBatchSpec,
     dir: &Path,
@@ -194,22 +200,32 @@ pub fn run_or_reuse(
         spec.lr,
         spec.n
     );
+    // Resumable: a checkpoint after every measurement, resumed from by a later call with the
+    // same spec, removed once run.json is written.
+    std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
+    let partial = dir.join(PARTIAL);
     let t0 = std::time::Instant::now();
-    let points = run_full_batch_from_disk(spec, data_dir, &mut |p| {
+    let resume = FullBatchResume {
+        checkpoint: Some(&partial),
+        stop_after_step: None,
+    };
+    let out = run_full_batch_from_disk(spec, data_dir, resume, &mut |p| {
         tracing::debug!(step = p.step, loss = p.loss, lambda = ?p.lambda_h1, "point");
     })?;
     let stored = StoredRun {
         spec: spec.clone(),
-        points,
-        wall_s: t0.elapsed().as_secs_f64(),
+        points: out.points,
+        wall_s: out.earlier_wall_s + t0.elapsed().as_secs_f64(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
     write_atomic(
         &file,
         serde_json::to_string_pretty(&stored)
             .map_err(json)?
             .as_bytes(),
     )?;
+    if partial.exists() {
+        std::fs::remove_file(&partial).map_err(|e| RunError::io(&partial, e))?;
+    }
     Ok(Some(stored))
 }
 
@@ -221,6 +237,94 @@ mod tests {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/edge-of-stability.toml");
         Definition::load(&path).unwrap()
+    }
+
+    #[test]
+    fn a_run_killed_part_way_resumes_from_its_checkpoint_to_the_same_points() {
+        crate::train::enable_second_order().unwrap();
+        let spec = FullBatchSpec {
+            data: "synthetic".into(),
+            n: 48,
+            batch: 16,
+            model: breakeven_models::ModelSpec::FcTanh { widths: vec![6] },
+            loss: crate::full_batch::FullBatchLoss::Ce,
+            lr: 0.2,
+            steps: 9,
+            measure_every: 3,
+            lanczos_iters: 6,
+            stop_acc: None,
+            seed: 3,
+            dtype: "f64".into(),
+            device: "cpu".into(),
+        };
+        let tmp = crate::tests::temp_dir("eos-resume");
+        let whole = run_or_reuse(&spec, &tmp.join("whole"), None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            whole.points.iter().map(|p| p.step).collect::<Vec<_>>(),
+            [0, 3, 6, 9]
+        );
+        // Killed after the checkpoint of step 3: the folder holds the checkpoint, no run.json.
+        let dir = tmp.join("killed");
+        std::fs::create_dir_all(&dir).unwrap();
+        let resume = FullBatchResume {
+            checkpoint: Some(&dir.join(PARTIAL)),
+            stop_after_step: Some(3),
+        };
+        let out = run_full_batch_from_disk(&spec, None, resume, &mut |_| {}).unwrap();
+        assert!(!out.finished);
+        assert_eq!(out.points, whole.points[..2]);
+        assert!(dir.join(PARTIAL).exists() && !dir.join("run.json").exists());
+        // Not executing reads nothing from a checkpoint: the run is not there yet.
+        assert!(run_or_reuse(&spec, &dir, None, false).unwrap().is_none());
+        // Resumed at step 4, it ends with the uninterrupted run's points, bit for bit.
+        let resume = FullBatchResume {
+            checkpoint: Some(&dir.join(PARTIAL)),
+            stop_after_step: None,
+        };
+        let out = run_full_batch_from_disk(&spec, None, resume, &mut |_| {}).unwrap();
+        assert_eq!((out.resumed_at, out.finished), (Some(4), true));
+        assert!(out.earlier_wall_s > 0.0);
+        assert_eq!(out.points, whole.points);
+        // The sweep's call does the same and removes the checkpoint once run.json is written.
+        let resume = FullBatchResume {
+            checkpoint: Some(&dir.join(PARTIAL)),
+            stop_after_step: Some(6),
+        };
+        std::fs::remove_file(dir.join(PARTIAL)).unwrap();
+        run_full_batch_from_disk(&spec, None, resume, &mut |_| {}).unwrap();
+        let resumed = run_or_reuse(&spec, &dir, None, true).unwrap().unwrap();
+        assert_eq!(resumed.points, whole.points);
+        assert!(!dir.join(PARTIAL).exists() && dir.join("run.json").exists());
+        // A checkpoint of another spec is ignored: the run starts over and still agrees.
+        let other = FullBatchSpec {
+            lr: 0.1,
+            ..spec.clone()
+        };
+        let dir2 = tmp.join("other");
+        std::fs::create_dir_all(&dir2).unwrap();
+        let resume = FullBatchResume {
+            checkpoint: Some(&dir2.join(PARTIAL)),
+            stop_after_step: Some(6),
+        };
+        run_full_batch_from_disk(&other, None, resume, &mut |_| {}).unwrap();
+        let resume = FullBatchResume {
+            checkpoint: Some(&dir2.join(PARTIAL)),
+            stop_after_step: None,
+        };
+        let fresh = run_full_batch_from_disk(&spec, None, resume, &mut |_| {}).unwrap();
+        assert_eq!(fresh.resumed_at, None);
+        assert_eq!(fresh.points, whole.points);
+        // A damaged checkpoint is an error that names the file.
+        let dir3 = tmp.join("damaged");
+        std::fs::create_dir_all(&dir3).unwrap();
+        std::fs::write(dir3.join(PARTIAL), b"not a safetensors file").unwrap();
+        let err = run_or_reuse(&spec, &dir3, None, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(PARTIAL), "{err}");
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

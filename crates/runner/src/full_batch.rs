@@ -15,6 +15,7 @@ use breakeven_models::{build, correct_count, cross_entropy, Mode, Model, ModelSp
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::RunError;
 
 /// The training loss of a full-batch run.
@@ -215,6 +216,120 @@ fn accuracy(model: &dyn Model, data: &FullBatchData) -> Result<f64, RunError> {
     Ok(correct as f64 / data.n.max(1) as f64)
 }
 
+/// Where a full-batch run keeps its resumable state, and a test hook.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FullBatchResume<'a> {
+    /// A safetensors file (`partial.safetensors` in the run's folder) written atomically after
+    /// every measured step: the parameters under their `state_dict` names, Lanczos' warm-start
+    /// vector (`lanczos.warm`, f64) and, as metadata, the spec, the next step, the points so far
+    /// and the wall time so far. At the start a file whose spec equals this run's is resumed
+    /// from; one with another spec is ignored (and overwritten at the first measurement).
+    pub checkpoint: Option<&'a Path>,
+    /// Test hook: return right after the checkpoint of this step, as a kill would leave it.
+    pub stop_after_step: Option<u64>,
+}
+
+/// What [`run_full_batch_resumable`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullBatchOutcome {
+    /// Every logged point of the run, those before a resume included.
+    pub points: Vec<FullBatchPoint>,
+    /// The step it resumed at (`None`: it started at step 0).
+    pub resumed_at: Option<u64>,
+    /// Wall time of the earlier sessions (0 without a resume), as their checkpoint recorded it.
+    pub earlier_wall_s: f64,
+    /// False when `stop_after_step` stopped it.
+    pub finished: bool,
+}
+
+/// The resumable state stored in a checkpoint's metadata.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartialState {
+    spec: serde_json::Value,
+    next_step: u64,
+    points: Vec<FullBatchPoint>,
+    wall_s: f64,
+}
+
+/// A checkpoint read back: its state and Lanczos' warm-start vector.
+struct Resumed {
+    state: PartialState,
+    warm: Option<Vec<f64>>,
+}
+
+/// The tensor name of Lanczos' warm-start vector in a checkpoint.
+const WARM_KEY: &str = "lanczos.warm";
+
+fn save_partial(
+    path: &Path,
+    model: &dyn Model,
+    warm: Option<&[f64]>,
+    state: &PartialState,
+) -> Result<(), RunError> {
+    let mut tensors: Vec<(String, Tensor)> = model
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+        .collect();
+    if let Some(w) = warm {
+        tensors.push((
+            WARM_KEY.into(),
+            Tensor::from_slice(w, w.len(), &Device::Cpu)?,
+        ));
+    }
+    let state = serde_json::to_string(state).map_err(|e| RunError::Checkpoint {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    Checkpoint { tensors, state }.save(path)
+}
+
+/// The checkpoint at `path` when it exists and holds `spec`'s run: loads its parameters into
+/// `model` and returns its state and warm-start vector.
+fn load_partial(
+    path: &Path,
+    spec: &serde_json::Value,
+    model: &dyn Model,
+    device: &Device,
+) -> Result<Option<Resumed>, RunError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let ck = Checkpoint::load(path, device)?;
+    let bad = |message: String| RunError::Checkpoint {
+        path: path.into(),
+        message,
+    };
+    let state: PartialState = serde_json::from_str(&ck.state)
+        .map_err(|e| bad(format!("its state is not a full-batch run's: {e}")))?;
+    if &state.spec != spec {
+        tracing::info!(
+            path = %path.display(),
+            "a checkpoint of another spec: starting this run from step 0"
+        );
+        return Ok(None);
+    }
+    for p in model.params() {
+        let t = ck.get(&p.name, path)?;
+        if t.shape() != p.var.shape() || t.dtype() != p.var.dtype() {
+            return Err(bad(format!(
+                "`{}` is {:?} {:?}, the model's is {:?} {:?}",
+                p.name,
+                t.dtype(),
+                t.dims(),
+                p.var.dtype(),
+                p.var.dims()
+            )));
+        }
+        p.var.set(t)?;
+    }
+    let warm = match ck.tensors.iter().find(|(n, _)| n == WARM_KEY) {
+        Some((_, t)) => Some(t.to_dtype(DType::F64)?.to_vec1::<f64>()?),
+        None => None,
+    };
+    Ok(Some(Resumed { state, warm }))
+}
+
 /// Runs full-batch GD per `spec` on prepared data; `on_point` sees every logged point (progress).
 /// Stops early, with the non-finite point logged, when the loss diverges.
 pub fn run_full_batch(
@@ -223,6 +338,20 @@ pub fn run_full_batch(
     device: &Device,
     on_point: &mut dyn FnMut(&FullBatchPoint),
 ) -> Result<Vec<FullBatchPoint>, RunError> {
+    let out = run_full_batch_resumable(spec, data, device, FullBatchResume::default(), on_point)?;
+    Ok(out.points)
+}
+
+/// [`run_full_batch`] with a checkpoint after every measured step, resumed from when present:
+/// a resumed run's points and parameters are those of an uninterrupted run, bit for bit (GD
+/// and the Lanczos seeds depend only on the step; the warm start is stored exactly).
+pub fn run_full_batch_resumable(
+    spec: &FullBatchSpec,
+    data: &FullBatchData,
+    device: &Device,
+    resume: FullBatchResume<'_>,
+    on_point: &mut dyn FnMut(&FullBatchPoint),
+) -> Result<FullBatchOutcome, RunError> {
     let dtype = if spec.dtype == "f64" {
         DType::F64
     } else {
@@ -237,9 +366,21 @@ pub fn run_full_batch(
         spec.seed,
     )?;
     let model = model.as_ref();
+    let spec_value = serde_json::to_value(spec).map_err(|e| RunError::Other(e.to_string()))?;
     let mut points = Vec::new();
     let mut warm = None;
-    for step in 0..=spec.steps {
+    let (mut first, mut earlier_wall_s, mut resumed_at) = (0, 0.0, None);
+    if let Some(path) = resume.checkpoint {
+        if let Some(Resumed { state, warm: w }) = load_partial(path, &spec_value, model, device)? {
+            tracing::info!(step = state.next_step, path = %path.display(), "resuming full-batch GD");
+            (first, earlier_wall_s, resumed_at) =
+                (state.next_step, state.wall_s, Some(state.next_step));
+            points = state.points;
+            warm = w;
+        }
+    }
+    let t0 = std::time::Instant::now();
+    for step in first..=spec.steps {
         let (loss, grad) = full_gradient(model, spec.loss, data)?;
         let acc = match spec.stop_acc {
             Some(_) if loss.is_finite() => Some(accuracy(model, data)?),
@@ -286,16 +427,54 @@ pub fn run_full_batch(
         if step < spec.steps {
             gd_step(model, &grad, spec.lr)?;
         }
+        if measure && step < spec.steps {
+            let done = step + 1 - first;
+            let eta_s = t0.elapsed().as_secs_f64() / done as f64 * (spec.steps - step) as f64;
+            tracing::info!(
+                "full-batch GD step {}/{}: loss {loss:.4}, λ_H^1 {}, at most {:.0} min left",
+                step,
+                spec.steps,
+                points
+                    .last()
+                    .and_then(|p| p.lambda_h1)
+                    .map_or("-".into(), |l| format!("{l:.4}")),
+                eta_s / 60.0
+            );
+            if let Some(path) = resume.checkpoint {
+                let state = PartialState {
+                    spec: spec_value.clone(),
+                    next_step: step + 1,
+                    points: points.clone(),
+                    wall_s: earlier_wall_s + t0.elapsed().as_secs_f64(),
+                };
+                save_partial(path, model, warm.as_deref(), &state)?;
+            }
+            if resume.stop_after_step == Some(step) {
+                return Ok(FullBatchOutcome {
+                    points,
+                    resumed_at,
+                    earlier_wall_s,
+                    finished: false,
+                });
+            }
+        }
     }
-    Ok(points)
+    Ok(FullBatchOutcome {
+        points,
+        resumed_at,
+        earlier_wall_s,
+        finished: true,
+    })
 }
 
-/// Loads the data set of `spec` from `data_dir` (or the default search path) and runs it.
+/// Loads the data set of `spec` from `data_dir` (or the default search path) and runs it,
+/// resumable through `resume` ([`run_full_batch_resumable`]).
 pub fn run_full_batch_from_disk(
     spec: &FullBatchSpec,
     data_dir: Option<&Path>,
+    resume: FullBatchResume<'_>,
     on_point: &mut dyn FnMut(&FullBatchPoint),
-) -> Result<Vec<FullBatchPoint>, RunError> {
+) -> Result<FullBatchOutcome, RunError> {
     let device = crate::device::open_device(crate::device::parse_device_name(&spec.device)?)?;
     let dtype = if spec.dtype == "f64" {
         DType::F64
@@ -308,7 +487,7 @@ pub fn run_full_batch_from_disk(
         breakeven_data::load(spec.data.parse()?, data_dir)?.train
     };
     let data = subset_data(train, spec.n, spec.batch, dtype, &device)?;
-    run_full_batch(spec, &data, &device, on_point)
+    run_full_batch_resumable(spec, &data, &device, resume, on_point)
 }
 
 #[cfg(test)]
