@@ -3,6 +3,8 @@
 use candle_core::{Result, Tensor, Var};
 
 use crate::init::Init;
+use crate::ops::RowsKind;
+use crate::per_example::Tape;
 use crate::store::{key, ParamStore};
 
 /// Square-kernel convolution, as `torch.nn.Conv2d(in, out, k, stride, padding, bias)`.
@@ -89,5 +91,17 @@ impl Conv2d {
             self.stride,
             self.padding,
         )
+    }
+
+    /// [`Self::forward`], recorded in `tape` when there is one (see [`Tape`]).
+    pub fn forward_with(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
+        let Some(t) = tape else {
+            return self.forward(x);
+        };
+        let (stride, pad) = (self.stride, self.padding);
+        let kind = RowsKind::Conv { stride, pad };
+        t.record(kind, x, &self.weight, self.bias.as_ref(), |x, w, b| {
+            crate::ops::conv2d(x, w, b, stride, pad)
+        })
     }
 }

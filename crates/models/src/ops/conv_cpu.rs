@@ -13,6 +13,8 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
     const ZERO: Self;
     const ONE: Self;
     fn is_nan(self) -> bool;
+    /// Exact widening to f64.
+    fn to_f64(self) -> f64;
 }
 
 impl Elem for f32 {
@@ -21,6 +23,9 @@ impl Elem for f32 {
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
 }
 
 impl Elem for f64 {
@@ -28,6 +33,9 @@ impl Elem for f64 {
     const ONE: Self = 1.0;
     fn is_nan(self) -> bool {
         f64::is_nan(self)
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
 }
 
@@ -402,6 +410,29 @@ pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     dw
+}
+
+/// The weight gradient of ONE image, `dw (O×CK) = dy (O×HW) · im2col(x)ᵀ`, on the calling
+/// thread (`g.n` is ignored; `cols` is scratch of at least CK·HW): the per-example gradients of
+/// `crate::per_example`, which run one image per task, so every row comes out the same whatever
+/// the thread count.
+pub(crate) fn conv_weight_grad_one<T: Elem>(
+    x: &[T],
+    dy: &[T],
+    g: &Geom,
+    cols: &mut [T],
+    dw: &mut [T],
+) {
+    let (ck, hw_out) = (g.ck(), g.hw_out());
+    im2col(x, g, cols, hw_out);
+    matmul(
+        dw,
+        (g.o, ck, hw_out),
+        Mat::rows(dy, hw_out),
+        Mat::transposed(cols, hw_out),
+        false,
+        Parallelism::None,
+    );
 }
 
 /// Sum of a slice in eight independent lanes (vectorizes; fixed order, so reproducible).

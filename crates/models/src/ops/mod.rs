@@ -9,6 +9,7 @@ mod conv_ops;
 #[cfg(test)]
 mod conv_tests;
 mod max_pool;
+mod per_example_rows;
 mod pool;
 mod relu;
 
@@ -16,6 +17,8 @@ pub use batch_norm::{batch_norm, channel_mean, per_channel, BatchStats};
 pub use conv::conv2d;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, subsample2};
 pub use relu::relu;
+
+pub(crate) use per_example_rows::{per_example_rows, RowsKind, RowsLayer};
 
 /// Whether our backward ops record graphs of the gradients they produce (double backprop), as
 /// breakeven-curvature decides for the whole workspace: only where Candle keeps graphs and no
