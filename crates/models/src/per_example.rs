@@ -178,12 +178,38 @@ pub fn per_example_gradients(
         )));
     }
     let mut data = vec![0.0; n * dim];
+    advise_huge_pages(&mut data);
     per_example_rows(&layers, n, dim, &mut data)?;
     drop(layers);
     let mut g = PerExampleGradients::from_rows(n, dim, data)
         .map_err(|e| unsupported(format!("assembling the rows: {e}")))?;
     g.losses = losses;
     Ok(g)
+}
+
+/// Asks Linux to back the 2 MiB-aligned interior of `buf` with transparent huge pages (where
+/// THP is in `madvise` mode, as here). The n × D matrix is hundreds of MB (370 MB for 128
+/// examples of SimpleCNN), freshly mapped on every call, so it faults in page by page on first
+/// write: page faults and their cgroup accounting were about a quarter of the batched per-example
+/// gradients' time (Intel Xeon, 1 thread, `perf`); with 2 MiB pages they fault 512 times less
+/// often. A hint only: the contents and every result are unchanged, and an error is ignored.
+fn advise_huge_pages(buf: &mut [f64]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if hi > lo {
+            // SAFETY: [lo, hi) lies inside `buf`, which we own exclusively; MADV_HUGEPAGE changes
+            // how its pages are backed, never their contents.
+            unsafe {
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 #[cfg(test)]
@@ -193,7 +219,11 @@ mod tests {
 
     use super::*;
     use crate::gradcheck::{setup, Setup};
+    use crate::init::Init;
+    use crate::layers::{Conv2d, ConvShape, Linear};
+    use crate::store::ParamStore;
     use crate::{cross_entropy, Mode, ModelSpec};
+    use candle_core::Device;
 
     /// The reference: a loop of batch-size-1 backward passes (breakeven-curvature's).
     fn looped(s: &Setup) -> PerExampleGradients {
@@ -267,6 +297,57 @@ mod tests {
             13,
         );
         check_against_loop(&relu);
+    }
+
+    /// Strides, padding and layers without bias, which SimpleCNN does not have: conv 3×3
+    /// stride 2 padding 1 → ReLU → conv 2×2 stride 1 unpadded, no bias → tanh → Linear, no bias.
+    struct Strided {
+        c1: Conv2d,
+        c2: Conv2d,
+        fc: Linear,
+        params: Vec<crate::Param>,
+    }
+
+    impl Strided {
+        fn run(&self, x: &Tensor, tape: Option<&Tape>) -> candle_core::Result<Tensor> {
+            let x = crate::ops::relu(&self.c1.forward_with(x, tape)?)?;
+            let x = self.c2.forward_with(&x, tape)?.tanh()?;
+            self.fc.forward_with(&x.flatten_from(1)?, tape)
+        }
+    }
+
+    impl Model for Strided {
+        fn forward(&self, x: &Tensor, _mode: Mode) -> candle_core::Result<Tensor> {
+            self.run(x, None)
+        }
+        fn params(&self) -> &[crate::Param] {
+            &self.params
+        }
+        fn buffers(&self) -> Vec<(String, Var)> {
+            vec![]
+        }
+        fn forward_taped(&self, x: &Tensor, tape: &Tape) -> candle_core::Result<Option<Tensor>> {
+            self.run(x, Some(tape)).map(Some)
+        }
+    }
+
+    #[test]
+    fn strided_padded_and_bias_free_layers_match_batch_size_one_passes() {
+        let mut store = ParamStore::new(18, DType::F64, &Device::Cpu);
+        let normal = Init::Normal {
+            mean: 0.0,
+            std: 0.5,
+        };
+        let c1 = ConvShape::same(2, 3, 3).stride(2).padding(1);
+        let c1 = Conv2d::new(&mut store, "c1", c1, normal, Some(normal)).unwrap();
+        let c2 = ConvShape::same(3, 4, 2).padding(0);
+        let c2 = Conv2d::new(&mut store, "c2", c2, normal, None).unwrap();
+        // 7×7 → 4×4 (stride 2, padding 1) → 3×3.
+        let fc = Linear::new(&mut store, "fc", (4 * 3 * 3, 3), normal, None).unwrap();
+        let (params, _) = store.finish();
+        let mut s = setup(&ModelSpec::FcRelu { widths: vec![2] }, (2, 7, 7), 3, 5, 19);
+        s.model = Box::new(Strided { c1, c2, fc, params });
+        check_against_loop(&s);
     }
 
     #[test]
