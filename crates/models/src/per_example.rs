@@ -3,10 +3,11 @@
 //! what `torch.func.vmap(grad)` does, without vmap.
 //!
 //! A taped forward ([`Model::forward_taped`]) runs every `Conv2d` and `Linear` layer with
-//! detached weights and adds a zero probe `Var` to its output, recording the layer's input.
-//! Candle frees the gradients of intermediate tensors during `backward`, but keeps those of
-//! `Var`s, so the probe's gradient is the layer's output gradient `dY`; with detached weights
-//! the backward pass computes only input gradients. The loss is the SUM of the per-example
+//! detached weights, recording the layer's input, and catches its output gradient `dY`:
+//! Candle frees the gradients of intermediate tensors during `backward` but keeps those of
+//! `Var`s, so a zero probe `Var` added to a Linear's output has gradient `dY`; a convolution on
+//! the CPU kernels hands `dY` over from its own backward (`ops::conv2d_stashing`). With
+//! detached weights the backward pass computes only input gradients. The loss is the SUM of the per-example
 //! losses, so row i of `dY` is example i's alone, and each example's weight gradients follow
 //! per layer (`ops::per_example_rows`): Linear `dW_i = dy_i ⊗ x_i`, Conv2d
 //! `dW_i = dY_i · im2col(X_i)ᵀ`, written as f64 straight into its row of the n × D matrix, in
@@ -20,11 +21,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use breakeven_curvature::{backward_detached, PerExampleGradients};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Shape, Tensor, Var};
 
 use crate::error::ModelError;
 use crate::loss::cross_entropy_per_example;
-use crate::ops::{per_example_rows, RowsKind, RowsLayer};
+use crate::ops::{self, per_example_rows, GradSlot, RowsKind, RowsLayer};
 use crate::Model;
 
 /// The layers a taped forward recorded: filled by [`Model::forward_taped`], read by
@@ -38,9 +39,19 @@ pub struct Tape {
 struct Taped {
     kind: RowsKind,
     input: Tensor,
-    probe: Var,
+    output: Capture,
     weight: Var,
     bias: Option<Var>,
+}
+
+/// How a layer's output gradient is caught.
+#[derive(Debug)]
+enum Capture {
+    /// A zero `Var` added to the output: Candle keeps the gradients of `Var`s.
+    Probe(Var),
+    /// The convolution's backward leaves it here (`ops::conv2d_stashing`); the output's shape
+    /// gives zeros where the backward never ran.
+    Slot(GradSlot, Shape),
 }
 
 impl Tape {
@@ -75,7 +86,42 @@ impl Tape {
         self.layers.borrow_mut().push(Taped {
             kind,
             input: x.clone(),
-            probe,
+            output: Capture::Probe(probe),
+            weight: weight.clone(),
+            bias: bias.cloned(),
+        });
+        Ok(y)
+    }
+
+    /// [`Self::record`] for a convolution: on the CPU kernels, the op itself hands over its
+    /// output gradient (no probe to add); elsewhere a probe, and also on a first layer, whose
+    /// input (data) and detached weights need no gradient, so that Candle would never run the
+    /// op's backward.
+    pub(crate) fn record_conv(
+        &self,
+        x: &Tensor,
+        weight: &Var,
+        bias: Option<&Var>,
+        (stride, pad): (usize, usize),
+    ) -> candle_core::Result<Tensor> {
+        let kind = RowsKind::Conv { stride, pad };
+        let w = weight.as_tensor().detach();
+        let b = bias.map(|b| b.as_tensor().detach());
+        let slot = GradSlot::default();
+        let stashed = if x.track_op() {
+            ops::conv2d_stashing(x, &w, b.as_ref(), stride, pad, &slot)?
+        } else {
+            None
+        };
+        let Some(y) = stashed else {
+            return self.record(kind, x, weight, bias, |x, w, b| {
+                ops::conv2d(x, w, b, stride, pad)
+            });
+        };
+        self.layers.borrow_mut().push(Taped {
+            kind,
+            input: x.clone(),
+            output: Capture::Slot(slot, y.shape().clone()),
             weight: weight.clone(),
             bias: bias.cloned(),
         });
@@ -157,10 +203,22 @@ pub fn per_example_gradients(
     };
     let mut layers = Vec::new();
     for t in tape.layers.into_inner() {
-        let dy = match grads.get(t.probe.as_tensor()) {
-            Some(g) => g.clone(),
-            // A layer the loss does not depend on: gradient zero.
-            None => t.probe.as_tensor().zeros_like()?,
+        // A layer the loss does not depend on has gradient zero.
+        let dy = match t.output {
+            Capture::Probe(probe) => match grads.get(probe.as_tensor()) {
+                Some(g) => g.clone(),
+                None => probe.as_tensor().zeros_like()?,
+            },
+            Capture::Slot(slot, shape) => {
+                let caught = slot
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                match caught {
+                    Some(g) => g,
+                    None => Tensor::zeros(shape, t.input.dtype(), t.input.device())?,
+                }
+            }
         };
         layers.push(RowsLayer {
             kind: t.kind,

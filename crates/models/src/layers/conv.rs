@@ -3,7 +3,6 @@
 use candle_core::{Result, Tensor, Var};
 
 use crate::init::Init;
-use crate::ops::RowsKind;
 use crate::per_example::Tape;
 use crate::store::{key, ParamStore};
 
@@ -98,10 +97,11 @@ impl Conv2d {
         let Some(t) = tape else {
             return self.forward(x);
         };
-        let (stride, pad) = (self.stride, self.padding);
-        let kind = RowsKind::Conv { stride, pad };
-        t.record(kind, x, &self.weight, self.bias.as_ref(), |x, w, b| {
-            crate::ops::conv2d(x, w, b, stride, pad)
-        })
+        t.record_conv(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            (self.stride, self.padding),
+        )
     }
 }
