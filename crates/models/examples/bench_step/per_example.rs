@@ -97,8 +97,8 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
          random labels, {threads} thread(s) (RAYON_NUM_THREADS / torch.set_num_threads), median (min) of {reps} repetitions after one warm-up, \
          each implementation in its own process; PyTorch {torch}.\n\n\
          - **breakeven**: `breakeven_models::per_example_gradients`, one batched forward and \
-         backward pass (a taped forward: zero probes on each layer's output, detached weights), \
-         then each example's weight gradients from its layer inputs and output gradients, \
+         backward pass (a taped forward: detached weights, each layer's input recorded and its \
+         output gradient caught), then each example's weight gradients from those, \
          returning the n × D matrix in f64 (in a process in second-order mode, as the tracker).\n\
          - **breakeven loop**: the fallback, `breakeven_curvature::per_example_gradients` over \
          one example per batch of a `BatchedLoss` (`Mode::BatchStats`).\n\
