@@ -201,23 +201,31 @@ pub fn per_example_gradients(
             ))),
         }
     };
-    let mut layers = Vec::new();
-    for t in tape.layers.into_inner() {
-        // A layer the loss does not depend on has gradient zero.
-        let dy = match t.output {
-            Capture::Probe(probe) => match grads.get(probe.as_tensor()) {
-                Some(g) => g.clone(),
-                None => probe.as_tensor().zeros_like()?,
-            },
-            Capture::Slot(slot, shape) => {
-                let caught = slot
+    // Every slot emptied first, whatever fails later: where Candle keeps gradient graphs, a
+    // caught gradient can refer back to the op that holds its slot (a reference cycle).
+    let caught: Vec<(Taped, Option<Tensor>)> = tape
+        .layers
+        .into_inner()
+        .into_iter()
+        .map(|t| {
+            let dy = match &t.output {
+                Capture::Probe(probe) => grads.get(probe.as_tensor()).cloned(),
+                Capture::Slot(slot, _) => slot
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .take();
-                match caught {
-                    Some(g) => g,
-                    None => Tensor::zeros(shape, t.input.dtype(), t.input.device())?,
-                }
+                    .take(),
+            };
+            (t, dy)
+        })
+        .collect();
+    let mut layers = Vec::new();
+    for (t, dy) in caught {
+        // A layer the loss does not depend on has gradient zero.
+        let dy = match (dy, &t.output) {
+            (Some(g), _) => g,
+            (None, Capture::Probe(probe)) => probe.as_tensor().zeros_like()?,
+            (None, Capture::Slot(_, shape)) => {
+                Tensor::zeros(shape, t.input.dtype(), t.input.device())?
             }
         };
         layers.push(RowsLayer {
