@@ -7,9 +7,9 @@
 //! Candle frees the gradients of intermediate tensors during `backward` but keeps those of
 //! `Var`s, so a zero probe `Var` added to a Linear's output has gradient `dY`; a convolution on
 //! the CPU kernels hands `dY` over from its own backward (`ops::conv2d_stashing`). With
-//! detached weights the backward pass computes only input gradients. The loss is the SUM of the per-example
-//! losses, so row i of `dY` is example i's alone, and each example's weight gradients follow
-//! per layer (`ops::per_example_rows`): Linear `dW_i = dy_i ⊗ x_i`, Conv2d
+//! detached weights the backward pass computes only input gradients. The loss is the SUM of
+//! the per-example losses, so row i of `dY` is example i's alone, and each example's weight
+//! gradients follow per layer (`ops::per_example_rows`): Linear `dW_i = dy_i ⊗ x_i`, Conv2d
 //! `dW_i = dY_i · im2col(X_i)ᵀ`, written as f64 straight into its row of the n × D matrix, in
 //! [`Model::params`] order (the flattening of `breakeven_curvature::grads_to_vec`).
 //!
