@@ -33,7 +33,10 @@ pub struct PerExampleGradients {
 /// piece): about 600 ms, of which about 420 ms are the batch-size-1 forward and backward
 /// passes and the rest is filling the n × D f64 matrix (370 MB, first-touch page faults
 /// included); 700-800 ms when each row went through `grads_to_vec` and `extend`.
-/// `bench_step --per-example` compares it with `torch.func.vmap` and a PyTorch loop.
+/// `bench_step --per-example` compares it with `torch.func.vmap` and a PyTorch loop. Models
+/// whose examples do not interact (no BatchNorm on batch statistics) get the same rows from
+/// one batched pass in `breakeven_models::per_example_gradients`; this loop is the general
+/// case and that function's reference in tests.
 pub fn per_example_gradients<L: LossFn + ?Sized>(
     loss: &mut L,
     vars: &[Var],

@@ -42,6 +42,10 @@ pub enum ModelError {
         path: PathBuf,
         source: candle_core::Error,
     },
+    /// Per-example gradients cannot run as one batched pass for this model or input (the
+    /// caller may fall back to batch-size-1 passes).
+    #[error("per-example gradients in one batched pass: {reason}")]
+    PerExampleUnsupported { reason: String },
     /// Tensor math failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

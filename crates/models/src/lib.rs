@@ -9,13 +9,15 @@ pub mod io;
 pub mod layers;
 mod loss;
 pub mod ops;
+pub mod per_example;
 pub mod reference;
 mod spec;
 pub mod store;
 
 pub use alloc::keep_freed_memory;
 pub use error::ModelError;
-pub use loss::{accuracy, correct_count, cross_entropy};
+pub use loss::{accuracy, correct_count, cross_entropy, cross_entropy_per_example};
+pub use per_example::{per_example_gradients, Tape};
 pub use spec::{build, ModelSpec};
 
 use candle_core::{Result, Tensor, Var};
@@ -48,6 +50,13 @@ pub trait Model: Send + Sync {
     /// Non-trainable state (BatchNorm `running_mean`, `running_var`, `num_batches_tracked`)
     /// with their `state_dict` names.
     fn buffers(&self) -> Vec<(String, Var)>;
+    /// The logits of `forward` (in an analysis mode that updates nothing), with every `Conv2d`
+    /// and `Linear` layer recorded in `tape`, for [`per_example_gradients`]. `None`, the
+    /// default: the model cannot (its examples interact within a batch, as through BatchNorm
+    /// on batch statistics, or it has other layers with parameters).
+    fn forward_taped(&self, _x: &Tensor, _tape: &Tape) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

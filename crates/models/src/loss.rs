@@ -15,6 +15,15 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     (log_p * onehot)?.sum_all()? * (-1.0 / n)
 }
 
+/// The cross-entropy of each row of `logits` (N × K) against `labels` (N, u32): an N-vector
+/// whose mean is [`cross_entropy`], and whose sum, differentiated, gives each row the gradient
+/// of its own example alone (per-example gradients).
+pub fn cross_entropy_per_example(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let onehot = one_hot(logits, labels)?;
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    (log_p * onehot)?.sum(1)?.neg()
+}
+
 /// Fraction of rows whose largest logit is the label (the first maximum on ties).
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     check(logits, labels)?;

@@ -47,6 +47,27 @@ impl EvalSet {
         }
         candle_core::bail!("example {i} beyond the measurement set")
     }
+
+    /// The first `n` examples as one batch.
+    pub fn first(&self, n: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let (mut xs, mut ys, mut left) = (Vec::new(), Vec::new(), n);
+        for (x, y) in &self.batches {
+            if left == 0 {
+                break;
+            }
+            let b = y.dim(0)?.min(left);
+            xs.push(x.narrow(0, 0, b)?);
+            ys.push(y.narrow(0, 0, b)?);
+            left -= b;
+        }
+        if left > 0 || n == 0 {
+            candle_core::bail!(
+                "the first {n} examples of a measurement set of {} as one batch",
+                self.len
+            );
+        }
+        Ok((Tensor::cat(&xs, 0)?, Tensor::cat(&ys, 0)?))
+    }
 }
 
 /// Batch size of evaluation passes.

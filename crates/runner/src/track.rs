@@ -10,10 +10,10 @@ use std::time::Instant;
 use breakeven_curvature::{
     covariance_summary, fisher_trace, hutchinson, lanczos, per_example_gradients, BatchedLogits,
     BatchedLoss, Counted, CovarianceConfig, CovarianceSummary, FisherKind, HessianOperator,
-    HutchinsonConfig, LanczosConfig, Reduction,
+    HutchinsonConfig, LanczosConfig, PerExampleGradients, Reduction,
 };
-use breakeven_models::{correct_count, cross_entropy, Mode, Model};
-use candle_core::Var;
+use breakeven_models::{correct_count, cross_entropy, Mode, Model, ModelError};
+use candle_core::{Tensor, Var};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -21,7 +21,7 @@ use crate::config::{RunConfig, TrackingConfig};
 use crate::error::RunError;
 use crate::evaluate::evaluate;
 use crate::metrics::CurvatureRecord;
-use crate::setup::{NoiseSets, Prepared};
+use crate::setup::{EvalSet, NoiseSets, Prepared};
 
 /// Seed offset of the measurement streams (see [`measure_curvature`]).
 pub(crate) const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
@@ -123,11 +123,8 @@ pub fn measure_curvature(
     matvecs += fisher.backward_passes as u64;
 
     if t.covariance {
-        let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
-            let (x, y) = set.example(i)?;
-            Ok((cross_entropy(&model.forward(&x, Mode::BatchStats)?, &y)?, 1))
-        });
-        let grads = per_example_gradients(&mut loss, &vars)?;
+        let (grads, _) =
+            example_gradients(model, &vars, set, n, |x| model.forward(x, Mode::BatchStats))?;
         let cov = covariance_summary(
             &grads,
             &CovarianceConfig {
@@ -143,6 +140,33 @@ pub fn measure_curvature(
     record.matvecs = matvecs;
     record.wall_s = t0.elapsed().as_secs_f64();
     Ok(record)
+}
+
+/// Per-example gradients of the first `n` examples of `set`, and whether they came from one
+/// batched pass: `breakeven_models::per_example_gradients` where the model has a taped forward
+/// (no BatchNorm: SimpleCNN, the fc nets), else a loop of batch-size-1 passes of `forward` (the
+/// same numbers to rounding). Shared by tracking and `breakeven measure`, so that a re-measured
+/// checkpoint reproduces the logged values bit for bit.
+pub(crate) fn example_gradients(
+    model: &dyn Model,
+    vars: &[Var],
+    set: &EvalSet,
+    n: usize,
+    forward: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<(PerExampleGradients, bool), RunError> {
+    let (x, y) = set.first(n)?;
+    match breakeven_models::per_example_gradients(model, &x, &y) {
+        Ok(g) => return Ok((g, true)),
+        Err(ModelError::PerExampleUnsupported { reason }) => {
+            tracing::debug!("per-example gradients by batch-size-1 passes: {reason}");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut loss = BatchedLoss::new(n, Reduction::Mean, |i| {
+        let (x, y) = set.example(i)?;
+        Ok((cross_entropy(&forward(&x)?, &y)?, 1))
+    });
+    Ok((per_example_gradients(&mut loss, vars)?, false))
 }
 
 /// λ_K^*/λ_K^1 of a summary computed with `k` = `k_star` (or 1): the `k_star`-th largest

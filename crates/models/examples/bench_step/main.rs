@@ -55,6 +55,7 @@ fn kind_label(kind: &str) -> &'static str {
         "hvp" => "HVP (double backprop)",
         "lanczos" => "Lanczos, 20 iterations",
         "per_example" => "per-example gradients",
+        "per_example_loop" => "per-example gradients, batch-size-1 loop",
         _ => "training step (fwd+bwd+SGD)",
     }
 }
@@ -97,7 +98,7 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
 fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Result<()> {
     // Per-example gradients and Lanczos run as the tracker runs them, in a process in
     // second-order mode (the runner's `enable_second_order`).
-    if matches!(kind, "hvp" | "lanczos" | "per_example") {
+    if matches!(kind, "hvp" | "lanczos" | "per_example" | "per_example_loop") {
         breakeven_curvature::enable_double_backprop()?;
         anyhow::ensure!(
             breakeven_curvature::detached_worker_available(),
@@ -123,7 +124,13 @@ fn child(spec_json: &str, kind: &str, reps: usize, batch: usize) -> anyhow::Resu
 
     let run = || -> Result<f32> {
         if kind == "per_example" {
-            // As `breakeven_runner::track::measure_curvature` calls it: one example per batch.
+            // One batched forward and backward pass (breakeven_models::per_example_gradients).
+            let g = breakeven_models::per_example_gradients(model.as_ref(), &x, &y)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            return Ok(g.row(batch - 1)[0] as f32);
+        }
+        if kind == "per_example_loop" {
+            // The fallback, batch-size-1 passes: one example per batch of a `BatchedLoss`.
             let mut loss = BatchedLoss::new(batch, Reduction::Mean, |i| {
                 let z = model.forward(&x.narrow(0, i, 1)?, Mode::BatchStats)?;
                 Ok((cross_entropy(&z, &y.narrow(0, i, 1)?)?, 1))

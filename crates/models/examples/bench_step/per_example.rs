@@ -1,9 +1,10 @@
 //! `--per-example`: the per-example gradients of full-width SimpleCNN (item 3 of issue 18),
-//! breakeven's `per_example_gradients` as the tracker calls it against `torch.func.vmap(grad)`
-//! and a plain PyTorch loop of batch-size-1 backward passes, same model shape, same batch size,
-//! for 32 and 128 examples.
+//! breakeven's batched `breakeven_models::per_example_gradients` (one forward and one backward
+//! pass) and its fallback, `breakeven_curvature::per_example_gradients` over batch-size-1
+//! passes, against `torch.func.vmap(grad)` and a plain PyTorch loop of batch-size-1 backward
+//! passes, same model shape, same batch size, for 32 and 128 examples.
 //!
-//! The three run one after the other for each n, each in its own process: medians over
+//! The four run one after the other for each n, each in its own process: medians over
 //! `--reps` after one warm-up, and the ratios of the medians measured in this run.
 
 use super::{cpu_name, git_rev, simd_features, Args, Children, Outcome};
@@ -19,13 +20,15 @@ const SPEC: &str = r#"{"arch":"simple_cnn"}"#;
 pub fn section(args: &Args, children: &Children) -> anyhow::Result<String> {
     let mut rows = Vec::new();
     for n in SIZES {
-        eprintln!("per-example gradients of {n} examples: breakeven ...");
+        eprintln!("per-example gradients of {n} examples: breakeven, batched ...");
         let ours = children.ours(args, SPEC, "per_example", args.reps, n);
+        eprintln!("... breakeven, batch-size-1 loop ...");
+        let ours_loop = children.ours(args, SPEC, "per_example_loop", args.reps, n);
         eprintln!("... torch.func.vmap ...");
         let vmap = children.torch(args, "simple_cnn", 1.0, "pe_vmap", args.reps, n);
         eprintln!("... PyTorch loop");
         let torch_loop = children.torch(args, "simple_cnn", 1.0, "pe_loop", args.reps, n);
-        let r = row(n, &ours, vmap.as_ref(), torch_loop.as_ref());
+        let r = row(n, &ours, &ours_loop, vmap.as_ref(), torch_loop.as_ref());
         println!("{r}");
         rows.push(r);
     }
@@ -54,20 +57,31 @@ fn peak(m: Option<&Outcome>) -> String {
     }
 }
 
-fn row(n: usize, ours: &Outcome, vmap: Option<&Outcome>, torch_loop: Option<&Outcome>) -> String {
+fn row(
+    n: usize,
+    ours: &Outcome,
+    ours_loop: &Outcome,
+    vmap: Option<&Outcome>,
+    torch_loop: Option<&Outcome>,
+) -> String {
     let per_example = |m: Option<&Outcome>| match m {
         Some(Ok(m)) => format!("{:.1}", m.median_ms / n as f64),
         _ => String::new(),
     };
-    let per = [Some(ours), vmap, torch_loop].map(per_example).join(" / ");
+    let per = [Some(ours), Some(ours_loop), vmap, torch_loop]
+        .map(per_example)
+        .join(" / ");
     format!(
-        "| {n} | {} | {} | {} | {} | {} | {per} | {} | {} | {} |",
+        "| {n} | {} | {} | {} | {} | {} | {} | {} | {per} | {} | {} | {} | {} |",
         cell(Some(ours)),
+        cell(Some(ours_loop)),
         cell(vmap),
         cell(torch_loop),
         ratio(ours, vmap),
         ratio(ours, torch_loop),
+        ratio(ours_loop, vmap),
         peak(Some(ours)),
+        peak(Some(ours_loop)),
         peak(vmap),
         peak(torch_loop),
     )
@@ -82,10 +96,12 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
          CPU: {cpu}; full-width SimpleCNN (361,898 parameters), f32, uniform(−1, 1) images and \
          random labels, {threads} thread(s) (RAYON_NUM_THREADS / torch.set_num_threads), median (min) of {reps} repetitions after one warm-up, \
          each implementation in its own process; PyTorch {torch}.\n\n\
-         - **breakeven**: `breakeven_curvature::per_example_gradients` as the tracker calls it \
-         (`track::measure_curvature`: one example per batch of a `BatchedLoss`, \
-         `Mode::BatchStats`, in a process in second-order mode), returning the n × D matrix \
-         in f64.\n\
+         - **breakeven**: `breakeven_models::per_example_gradients`, one batched forward and \
+         backward pass (a taped forward: detached weights, each layer's input recorded and its \
+         output gradient caught), then each example's weight gradients from those, \
+         returning the n × D matrix in f64 (in a process in second-order mode, as the tracker).\n\
+         - **breakeven loop**: the fallback, `breakeven_curvature::per_example_gradients` over \
+         one example per batch of a `BatchedLoss` (`Mode::BatchStats`).\n\
          - **vmap**: `torch.func.vmap(torch.func.grad(loss of one example))` over the batch \
          (`bench/torch_step.py --kind pe_vmap`), returning per-parameter [n, …] f32 tensors.\n\
          - **loop**: n batch-size-1 `torch.autograd.grad` passes into one n × D f32 buffer \
@@ -95,11 +111,13 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
         torch = torch.unwrap_or("absent"),
     ));
     s.push_str(
-        "| n | breakeven ms, median (min) | vmap ms, median (min) | loop ms, median (min) | \
-         breakeven / vmap (medians) | breakeven / loop (medians) | ms per example (breakeven / vmap / loop) | breakeven peak MB (rise) \
-         | vmap peak MB (rise) | loop peak MB (rise) |\n",
+        "| n | breakeven ms, median (min) | breakeven loop ms, median (min) | vmap ms, median (min) \
+         | loop ms, median (min) | breakeven / vmap (medians) | breakeven / loop (medians) \
+         | breakeven loop / vmap (medians) | ms per example (breakeven / breakeven loop / vmap / \
+         loop) | breakeven peak MB (rise) | breakeven loop peak MB (rise) | vmap peak MB (rise) \
+         | loop peak MB (rise) |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(r);
         s.push('\n');

@@ -11,7 +11,7 @@ use candle_core::{Result, Tensor, Var};
 use crate::error::ModelError;
 use crate::layers::Linear;
 use crate::store::ParamStore;
-use crate::{Mode, Model, Param};
+use crate::{Mode, Model, Param, Tape};
 
 /// The hidden nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +58,9 @@ impl FcNet {
     }
 }
 
-impl Model for FcNet {
-    /// Accepts N × D or N × C × H × W (flattened).
-    fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+impl FcNet {
+    /// The forward pass, recording its layers in `tape` when there is one.
+    fn run(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
         let mut x = if x.rank() > 2 {
             x.flatten_from(1)?
         } else {
@@ -68,7 +68,7 @@ impl Model for FcNet {
         };
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
+            x = layer.forward_with(&x, tape)?;
             if i < last {
                 x = match self.activation {
                     Activation::Tanh => x.tanh()?,
@@ -77,6 +77,18 @@ impl Model for FcNet {
             }
         }
         Ok(x)
+    }
+}
+
+impl Model for FcNet {
+    /// Accepts N × D or N × C × H × W (flattened).
+    fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// No BatchNorm: every layer is a Linear.
+    fn forward_taped(&self, x: &Tensor, tape: &Tape) -> Result<Option<Tensor>> {
+        self.run(x, Some(tape)).map(Some)
     }
 
     fn params(&self) -> &[Param] {

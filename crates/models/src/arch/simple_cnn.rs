@@ -16,7 +16,7 @@ use crate::error::ModelError;
 use crate::init::Init;
 use crate::layers::{Conv2d, ConvShape, Linear};
 use crate::store::ParamStore;
-use crate::{ops, Mode, Model, Param};
+use crate::{ops, Mode, Model, Param, Tape};
 
 pub struct SimpleCnn {
     convs: [Conv2d; 4],
@@ -91,17 +91,30 @@ impl SimpleCnn {
     }
 }
 
-impl Model for SimpleCnn {
-    fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+impl SimpleCnn {
+    /// The forward pass, recording its layers in `tape` when there is one.
+    fn run(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
         // ReLU after the pool: max-pool and ReLU commute (relu(max z) = max relu(z), exactly,
         // and the gradient reaches the same first maximum or is zero in both orders), and the
         // ReLU and its backward then run on a quarter of the elements.
-        let x = ops::relu(&self.convs[0].forward(x)?)?;
-        let x = ops::relu(&ops::max_pool2d(&self.convs[1].forward(&x)?, 2)?)?;
-        let x = ops::relu(&self.convs[2].forward(&x)?)?;
-        let x = ops::relu(&ops::max_pool2d(&self.convs[3].forward(&x)?, 2)?)?;
-        let x = ops::relu(&self.fc1.forward(&x.flatten_from(1)?)?)?;
-        self.fc2.forward(&x)
+        let c = &self.convs;
+        let x = ops::relu(&c[0].forward_with(x, tape)?)?;
+        let x = ops::relu(&ops::max_pool2d(&c[1].forward_with(&x, tape)?, 2)?)?;
+        let x = ops::relu(&c[2].forward_with(&x, tape)?)?;
+        let x = ops::relu(&ops::max_pool2d(&c[3].forward_with(&x, tape)?, 2)?)?;
+        let x = ops::relu(&self.fc1.forward_with(&x.flatten_from(1)?, tape)?)?;
+        self.fc2.forward_with(&x, tape)
+    }
+}
+
+impl Model for SimpleCnn {
+    fn forward(&self, x: &Tensor, _mode: Mode) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// No BatchNorm: every layer is a Conv2d or a Linear.
+    fn forward_taped(&self, x: &Tensor, tape: &Tape) -> Result<Option<Tensor>> {
+        self.run(x, Some(tape)).map(Some)
     }
 
     fn params(&self) -> &[Param] {

@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor, Var};
 
 use crate::init::Init;
+use crate::per_example::Tape;
 use crate::store::{key, ParamStore};
 
 /// Square-kernel convolution, as `torch.nn.Conv2d(in, out, k, stride, padding, bias)`.
@@ -88,6 +89,19 @@ impl Conv2d {
             self.bias.as_ref().map(|b| b.as_tensor()),
             self.stride,
             self.padding,
+        )
+    }
+
+    /// [`Self::forward`], recorded in `tape` when there is one (see [`Tape`]).
+    pub fn forward_with(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
+        let Some(t) = tape else {
+            return self.forward(x);
+        };
+        t.record_conv(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            (self.stride, self.padding),
         )
     }
 }

@@ -3,6 +3,8 @@
 use candle_core::{Result, Tensor, Var};
 
 use crate::init::Init;
+use crate::ops::RowsKind;
+use crate::per_example::Tape;
 use crate::store::{key, ParamStore};
 
 /// `y = x Wᵀ + b`, as `torch.nn.Linear`.
@@ -45,10 +47,32 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.as_tensor().t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b.as_tensor()),
-            None => Ok(y),
+        linear(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+        )
+    }
+
+    /// [`Self::forward`], recorded in `tape` when there is one (see [`Tape`]).
+    pub fn forward_with(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
+        match tape {
+            None => self.forward(x),
+            Some(t) => t.record(
+                RowsKind::Linear,
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                linear,
+            ),
         }
+    }
+}
+
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }

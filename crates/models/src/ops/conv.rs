@@ -11,6 +11,7 @@ use candle_core::{bail, DType, Result, Tensor};
 
 use super::conv_bias::ConvBias;
 use super::conv_ops::{Conv, InputGrad, WeightGrad};
+use super::conv_stash::{GradSlot, Stashing};
 
 /// `x`: N × C_in × H × W, `w`: C_out × C_in × kH × kW (PyTorch layout), optional bias C_out.
 /// Same semantics as `torch.nn.functional.conv2d(x, w, b, stride, padding)` with dilation 1, groups 1.
@@ -43,6 +44,42 @@ pub fn conv2d(
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// [`conv2d`] whose backward also leaves its output gradient in `slot` (the taped forward of
+/// `crate::per_example`); `None` where the CPU kernels do not run (the caller then adds a
+/// probe).
+pub(crate) fn conv2d_stashing(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    slot: &GradSlot,
+) -> Result<Option<Tensor>> {
+    if stride == 0 || !uses_cpu_kernels(x, w) || b.is_some_and(|b| b.dtype() != x.dtype()) {
+        return Ok(None);
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (stride, pad, slot) = (stride, padding, slot.clone());
+    let y = match b {
+        Some(b) => x.apply_op3(
+            &w,
+            &b.contiguous()?,
+            Stashing {
+                op: ConvBias { stride, pad },
+                slot,
+            },
+        )?,
+        None => x.apply_op2(
+            &w,
+            Stashing {
+                op: Conv { stride, pad },
+                slot,
+            },
+        )?,
+    };
+    Ok(Some(y))
 }
 
 /// Gradient of `conv2d` with respect to its input: the transposed convolution of `dy`

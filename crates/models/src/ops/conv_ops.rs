@@ -113,10 +113,10 @@ fn out_len(op: &str, len: usize, k: usize, stride: usize, pad: usize) -> Result<
     Ok((len + 2 * pad - k) / stride + 1)
 }
 
-type Dims4 = (usize, usize, usize, usize);
+pub(super) type Dims4 = (usize, usize, usize, usize);
 
 /// Geometry of input `x` (N×C×H×W) by weight `w` (O×C×KH×KW), checked.
-fn geom(op: &str, x: Dims4, w: Dims4, stride: usize, pad: usize) -> Result<Geom> {
+pub(super) fn geom(op: &str, x: Dims4, w: Dims4, stride: usize, pad: usize) -> Result<Geom> {
     let ((n, c, h, wd), (o, wc, kh, kw)) = (x, w);
     if c != wc {
         bail!("{op}: input N×C×H×W = {x:?} has {c} channels, weight O×C×KH×KW = {w:?} expects {wc}")

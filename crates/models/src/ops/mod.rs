@@ -6,16 +6,22 @@ mod conv_bias;
 mod conv_cpu;
 mod conv_im2col;
 mod conv_ops;
+mod conv_stash;
 #[cfg(test)]
 mod conv_tests;
 mod max_pool;
+mod per_example_rows;
 mod pool;
 mod relu;
 
 pub use batch_norm::{batch_norm, channel_mean, per_channel, BatchStats};
 pub use conv::conv2d;
+pub(crate) use conv::conv2d_stashing;
+pub(crate) use conv_stash::GradSlot;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, subsample2};
 pub use relu::relu;
+
+pub(crate) use per_example_rows::{per_example_rows, RowsKind, RowsLayer};
 
 /// Whether our backward ops record graphs of the gradients they produce (double backprop), as
 /// breakeven-curvature decides for the whole workspace: only where Candle keeps graphs and no

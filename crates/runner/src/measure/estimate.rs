@@ -4,7 +4,8 @@
 //! (block-diagonal) λ_H^1 and Tr(H).
 //!
 //! BatchNorm runs in `BatchStats` mode by default (as in training-time tracking, `track.rs`):
-//! the statistics of each batch of 128, or of the single example of a per-example pass; with
+//! the statistics of each batch of 128, or of the single example of a per-example pass (models
+//! without BatchNorm take their per-example gradients from one batched pass instead); with
 //! `--bn eval` in eval mode (running statistics, as PyHessian's `model.eval()`), where the loss
 //! of a batch is the mean of its examples' losses. Either way repeated products are
 //! deterministic and running statistics stay untouched.
@@ -12,10 +13,9 @@
 use std::cell::Cell;
 
 use breakeven_curvature::{
-    covariance_summary, fisher_trace, hutch_plus_plus, hutchinson, lanczos, per_example_gradients,
-    spectral_density, BatchedLogits, BatchedLoss, CovarianceConfig, FisherKind, HessianOperator,
-    HutchinsonConfig, LanczosConfig, LinearOperator, Reduction, SlqConfig, SpectralDensity,
-    TraceEstimate,
+    covariance_summary, fisher_trace, hutch_plus_plus, hutchinson, lanczos, spectral_density,
+    BatchedLogits, BatchedLoss, CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig,
+    LanczosConfig, LinearOperator, Reduction, SlqConfig, SpectralDensity, TraceEstimate,
 };
 use breakeven_models::{cross_entropy, Mode, Model};
 use candle_core::{Tensor, Var};
@@ -143,8 +143,13 @@ impl Counter {
     }
 
     fn forward(&self, model: &dyn Model, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forwards.set(self.forwards.get() + 1);
+        self.count_forward();
         model.forward(x, self.mode)
+    }
+
+    /// Counts a forward pass run elsewhere (the batched per-example gradients' taped one).
+    fn count_forward(&self) {
+        self.forwards.set(self.forwards.get() + 1);
     }
 
     /// Forward passes so far.
@@ -301,11 +306,12 @@ pub fn covariance(
     cost: &mut Cost,
     k_star: Option<usize>,
 ) -> Result<Covariance, RunError> {
-    let mut loss = BatchedLoss::new(set.len, Reduction::Mean, |i| {
-        let (x, y) = set.example(i)?;
-        Ok((cross_entropy(&counter.forward(model, &x)?, &y)?, 1))
-    });
-    let grads = per_example_gradients(&mut loss, vars)?;
+    let (grads, batched) =
+        crate::track::example_gradients(model, vars, set, set.len, |x| counter.forward(model, x))?;
+    if batched {
+        // One forward pass of the whole set (the loop counts one per example).
+        counter.count_forward();
+    }
     cost.per_example_gradients += set.len as u64;
     let cov = covariance_summary(
         &grads,
