@@ -2,6 +2,7 @@
 //! `state_dict` names, optimizer state under `optimizer.*`, and the runner's resumable state
 //! (step, data position, RNG state) as JSON in the safetensors metadata.
 
+use breakeven_models::Model;
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use safetensors::SafeTensors;
@@ -62,6 +63,51 @@ impl Checkpoint {
         }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Self { tensors, state })
+    }
+
+    /// The model's parameters and buffers under their `state_dict` names, as a checkpoint
+    /// holds them.
+    pub fn model_tensors(model: &dyn Model) -> Vec<(String, Tensor)> {
+        let mut tensors: Vec<_> = model
+            .params()
+            .iter()
+            .map(|q| (q.name.clone(), q.var.as_tensor().clone()))
+            .collect();
+        tensors.extend(
+            model
+                .buffers()
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone())),
+        );
+        tensors
+    }
+
+    /// Sets `model`'s parameters and buffers from this checkpoint (read from `path`); a
+    /// missing key, or a shape or dtype other than the model's, is an error naming both.
+    pub fn restore_model(&self, model: &dyn Model, path: &Path) -> Result<(), RunError> {
+        let mut targets: Vec<(String, candle_core::Var)> = model
+            .params()
+            .iter()
+            .map(|q| (q.name.clone(), q.var.clone()))
+            .collect();
+        targets.extend(model.buffers());
+        for (name, var) in &targets {
+            let t = self.get(name, path)?;
+            if t.dims() != var.dims() || t.dtype() != var.dtype() {
+                return Err(RunError::Checkpoint {
+                    path: path.into(),
+                    message: format!(
+                        "`{name}` is {:?} {:?}, the model expects {:?} {:?}",
+                        t.dtype(),
+                        t.dims(),
+                        var.dtype(),
+                        var.dims()
+                    ),
+                });
+            }
+            var.set(t)?;
+        }
+        Ok(())
     }
 
     /// The tensor called `name`, or an error naming the file and key.

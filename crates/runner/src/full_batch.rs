@@ -220,10 +220,11 @@ fn accuracy(model: &dyn Model, data: &FullBatchData) -> Result<f64, RunError> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FullBatchResume<'a> {
     /// A safetensors file (`partial.safetensors` in the run's folder) written atomically after
-    /// every measured step: the parameters under their `state_dict` names, Lanczos' warm-start
-    /// vector (`lanczos.warm`, f64) and, as metadata, the spec, the next step, the points so far
-    /// and the wall time so far. At the start a file whose spec equals this run's is resumed
-    /// from; one with another spec is ignored (and overwritten at the first measurement).
+    /// every measured step: the parameters (and any buffers) under their `state_dict` names,
+    /// Lanczos' warm-start vector (`lanczos.warm`, f64) and, as metadata, the spec, the next
+    /// step, the points so far and the wall time so far. At the start a file whose spec equals
+    /// this run's is resumed from; one with another spec is ignored (and overwritten at the
+    /// first measurement).
     pub checkpoint: Option<&'a Path>,
     /// Test hook: return right after the checkpoint of this step, as a kill would leave it.
     pub stop_after_step: Option<u64>,
@@ -266,11 +267,7 @@ fn save_partial(
     warm: Option<&[f64]>,
     state: &PartialState,
 ) -> Result<(), RunError> {
-    let mut tensors: Vec<(String, Tensor)> = model
-        .params()
-        .iter()
-        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
-        .collect();
+    let mut tensors = Checkpoint::model_tensors(model);
     if let Some(w) = warm {
         tensors.push((
             WARM_KEY.into(),
@@ -284,8 +281,8 @@ fn save_partial(
     Checkpoint { tensors, state }.save(path)
 }
 
-/// The checkpoint at `path` when it exists and holds `spec`'s run: loads its parameters into
-/// `model` and returns its state and warm-start vector.
+/// The checkpoint at `path` when it exists and holds `spec`'s run: loads its parameters (and
+/// any buffers) into `model` and returns its state and warm-start vector.
 fn load_partial(
     path: &Path,
     spec: &serde_json::Value,
@@ -309,20 +306,7 @@ fn load_partial(
         );
         return Ok(None);
     }
-    for p in model.params() {
-        let t = ck.get(&p.name, path)?;
-        if t.shape() != p.var.shape() || t.dtype() != p.var.dtype() {
-            return Err(bad(format!(
-                "`{}` is {:?} {:?}, the model's is {:?} {:?}",
-                p.name,
-                t.dtype(),
-                t.dims(),
-                p.var.dtype(),
-                p.var.dims()
-            )));
-        }
-        p.var.set(t)?;
-    }
+    ck.restore_model(model, path)?;
     let warm = match ck.tensors.iter().find(|(n, _)| n == WARM_KEY) {
         Some((_, t)) => Some(t.to_dtype(DType::F64)?.to_vec1::<f64>()?),
         None => None,

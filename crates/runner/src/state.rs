@@ -130,18 +130,7 @@ pub fn save(
     let (sgd_state, sgd_tensors) = p.sgd.state();
     state.sgd = sgd_state;
     state.rng_word_pos = rng.get_word_pos().to_string();
-    let mut tensors: Vec<_> = p
-        .model
-        .params()
-        .iter()
-        .map(|q| (q.name.clone(), q.var.as_tensor().clone()))
-        .collect();
-    tensors.extend(
-        p.model
-            .buffers()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone())),
-    );
+    let mut tensors = Checkpoint::model_tensors(p.model.as_ref());
     tensors.extend(
         sgd_tensors
             .into_iter()
@@ -169,26 +158,7 @@ pub fn restore(
     };
     let state: TrainState =
         serde_json::from_str(&ckpt.state).map_err(|e| err(format!("train state: {e}")))?;
-    let mut targets: Vec<(String, candle_core::Var)> = p
-        .model
-        .params()
-        .iter()
-        .map(|q| (q.name.clone(), q.var.clone()))
-        .collect();
-    targets.extend(p.model.buffers());
-    for (name, var) in &targets {
-        let t = ckpt.get(name, path)?;
-        if t.dims() != var.dims() || t.dtype() != var.dtype() {
-            return Err(err(format!(
-                "`{name}` is {:?} {:?}, the model expects {:?} {:?}",
-                t.dtype(),
-                t.dims(),
-                var.dtype(),
-                var.dims()
-            )));
-        }
-        var.set(t)?;
-    }
+    ckpt.restore_model(p.model.as_ref(), path)?;
     let sgd_tensors: HashMap<String, candle_core::Tensor> = ckpt
         .tensors
         .iter()
