@@ -451,7 +451,10 @@ fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
                 let r = get(i)
                     .and_then(|p| recovery(l, b, p))
                     .filter(|_| gap >= MIN_GAP_POINTS);
-                let text = if [large, base, i].iter().all(|&k| converged(k)) {
+                // A cell none of whose runs has finished is pending, not "not converged".
+                let text = if source == "measured" && get(i).is_none() {
+                    "pending".into()
+                } else if [large, base, i].iter().all(|&k| converged(k)) {
                     pct(r)
                 } else {
                     "not converged".into()
@@ -893,6 +896,66 @@ mod gap_tests {
         assert_eq!(test_at_train_acc(&curve, 0.6), Some((2.0, 0.5)));
         assert_eq!(test_at_train_acc(&curve, 0.61), Some((3.0, 0.6)));
         assert_eq!(test_at_train_acc(&curve, 0.995), None);
+    }
+
+    /// A penalty cell with no finished run reads "pending"; one that stopped at its cap reads
+    /// "not converged"; a converged one gets its share of the gap.
+    #[test]
+    fn the_gap_table_tells_pending_from_not_converged() {
+        use breakeven_runner::select::CellResult;
+        use breakeven_runner::sweep::Experiment;
+        use breakeven_runner::table::{RowOutcome, RowState};
+
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
+        let exp = Experiment::load(&path).unwrap();
+        let row = exp.rows.iter().find(|r| r.key == "cifar10-simplecnn").unwrap();
+        let cell = |key: &str, test: Option<f64>, converged: bool| CellResult {
+            column: key.into(),
+            chosen: test.map(|_| 0.01),
+            test_mean: test,
+            test_std: test.map(|_| 0.0),
+            test_by_seed: test.into_iter().collect(),
+            train_mean: test.map(|_| 99.0),
+            seeds: usize::from(test.is_some()),
+            converged,
+            diverged: 0,
+            pending: usize::from(test.is_none()),
+            val_by_hyper: vec![],
+        };
+        let cells = exp
+            .columns
+            .iter()
+            .map(|c| match c.key.as_str() {
+                "eta_star" => cell("eta_star", Some(55.0), true),
+                "baseline" => cell("baseline", Some(50.0), true),
+                "fp" => cell("fp", Some(54.0), true),
+                "gpr" => cell("gpr", Some(52.0), false),
+                other => cell(other, None, false),
+            })
+            .collect();
+        let outcome = RowOutcome {
+            row: row.clone(),
+            state: RowState::Ran {
+                cells,
+                runs: vec![],
+                errors: vec![],
+                waiting: vec![],
+            },
+            data_dir: None,
+        };
+        let mut out = String::new();
+        super::gap_section(&mut out, &exp, &[outcome]);
+        let line = out
+            .lines()
+            .find(|l| l.contains("| measured |"))
+            .unwrap_or_else(|| panic!("{out}"));
+        let cols: Vec<&str> = exp.columns.iter().map(|c| c.key.as_str()).collect();
+        let pens = ["gpx", "gp", "fp", "gpr"];
+        assert!(pens.iter().all(|p| cols.contains(p)), "{cols:?}");
+        let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | setting | measured | gap | gpx | gp | fp | gpr |
+        assert_eq!(&fields[3..8], ["5.00", "pending", "pending", "80%", "not converged"], "{line}");
     }
 
     #[test]
