@@ -909,7 +909,11 @@ mod gap_tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
         let exp = Experiment::load(&path).unwrap();
-        let row = exp.rows.iter().find(|r| r.key == "cifar10-simplecnn").unwrap();
+        let row = exp
+            .rows
+            .iter()
+            .find(|r| r.key == "cifar10-simplecnn")
+            .unwrap();
         let cell = |key: &str, test: Option<f64>, converged: bool| CellResult {
             column: key.into(),
             chosen: test.map(|_| 0.01),
@@ -955,7 +959,11 @@ mod gap_tests {
         assert!(pens.iter().all(|p| cols.contains(p)), "{cols:?}");
         let fields: Vec<&str> = line.split('|').map(str::trim).collect();
         // | setting | measured | gap | gpx | gp | fp | gpr |
-        assert_eq!(&fields[3..8], ["5.00", "pending", "pending", "80%", "not converged"], "{line}");
+        assert_eq!(
+            &fields[3..8],
+            ["5.00", "pending", "pending", "80%", "not converged"],
+            "{line}"
+        );
     }
 
     #[test]

@@ -169,30 +169,29 @@ pub fn run_table_with(
                     .map(|(s, _)| s)
                     .collect();
                 // Columns with more seeds carry the verdicts (η*, Baseline, FP in Table 1's
-                // `cpu` profile): they train first, so a sweep cut short has the headline.
+                // `cpu` profile): they train first, so a sweep cut short has the headline. The
+                // row is planned again after every run, so seeds that a finished tuning run
+                // unlocks go ahead of the other columns' grids.
                 todo.sort_by_key(|s| std::cmp::Reverse(prof.seeds_of(&s.column).len()));
-                if todo.is_empty() {
+                let Some(spec) = todo.first() else {
                     break;
-                }
-                let total = index + todo.len();
-                for spec in todo {
-                    progress.run_started(index, total, spec);
-                    index += 1;
-                    let opts = TrainOptions {
-                        data_dir: data_dir.clone(),
-                        bar: progress.run_bar(),
-                        ..options.clone()
-                    };
-                    if let Err(e) = train(
-                        &spec.config.validate()?,
-                        &crate::RunDir::new(&spec.dir),
-                        &opts,
-                    ) {
-                        tracing::error!(run = %spec.dir.display(), "failed: {e}");
-                        // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
-                        let message = e.to_string().lines().next().unwrap_or_default().to_string();
-                        errors.push((spec.dir.clone(), message));
-                    }
+                };
+                progress.run_started(index, index + todo.len(), spec);
+                index += 1;
+                let opts = TrainOptions {
+                    data_dir: data_dir.clone(),
+                    bar: progress.run_bar(),
+                    ..options.clone()
+                };
+                if let Err(e) = train(
+                    &spec.config.validate()?,
+                    &crate::RunDir::new(&spec.dir),
+                    &opts,
+                ) {
+                    tracing::error!(run = %spec.dir.display(), "failed: {e}");
+                    // Candle appends a backtrace to its messages when RUST_BACKTRACE is set.
+                    let message = e.to_string().lines().next().unwrap_or_default().to_string();
+                    errors.push((spec.dir.clone(), message));
                 }
                 plan = exp.plan_row(profile, row, root)?;
             }

@@ -340,6 +340,55 @@ fn a_small_table_runs_reports_missing_data_and_reuses_finished_runs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Records the order in which a table starts its runs.
+struct Order(Vec<(String, bool, u64)>);
+impl crate::table::TableProgress for Order {
+    fn run_started(&mut self, _: usize, _: usize, spec: &RunSpec) {
+        self.0.push((spec.column.clone(), spec.tuning, spec.seed));
+    }
+}
+
+/// A staged sweep plans again after every run: FP's extra seeds, unlocked when its α grid
+/// finishes, train before the one-seed columns' grids (the headline first), trained for real on
+/// the synthetic row.
+#[test]
+fn seeds_unlocked_by_a_finished_grid_go_ahead_of_other_columns_grids() {
+    let dir = temp_dir("order");
+    let mut exp = table1();
+    exp.rows.retain(|r| r.key == "synthetic-fc");
+    let profile = exp.profiles.get_mut("smoke").unwrap();
+    profile.seeds = vec![0, 1];
+    profile.tune_seeds = Some(vec![0]);
+    profile.column_seeds = ["gpx", "gp", "gpr"]
+        .into_iter()
+        .map(|k| (k.to_string(), vec![0]))
+        .collect();
+    profile.lr_grid = vec![0.05, 0.1];
+    profile.small_lr = None;
+    profile.small_lr_divisor = Some(10.0);
+    for grid in profile.alpha_grid.values_mut() {
+        *grid = vec![0.01, 0.1];
+    }
+    profile
+        .base
+        .insert("stop".into(), toml::toml! { max_epochs = 1 }.into());
+    let mut order = Order(Vec::new());
+    let outcomes = run_table(&exp, "smoke", &dir.join("runs"), &[], true, &mut order).unwrap();
+    let RowState::Ran { errors, .. } = &outcomes[0].state else {
+        panic!("the synthetic row should run")
+    };
+    assert!(errors.is_empty(), "{errors:?}");
+    let at = |f: &dyn Fn(&(String, bool, u64)) -> bool| order.0.iter().position(f);
+    let fp_seed = at(&|(c, tuning, seed)| c == "fp" && !tuning && *seed == 1)
+        .unwrap_or_else(|| panic!("{:?}", order.0));
+    let one_seed_grids = at(&|(c, _, _)| ["gpx", "gp", "gpr"].contains(&c.as_str()))
+        .unwrap_or_else(|| panic!("{:?}", order.0));
+    assert!(fp_seed < one_seed_grids, "{:?}", order.0);
+    // Every run trained once: 2 η + 1 η* seed + 2 Baseline + 2 FP α + 1 FP seed + 3 × 2 α.
+    assert_eq!(order.0.len(), 14, "{:?}", order.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn label_noise_experiments_expand_into_valid_runs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
