@@ -170,27 +170,44 @@ pub fn tracking_overhead_line<'a>(
     })
 }
 
-/// The page line naming the machines the finished runs trained on (each run's summary names the
-/// machine it finished on), with how many runs each; `None` without finished runs.
+/// The page lines naming the machines the finished runs trained on and the git revisions that
+/// trained them (each run's summary names both as of when it finished), with how many runs each;
+/// `None` without finished runs.
 pub fn trained_on_line<'a>(
     summaries: impl IntoIterator<Item = &'a breakeven_runner::Summary>,
 ) -> Option<String> {
-    let mut machines: Vec<(String, usize)> = Vec::new();
+    fn count(tally: &mut Vec<(String, usize)>, key: String) {
+        match tally.iter_mut().find(|m| m.0 == key) {
+            Some(m) => m.1 += 1,
+            None => tally.push((key, 1)),
+        }
+    }
+    fn join(tally: &[(String, usize)]) -> String {
+        let parts: Vec<String> = tally
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} run{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        parts.join("; ")
+    }
+    let (mut machines, mut revisions) = (Vec::new(), Vec::new());
     for s in summaries {
         let name = s.hardware.clone().unwrap_or_else(|| {
             "not recorded (finished before summaries named their machine)".into()
         });
-        match machines.iter_mut().find(|m| m.0 == name) {
-            Some(m) => m.1 += 1,
-            None => machines.push((name, 1)),
-        }
+        count(&mut machines, name);
+        let rev = match s.git_revision.split_once('-') {
+            _ if s.git_revision.is_empty() => "not recorded".to_string(),
+            Some((sha, suffix)) => format!("{}-{suffix}", &sha[..sha.len().min(7)]),
+            None => s.git_revision[..s.git_revision.len().min(7)].to_string(),
+        };
+        count(&mut revisions, rev);
     }
     (!machines.is_empty()).then(|| {
-        let parts: Vec<String> = machines
-            .iter()
-            .map(|(m, n)| format!("{m} ({n} run{})", if *n == 1 { "" } else { "s" }))
-            .collect();
-        format!("- Trained on: {}", parts.join("; "))
+        format!(
+            "- Trained on: {}\n- Trained at git: {}",
+            join(&machines),
+            join(&revisions)
+        )
     })
 }
 
@@ -344,10 +361,13 @@ mod tests {
         let mut c = a.clone();
         c.hardware = None;
         a.hardware = Some("Other CPU".into());
+        a.git_revision = "0123456789abcdef".into();
+        c.git_revision = "fedcba9876543210-dirty".into();
         let line = trained_on_line([&a, &b, &c, &b]).unwrap();
         assert_eq!(
             line,
-            "- Trained on: Other CPU (1 run); Test CPU, 2 logical cores available, linux (x86_64); device cpu (2 runs); not recorded (finished before summaries named their machine) (1 run)"
+            "- Trained on: Other CPU (1 run); Test CPU, 2 logical cores available, linux (x86_64); device cpu (2 runs); not recorded (finished before summaries named their machine) (1 run)\n\
+             - Trained at git: 0123456 (1 run); not recorded (2 runs); fedcba9-dirty (1 run)"
         );
         assert_eq!(trained_on_line([]), None);
     }
