@@ -148,6 +148,60 @@ pub struct FisherTrace {
     pub backward_passes: usize,
 }
 
+/// The labels [`fisher_trace`] draws for a [`LogitsFn`] whose batch `batch` holds ONE example
+/// with softmax `probs`: `samples` classes from that batch's seeded stream. A caller that
+/// computes the per-example gradients some other way (one batched pass of its own) gets the
+/// same estimator with the same draws from these labels and [`fisher_trace_from_examples`].
+pub fn monte_carlo_labels(probs: &[f64], seed: u64, batch: usize, samples: usize) -> Vec<usize> {
+    let mut rng = batch_rng(seed, batch);
+    (0..samples)
+        .map(|_| sample_class(probs, &mut rng))
+        .collect()
+}
+
+/// [`FisherTrace`] from each example's squared gradient norms, in data order: for
+/// [`FisherKind::MonteCarlo`] `‖∇ log p_ŷ(x_n)‖²` of each sampled label ŷ, for
+/// [`FisherKind::Exact`] the one value `Σ_c p_c ‖∇ log p_c(x_n)‖²`; `backward_passes` is the
+/// cost to report. [`fisher_trace`] reduces its own loop's values through this function.
+pub fn fisher_trace_from_examples(
+    kind: FisherKind,
+    examples: &[Vec<f64>],
+    backward_passes: usize,
+) -> Result<FisherTrace> {
+    if examples.is_empty() {
+        return Err(CurvatureError::EmptyData("no examples for Tr(F)"));
+    }
+    let mut per_example = Vec::with_capacity(examples.len());
+    let mut mc_var = Vec::with_capacity(examples.len());
+    for xs in examples {
+        if xs.is_empty() {
+            return Err(CurvatureError::EmptyData(
+                "an example without a Tr(F) value",
+            ));
+        }
+        let (m, sem) = mean_and_sem(xs);
+        per_example.push(m);
+        mc_var.push(sem * sem);
+    }
+    let n = per_example.len() as f64;
+    let trace = per_example.iter().sum::<f64>() / n;
+    let std_error = match kind {
+        FisherKind::Exact => 0.0,
+        // With several labels per example, the Monte Carlo variance of each example's mean is
+        // estimated directly; with one, the spread across examples bounds it from above.
+        FisherKind::MonteCarlo { samples, .. } if samples >= 2 => {
+            mc_var.iter().sum::<f64>().sqrt() / n
+        }
+        FisherKind::MonteCarlo { .. } => mean_and_sem(&per_example).1,
+    };
+    Ok(FisherTrace {
+        trace,
+        std_error,
+        per_example,
+        backward_passes,
+    })
+}
+
 /// `Tr(F) = (1/N) Σ_n E_{ŷ∼p_n} ‖∇_θ log p_ŷ(x_n)‖²`, exactly (`Σ_c p_c ‖∇ log p_c‖²`) or by
 /// sampling. Per-example gradients come from one backward per (example, label) through the
 /// batch's graph: give batches of ONE example for speed (a batch of B costs B× more).
@@ -156,9 +210,11 @@ pub fn fisher_trace<F: LogitsFn + ?Sized>(
     vars: &[Var],
     kind: FisherKind,
 ) -> Result<FisherTrace> {
-    let mut per_example = Vec::new();
-    let mut mc_var = Vec::new();
+    let mut examples = Vec::new();
     let mut backward_passes = 0;
+    if logits.num_batches() == 0 {
+        return Err(CurvatureError::EmptyData("LogitsFn::num_batches() is 0"));
+    }
     for b in 0..logits.num_batches() {
         let z = batch_logits(logits, b)?;
         let logp = log_softmax(&z)?;
@@ -182,9 +238,7 @@ pub fn fisher_trace<F: LogitsFn + ?Sized>(
                         .map(|_| sq_norm(sample_class(pn, rng)))
                         .collect::<Result<Vec<f64>>>()?;
                     backward_passes += samples;
-                    let (m, sem) = mean_and_sem(&xs);
-                    per_example.push(m);
-                    mc_var.push(sem * sem);
+                    examples.push(xs);
                 }
                 _ => {
                     let mut t = 0.0;
@@ -192,29 +246,10 @@ pub fn fisher_trace<F: LogitsFn + ?Sized>(
                         t += pc * sq_norm(c)?;
                     }
                     backward_passes += pn.len();
-                    per_example.push(t);
+                    examples.push(vec![t]);
                 }
             }
         }
     }
-    if per_example.is_empty() {
-        return Err(CurvatureError::EmptyData("LogitsFn::num_batches() is 0"));
-    }
-    let n = per_example.len() as f64;
-    let trace = per_example.iter().sum::<f64>() / n;
-    let std_error = match kind {
-        FisherKind::Exact => 0.0,
-        // With several labels per example, the Monte Carlo variance of each example's mean is
-        // estimated directly; with one, the spread across examples bounds it from above.
-        FisherKind::MonteCarlo { samples, .. } if samples >= 2 => {
-            mc_var.iter().sum::<f64>().sqrt() / n
-        }
-        FisherKind::MonteCarlo { .. } => mean_and_sem(&per_example).1,
-    };
-    Ok(FisherTrace {
-        trace,
-        std_error,
-        per_example,
-        backward_passes,
-    })
+    fisher_trace_from_examples(kind, &examples, backward_passes)
 }

@@ -72,7 +72,10 @@ pub use covariance::{
 pub use dense::DenseMatrix;
 pub use detached::{backward_detached, detached_worker_available};
 pub use error::{CurvatureError, Result};
-pub use fisher::{fisher_trace, FisherKind, FisherOperator, FisherTrace};
+pub use fisher::{
+    fisher_trace, fisher_trace_from_examples, monte_carlo_labels, FisherKind, FisherOperator,
+    FisherTrace,
+};
 pub use ggn::{GgnOperator, OutputLoss};
 pub use hessian::HessianOperator;
 pub use hessian_fd::{

@@ -17,7 +17,7 @@ pub mod store;
 pub use alloc::keep_freed_memory;
 pub use error::ModelError;
 pub use loss::{accuracy, correct_count, cross_entropy, cross_entropy_per_example};
-pub use per_example::{per_example_gradients, Tape};
+pub use per_example::{per_example_gradient_sq_norms, per_example_gradients, Tape};
 pub use spec::{build, ModelSpec};
 
 use candle_core::{Result, Tensor, Var};

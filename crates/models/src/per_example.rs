@@ -25,7 +25,7 @@ use candle_core::{DType, Shape, Tensor, Var};
 
 use crate::error::ModelError;
 use crate::loss::cross_entropy_per_example;
-use crate::ops::{self, per_example_rows, GradSlot, RowsKind, RowsLayer};
+use crate::ops::{self, per_example_rows, per_example_sq_norms, GradSlot, RowsKind, RowsLayer};
 use crate::Model;
 
 /// The layers a taped forward recorded: filled by [`Model::forward_taped`], read by
@@ -143,6 +143,40 @@ pub fn per_example_gradients(
 ) -> Result<PerExampleGradients, ModelError> {
     let unsupported = |reason: String| ModelError::PerExampleUnsupported { reason };
     let n = x.dim(0)?;
+    let (layers, losses, dim) = taped_layers(model, x, labels)?;
+    let mut data = vec![0.0; n * dim];
+    advise_huge_pages(&mut data);
+    per_example_rows(&layers, n, dim, &mut data)?;
+    drop(layers);
+    let mut g = PerExampleGradients::from_rows(n, dim, data)
+        .map_err(|e| unsupported(format!("assembling the rows: {e}")))?;
+    g.losses = losses;
+    Ok(g)
+}
+
+/// The squared norms `‖∇ℓ_i‖²` of [`per_example_gradients`]' rows (to rounding) and the losses
+/// `ℓ_i`, without the n × D matrix: the per-example building block of Tr(F) with sampled
+/// labels (`E‖∇ log p_ŷ‖²`). Same support and errors as [`per_example_gradients`].
+pub fn per_example_gradient_sq_norms(
+    model: &dyn Model,
+    x: &Tensor,
+    labels: &Tensor,
+) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
+    let n = x.dim(0)?;
+    let (layers, losses, dim) = taped_layers(model, x, labels)?;
+    Ok((per_example_sq_norms(&layers, n, dim)?, losses))
+}
+
+/// One taped forward and backward of the batch: every Conv2d and Linear layer's input and
+/// output gradient with where its parameters start in a row, the per-example losses, and the
+/// row length D; `PerExampleUnsupported` where the batched path does not apply.
+fn taped_layers(
+    model: &dyn Model,
+    x: &Tensor,
+    labels: &Tensor,
+) -> Result<(Vec<RowsLayer>, Vec<f64>, usize), ModelError> {
+    let unsupported = |reason: String| ModelError::PerExampleUnsupported { reason };
+    let n = x.dim(0)?;
     if n == 0 {
         return Err(unsupported("empty batch".into()));
     }
@@ -243,14 +277,7 @@ pub fn per_example_gradients(
             "parameter `{name}` belongs to no taped Conv2d or Linear layer"
         )));
     }
-    let mut data = vec![0.0; n * dim];
-    advise_huge_pages(&mut data);
-    per_example_rows(&layers, n, dim, &mut data)?;
-    drop(layers);
-    let mut g = PerExampleGradients::from_rows(n, dim, data)
-        .map_err(|e| unsupported(format!("assembling the rows: {e}")))?;
-    g.losses = losses;
-    Ok(g)
+    Ok((layers, losses, dim))
 }
 
 /// Asks Linux to back the 2 MiB-aligned interior of `buf` with transparent huge pages (where
@@ -331,6 +358,16 @@ mod tests {
         // The probes and detached weights leave nothing behind: the parameters' own gradient
         // is still the plain one.
         assert!(ours.row(0).iter().any(|&g| g != 0.0));
+        // The squared norms without the matrix: each row's, to rounding, and the same losses.
+        let (norms, losses) = per_example_gradient_sq_norms(s.model.as_ref(), &s.x, &s.y).unwrap();
+        assert_eq!(losses, ours.losses);
+        for (i, norm) in norms.iter().enumerate() {
+            let want: f64 = reference.row(i).iter().map(|g| g * g).sum();
+            assert!(
+                (norm - want).abs() <= 1e-10 * want,
+                "example {i}: ‖g‖² {norm} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@
 use std::time::Instant;
 
 use breakeven_curvature::{
-    covariance_summary, fisher_trace, hutchinson, lanczos, per_example_gradients, BatchedLogits,
-    BatchedLoss, Counted, CovarianceConfig, CovarianceSummary, FisherKind, HessianOperator,
+    covariance_summary, fisher_trace, fisher_trace_from_examples, hutchinson, lanczos,
+    monte_carlo_labels, per_example_gradients, BatchedLogits, BatchedLoss, Counted,
+    CovarianceConfig, CovarianceSummary, FisherKind, FisherTrace, HessianOperator,
     HutchinsonConfig, LanczosConfig, PerExampleGradients, Reduction,
 };
 use breakeven_models::{correct_count, cross_entropy, Mode, Model, ModelError};
@@ -110,15 +111,13 @@ pub fn measure_curvature(
     // Fisher and (unless `tracking.covariance` is off) covariance from per-example gradients on
     // the first `k_examples` examples.
     let n = t.k_examples.min(set.len);
-    let mut logits = BatchedLogits::new(n, |i| {
-        let (x, _) = set.example(i)?;
-        model.forward(&x, Mode::BatchStats)
-    });
     let kind = FisherKind::MonteCarlo {
         samples: 1,
         seed: fisher_seed,
     };
-    let fisher = fisher_trace(&mut logits, &vars, kind)?;
+    let (fisher, _) = fisher_trace_of(model, &vars, set, n, kind, |x| {
+        model.forward(x, Mode::BatchStats)
+    })?;
     record.fisher_trace = Some(fisher.trace);
     matvecs += fisher.backward_passes as u64;
 
@@ -167,6 +166,96 @@ pub(crate) fn example_gradients(
         Ok((cross_entropy(&forward(&x)?, &y)?, 1))
     });
     Ok((per_example_gradients(&mut loss, vars)?, false))
+}
+
+/// Tr(F) on the first `n` examples of `set`, exactly or with labels sampled from the model
+/// (`kind`), and whether it came from batched passes. Where the model has a taped forward (no
+/// BatchNorm: SimpleCNN, the fc nets) it takes one forward for the softmax and one batched
+/// per-example backward per label set (per sample, or per class when exact), summing squares
+/// without the n × D matrix (`breakeven_models::per_example_gradient_sq_norms`); otherwise
+/// `fisher_trace`'s loop of batch-size-1 passes. Both draw the same labels (`fisher_trace`'s stream of example i is its batch i) and
+/// reduce through `fisher_trace_from_examples`, so they agree to rounding. Shared by tracking
+/// and `breakeven measure`, so that a re-measured checkpoint reproduces the logged value.
+pub(crate) fn fisher_trace_of(
+    model: &dyn Model,
+    vars: &[Var],
+    set: &EvalSet,
+    n: usize,
+    kind: FisherKind,
+    forward: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<(FisherTrace, bool), RunError> {
+    match batched_fisher_trace(model, set, n, kind, &forward) {
+        Ok(f) => return Ok((f, true)),
+        Err(RunError::Model(ModelError::PerExampleUnsupported { reason })) => {
+            tracing::debug!("Tr(F) by batch-size-1 passes: {reason}");
+        }
+        Err(e) => return Err(e),
+    }
+    let mut logits = BatchedLogits::new(n, |i| {
+        let (x, _) = set.example(i)?;
+        forward(&x)
+    });
+    Ok((fisher_trace(&mut logits, vars, kind)?, false))
+}
+
+/// [`fisher_trace_of`]'s batched path; `PerExampleUnsupported` where the model cannot take it.
+fn batched_fisher_trace(
+    model: &dyn Model,
+    set: &EvalSet,
+    n: usize,
+    kind: FisherKind,
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<FisherTrace, RunError> {
+    let (x, _) = set.first(n)?;
+    let per_example = |labels: &[usize]| -> Result<Vec<f64>, RunError> {
+        let labels: Vec<u32> = labels.iter().map(|&c| c as u32).collect();
+        let labels = Tensor::from_vec(labels, n, x.device())?;
+        Ok(breakeven_models::per_example_gradient_sq_norms(model, &x, &labels)?.0)
+    };
+    // A model without the batched path costs this one forward before it says so.
+    let probs = softmax_rows(&forward(&x)?.detach())?;
+    let (examples, passes) = match kind {
+        FisherKind::MonteCarlo { samples, seed } => {
+            let draws: Vec<Vec<usize>> = probs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| monte_carlo_labels(p, seed, i, samples))
+                .collect();
+            let mut examples = vec![Vec::with_capacity(samples); n];
+            for s in 0..samples {
+                let labels: Vec<usize> = draws.iter().map(|d| d[s]).collect();
+                for (e, v) in examples.iter_mut().zip(per_example(&labels)?) {
+                    e.push(v);
+                }
+            }
+            (examples, n * samples)
+        }
+        FisherKind::Exact => {
+            let classes = probs.first().map_or(0, Vec::len);
+            let mut totals = vec![0.0; n];
+            for c in 0..classes {
+                for ((t, p), v) in totals.iter_mut().zip(&probs).zip(per_example(&vec![c; n])?) {
+                    *t += p[c] * v;
+                }
+            }
+            (totals.into_iter().map(|t| vec![t]).collect(), n * classes)
+        }
+    };
+    Ok(fisher_trace_from_examples(kind, &examples, passes)?)
+}
+
+/// Softmax of each row of the logits `z` (N × C), in f64.
+fn softmax_rows(z: &Tensor) -> candle_core::Result<Vec<Vec<f64>>> {
+    let rows = z.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = r.iter().map(|v| (v - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.into_iter().map(|v| v / sum).collect()
+        })
+        .collect())
 }
 
 /// λ_K^*/λ_K^1 of a summary computed with `k` = `k_star` (or 1): the `k_star`-th largest
@@ -264,5 +353,79 @@ mod tests {
         assert_eq!(k_ratio(&summary(5), Some(5)), 0.0);
         // Without k_star: the smallest non-zero eigenvalue, as runs made before the option.
         assert!(close(k_ratio(&summary(1), None), 1.0 / 9.0));
+    }
+
+    /// Tr(F) from the batched per-example path equals the batch-size-1 loop's in f64 (the same
+    /// labels drawn, every example's value to 1e-10), sampled (1 and 3 labels) and exact, for
+    /// SimpleCNN and an fc net; a BatchNorm net falls back to the loop.
+    #[test]
+    fn batched_fisher_trace_equals_the_loop() {
+        use breakeven_models::ModelSpec;
+        use candle_core::{DType, Device};
+        crate::train::enable_second_order().unwrap();
+        let dev = Device::Cpu;
+        let (n, classes) = (7, 5);
+        let x = Tensor::randn(0.0f64, 1.0, (n, 3, 32, 32), &dev).unwrap();
+        let y =
+            Tensor::from_vec((0..n as u32).map(|i| i % 5).collect::<Vec<_>>(), n, &dev).unwrap();
+        // Two batches, so the first n examples span them.
+        let set = EvalSet {
+            batches: vec![
+                (x.narrow(0, 0, 4).unwrap(), y.narrow(0, 0, 4).unwrap()),
+                (x.narrow(0, 4, 3).unwrap(), y.narrow(0, 4, 3).unwrap()),
+            ],
+            len: n,
+        };
+        let specs = [
+            ModelSpec::SimpleCnn { width_mult: 0.25 },
+            ModelSpec::FcTanh {
+                widths: vec![16, 16],
+            },
+            ModelSpec::Vgg11Bn { width: 4 },
+        ];
+        for (k, spec) in specs.iter().enumerate() {
+            let model =
+                breakeven_models::build(spec, (3, 32, 32), classes, DType::F64, &dev, k as u64)
+                    .unwrap();
+            let vars: Vec<Var> = model.params().iter().map(|q| q.var.clone()).collect();
+            let forward = |x: &Tensor| model.forward(x, Mode::BatchStats);
+            for kind in [
+                FisherKind::MonteCarlo {
+                    samples: 1,
+                    seed: 11,
+                },
+                FisherKind::MonteCarlo {
+                    samples: 3,
+                    seed: 12,
+                },
+                FisherKind::Exact,
+            ] {
+                let (f, batched) =
+                    fisher_trace_of(model.as_ref(), &vars, &set, n, kind, forward).unwrap();
+                assert_eq!(batched, k < 2, "{spec:?}");
+                let mut logits = BatchedLogits::new(n, |i| {
+                    let (x, _) = set.example(i)?;
+                    forward(&x)
+                });
+                let r = fisher_trace(&mut logits, &vars, kind).unwrap();
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1e-12);
+                assert!(
+                    close(f.trace, r.trace),
+                    "{spec:?} {kind:?}: {} vs {}",
+                    f.trace,
+                    r.trace
+                );
+                assert!(close(f.std_error, r.std_error), "{spec:?} {kind:?}");
+                assert_eq!(f.backward_passes, r.backward_passes);
+                for (a, b) in f.per_example.iter().zip(&r.per_example) {
+                    assert!(close(*a, *b), "{spec:?} {kind:?}: {a} vs {b}");
+                }
+            }
+            // Other draws give another estimate: the labels matter, and both paths share them.
+            let mc = |seed| FisherKind::MonteCarlo { samples: 1, seed };
+            let (a, _) = fisher_trace_of(model.as_ref(), &vars, &set, n, mc(11), forward).unwrap();
+            let (b, _) = fisher_trace_of(model.as_ref(), &vars, &set, n, mc(99), forward).unwrap();
+            assert_ne!(a.per_example, b.per_example, "{spec:?}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! linking the sampled Fisher to the exact one (TESTING.md #2, #10).
 
 use breakeven_curvature::{
-    fisher_trace, materialize, params_to_vec, BatchedLogits, BatchedLoss, DenseMatrix, FisherKind,
-    FisherOperator, GgnOperator, HessianOperator, LinearOperator, OutputLoss, Reduction,
+    fisher_trace, fisher_trace_from_examples, materialize, monte_carlo_labels, params_to_vec,
+    BatchedLogits, BatchedLoss, DenseMatrix, FisherKind, FisherOperator, GgnOperator,
+    HessianOperator, LinearOperator, OutputLoss, Reduction,
 };
 use candle_core::{IndexOp, Tensor};
 
@@ -77,6 +78,67 @@ fn softmax_regression_hessian_ggn_and_fisher_equal_the_closed_form() {
     assert!((t.trace - want.trace()).abs() < 1e-10 * want.trace());
     assert_eq!(t.per_example.len(), N);
     assert_eq!(t.backward_passes, N * C);
+}
+
+/// The sampled Tr(F) of softmax regression on batches of one example, rebuilt in closed form
+/// (`‖∇_W log p_c(x)‖² = ‖e_c − p‖² ‖x‖²`) from the labels `monte_carlo_labels` says
+/// `fisher_trace` draws, through `fisher_trace_from_examples`: the same value, per example and
+/// in total, with 1 and 4 labels per example; another seed's labels give another value.
+#[test]
+fn monte_carlo_labels_and_closed_form_norms_rebuild_the_sampled_fisher_trace() {
+    init();
+    let x = randn(320, N, D, 1.0);
+    let w = param(321, &[D, C], 0.8);
+    let xr = to_rows(&x);
+    let p: Vec<Vec<f64>> = to_rows(&x.matmul(w.as_tensor()).unwrap().exp().unwrap())
+        .into_iter()
+        .map(|e| {
+            let z: f64 = e.iter().sum();
+            e.iter().map(|v| v / z).collect()
+        })
+        .collect();
+    let sq_norm = |n: usize, c: usize| -> f64 {
+        let r: f64 = (0..C)
+            .map(|k| (if k == c { 1.0 } else { 0.0 } - p[n][k]).powi(2))
+            .sum();
+        r * xr[n].iter().map(|v| v * v).sum::<f64>()
+    };
+    let one_each = |x: &Tensor, w: &candle_core::Var| {
+        let (x, w) = (x.clone(), w.clone());
+        BatchedLogits::new(N, move |b| rows(&x, b, b + 1).matmul(w.as_tensor()))
+    };
+    for samples in [1, 4] {
+        let kind = FisherKind::MonteCarlo { samples, seed: 7 };
+        let t = fisher_trace(&mut one_each(&x, &w), &[w.clone()], kind).unwrap();
+        let examples: Vec<Vec<f64>> = (0..N)
+            .map(|n| {
+                monte_carlo_labels(&p[n], 7, n, samples)
+                    .into_iter()
+                    .map(|c| sq_norm(n, c))
+                    .collect()
+            })
+            .collect();
+        let r = fisher_trace_from_examples(kind, &examples, N * samples).unwrap();
+        assert!(
+            (t.trace - r.trace).abs() < 1e-10 * r.trace,
+            "{} vs {}",
+            t.trace,
+            r.trace
+        );
+        assert!((t.std_error - r.std_error).abs() < 1e-10 * r.std_error);
+        for (a, b) in t.per_example.iter().zip(&r.per_example) {
+            assert!((a - b).abs() < 1e-10 * b, "{a} vs {b}");
+        }
+        assert_eq!(t.backward_passes, r.backward_passes);
+        let other: Vec<Vec<usize>> = (0..N)
+            .map(|n| monte_carlo_labels(&p[n], 8, n, samples))
+            .collect();
+        let same: Vec<Vec<usize>> = (0..N)
+            .map(|n| monte_carlo_labels(&p[n], 7, n, samples))
+            .collect();
+        assert_ne!(other, same);
+    }
+    assert!(fisher_trace_from_examples(FisherKind::Exact, &[], 0).is_err());
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub(crate) use conv_stash::GradSlot;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, subsample2};
 pub use relu::relu;
 
-pub(crate) use per_example_rows::{per_example_rows, RowsKind, RowsLayer};
+pub(crate) use per_example_rows::{per_example_rows, per_example_sq_norms, RowsKind, RowsLayer};
 
 /// Whether our backward ops record graphs of the gradients they produce (double backprop), as
 /// breakeven-curvature decides for the whole workspace: only where Candle keeps graphs and no

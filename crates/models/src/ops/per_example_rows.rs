@@ -82,7 +82,68 @@ pub(crate) fn per_example_rows(
     by_dtype!(op, first.x.dtype(), T => fill::<T>(layers, n, dim, data))
 }
 
+/// `‖∇ℓ_i‖²` over every layer's weight and bias for each example `i < n` (the rows of
+/// [`per_example_rows`] summed in squares, without the n × D matrix): Linear by
+/// `‖dy_i ⊗ x_i‖² = ‖dy_i‖² ‖x_i‖²`, Conv2d from each example's weight gradient in a per-thread
+/// buffer. One task per example, so the bits do not depend on the thread count. `dim` is the row
+/// length the layers' offsets must fit in. CPU f32 or f64 only.
+pub(crate) fn per_example_sq_norms(layers: &[RowsLayer], n: usize, dim: usize) -> Result<Vec<f64>> {
+    let Some(first) = layers.first() else {
+        return Ok(vec![0.0; n]);
+    };
+    if !first.x.device().is_cpu() {
+        bail!(
+            "per-example rows: CPU tensors only, got {:?}",
+            first.x.device()
+        )
+    }
+    let op = "per-example rows";
+    by_dtype!(op, first.x.dtype(), T => with_slices::<T, _>(layers, n, dim, |slices| {
+        let (cols_len, dw_len) = buffer_lens(slices);
+        let init = || (vec![T::ZERO; cols_len], vec![T::ZERO; dw_len]);
+        let mut out = vec![0.0; n];
+        out.par_iter_mut()
+            .enumerate()
+            .for_each_init(init, |(cols, dw), (i, norm)| {
+                *norm = slices.iter().map(|s| example_sq_norm(s, i, cols, dw)).sum();
+            });
+        out
+    }))
+}
+
 fn fill<T: Storage>(layers: &[RowsLayer], n: usize, dim: usize, data: &mut [f64]) -> Result<()> {
+    with_slices::<T, _>(layers, n, dim, |slices| {
+        let (cols_len, dw_len) = buffer_lens(slices);
+        let init = || (vec![T::ZERO; cols_len], vec![T::ZERO; dw_len]);
+        data.par_chunks_mut(dim)
+            .enumerate()
+            .for_each_init(init, |(cols, dw), (i, row)| {
+                for s in slices {
+                    example_row(s, i, row, cols, dw);
+                }
+            });
+    })
+}
+
+/// The largest im2col and weight-gradient buffers any Conv2d layer of `slices` needs.
+fn buffer_lens<T>(slices: &[Slices<T>]) -> (usize, usize) {
+    slices
+        .iter()
+        .filter_map(|s| match &s.shape {
+            Shape::Conv(g) => Some((g.ck() * g.hw_out(), g.o * g.ck())),
+            Shape::Linear { .. } => None,
+        })
+        .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)))
+}
+
+/// Runs `f` on every layer's checked slices (contiguous CPU data, shapes matching `n`
+/// examples, parameters inside a row of `dim`).
+fn with_slices<T: Storage, R>(
+    layers: &[RowsLayer],
+    n: usize,
+    dim: usize,
+    f: impl FnOnce(&[Slices<T>]) -> R,
+) -> Result<R> {
     let op = "per-example rows";
     let tensors: Vec<(Tensor, Tensor)> = layers
         .iter()
@@ -117,22 +178,7 @@ fn fill<T: Storage>(layers: &[RowsLayer], n: usize, dim: usize, data: &mut [f64]
             bias: l.bias,
         });
     }
-    let (cols_len, dw_len) = slices
-        .iter()
-        .filter_map(|s| match &s.shape {
-            Shape::Conv(g) => Some((g.ck() * g.hw_out(), g.o * g.ck())),
-            Shape::Linear { .. } => None,
-        })
-        .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)));
-    let init = || (vec![T::ZERO; cols_len], vec![T::ZERO; dw_len]);
-    data.par_chunks_mut(dim)
-        .enumerate()
-        .for_each_init(init, |(cols, dw), (i, row)| {
-            for s in &slices {
-                example_row(s, i, row, cols, dw);
-            }
-        });
-    Ok(())
+    Ok(f(&slices))
 }
 
 /// The layer's geometry from its input, output gradient and weight dims.
@@ -213,6 +259,37 @@ fn example_row<T: Elem>(s: &Slices<T>, i: usize, row: &mut [f64], cols: &mut [T]
                     conv_cpu::sum(&dy[k * hw..(k + 1) * hw]).to_f64()
                 });
             }
+        }
+    }
+}
+
+/// Example `i`'s squared gradient norm over one layer's weight and bias.
+fn example_sq_norm<T: Elem>(s: &Slices<T>, i: usize, cols: &mut [T], dw: &mut [T]) -> f64 {
+    let sq = |v: &[T]| v.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>();
+    match &s.shape {
+        Shape::Linear { inp, out } => {
+            let (inp, out) = (*inp, *out);
+            let x = sq(&s.x[i * inp..(i + 1) * inp]);
+            let dy = sq(&s.dy[i * out..(i + 1) * out]);
+            dy * x + if s.bias.is_some() { dy } else { 0.0 }
+        }
+        Shape::Conv(g) => {
+            let (img_in, img_out, ck) = (g.c * g.hw_in(), g.o * g.hw_out(), g.ck());
+            let x = &s.x[i * img_in..(i + 1) * img_in];
+            let dy = &s.dy[i * img_out..(i + 1) * img_out];
+            let dwt = &mut dw[..g.o * ck];
+            conv_cpu::conv_weight_grad_one_t(x, dy, g, cols, dwt);
+            let weight = sq(dwt);
+            let bias = match s.bias {
+                Some(_) => {
+                    let hw = g.hw_out();
+                    (0..g.o)
+                        .map(|k| conv_cpu::sum(&dy[k * hw..(k + 1) * hw]).to_f64().powi(2))
+                        .sum()
+                }
+                None => 0.0,
+            };
+            weight + bias
         }
     }
 }

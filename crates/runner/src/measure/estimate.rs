@@ -13,9 +13,9 @@
 use std::cell::Cell;
 
 use breakeven_curvature::{
-    covariance_summary, fisher_trace, hutch_plus_plus, hutchinson, lanczos, spectral_density,
-    BatchedLogits, BatchedLoss, CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig,
-    LanczosConfig, LinearOperator, Reduction, SlqConfig, SpectralDensity, TraceEstimate,
+    covariance_summary, hutch_plus_plus, hutchinson, lanczos, spectral_density, BatchedLoss,
+    CovarianceConfig, FisherKind, HessianOperator, HutchinsonConfig, LanczosConfig, LinearOperator,
+    Reduction, SlqConfig, SpectralDensity, TraceEstimate,
 };
 use breakeven_models::{cross_entropy, Mode, Model};
 use candle_core::{Tensor, Var};
@@ -262,15 +262,21 @@ pub fn fisher(
     counter: &Counter,
     cost: &mut Cost,
 ) -> Result<FisherEstimate, RunError> {
-    let mut logits = BatchedLogits::new(set.len, |i| {
-        let (x, _) = set.example(i)?;
-        counter.forward(model, &x)
-    });
     let kind = match sampling {
         FisherSampling::Exact => FisherKind::Exact,
         FisherSampling::MonteCarlo(samples) => FisherKind::MonteCarlo { samples, seed },
     };
-    let f = fisher_trace(&mut logits, vars, kind)?;
+    let (f, batched) = crate::track::fisher_trace_of(model, vars, set, set.len, kind, |x| {
+        counter.forward(model, x)
+    })?;
+    if batched {
+        // The taped forward of each label set (the softmax's forward is counted above; the
+        // loop counts one per example).
+        let label_sets = f.backward_passes / set.len.max(1);
+        for _ in 0..label_sets {
+            counter.count_forward();
+        }
+    }
     cost.per_example_gradients += f.backward_passes as u64;
     let over_examples = if f.per_example.len() >= 2 {
         let n = f.per_example.len() as f64;

@@ -69,12 +69,13 @@ fn logged_curvature_matches_remeasured_checkpoint() {
     assert_eq!(e.residuals.len(), config.tracking.top_k);
     assert!(e.iterations >= config.tracking.top_k && e.iterations <= 30);
     // Cost: 16 sampled-label and 16 data-label per-example gradients; a forward per loss
-    // batch (64 examples: one batch), per HVP and batch, per example of the Fisher loop, and
-    // one for the 16 examples of K (the fc net's per-example gradients: one batched pass).
+    // batch (64 examples: one batch) and per HVP and batch; for Tr(F) one for the softmax and
+    // one taped for the sampled labels, and one for the 16 examples of K (the fc net's
+    // per-example gradients are batched passes, not a loop of 16).
     let c = &m.cost.passes;
     assert_eq!(c.hvp as usize, e.matvecs + t.matvecs);
     assert_eq!(c.per_example_gradients, 32);
-    assert_eq!(c.forward_passes, 1 + c.hvp + 16 + 1);
+    assert_eq!(c.forward_passes, 1 + c.hvp + 2 + 1);
 
     // The run config given explicitly: the optimizer tensors are skipped with a note.
     let config_file = dir.join("run.toml");
