@@ -109,7 +109,7 @@ fn monte_carlo_labels_and_closed_form_norms_rebuild_the_sampled_fisher_trace() {
     };
     for samples in [1, 4] {
         let kind = FisherKind::MonteCarlo { samples, seed: 7 };
-        let t = fisher_trace(&mut one_each(&x, &w), &[w.clone()], kind).unwrap();
+        let t = fisher_trace(&mut one_each(&x, &w), std::slice::from_ref(&w), kind).unwrap();
         let examples: Vec<Vec<f64>> = (0..N)
             .map(|n| {
                 monte_carlo_labels(&p[n], 7, n, samples)
