@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 use breakeven_runner::edge_of_stability::{Definition, Profile, StoredRun};
 
-use crate::claims::{edge_of_stability_verdict, sig4, EOS_BAND};
+use crate::claims::{edge_of_stability_setting, edge_of_stability_verdict, sig4, EOS_BAND};
+use crate::evidence::Word;
 use crate::page::{Page, Stamp};
 use crate::plot::line_chart;
 
@@ -55,10 +56,12 @@ pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, sections: &[Sect
     let page = &mut out.markdown;
     let _ = writeln!(
         page,
-        "- Rule: a run supports the claim when the median of λ_H^1·η/2 over the measurements in the second half of the run lies in [{lo}, {hi}] (hovering at 2/η) and, if λ_H^1·η/2 starts below {lo}, it reaches {lo} (progressive sharpening; a run starting above cannot sharpen and is judged on hovering alone). Each run's verdict gives that median with the interquartile range of the same measurements (how tightly it hovers). Runs stop at the training-accuracy target `stop_acc` where the profile sets one (Cohen et al. stop at 99%). The page counts the runs that support it; one run per setting, so there is no interval over seeds.",
+        "- Rule: a run supports the claim when the median of λ_H^1·η/2 over the measurements in the second half of the run lies in [{lo}, {hi}] (hovering at 2/η) and, if λ_H^1·η/2 starts below {lo}, it reaches {lo} (progressive sharpening; a run starting above cannot sharpen and is judged on hovering alone). Each run's verdict gives that median with the interquartile range of the same measurements (how tightly it hovers). Runs stop at the training-accuracy target `stop_acc` where the profile sets one (Cohen et al. stop at 99%). One run alone could sit in the band by chance at any η, so the claim is judged per network and loss: it *supports* \"λ_H^1 tracks 2/η\" when at least two runs at learning rates further apart than the band is wide (max η / min η > {ratio:.3}) all support it, *does not support* when a run does not, and is *undecided* otherwise (one learning rate, or runs pending). A unit test (`claims::tests`) simulates sharpness unrelated to η and shows this rule says *supports* for at most 5% of draws. One run per learning rate (full-batch GD: the seed fixes only the initialization), so there is no interval over seeds; each run's interquartile range shows how tightly it hovers.",
         lo = EOS_BAND.0,
-        hi = EOS_BAND.1
+        hi = EOS_BAND.1,
+        ratio = EOS_BAND.1 / EOS_BAND.0
     );
+    let mut settings: Vec<(String, Word, String)> = Vec::new();
     let (mut supported, mut decided) = (0, 0);
     for section in sections {
         let (runs, key) = (&section.runs, section.key());
@@ -66,10 +69,12 @@ pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, sections: &[Sect
         let _ = writeln!(page, "\n## {}\n", section.title());
         page.push_str("| η | 2/η | steps | final loss | final acc. (%) | λ_H^1 first → max → last | verdict | wall (s) |\n|---|---|---|---|---|---|---|---|\n");
         let (mut sharp, mut losses) = (Vec::new(), Vec::new());
+        let (mut judged, mut pending) = (Vec::new(), 0);
         for (lr, run) in runs {
             let lr = *lr;
             let Some(run) = run else {
                 let _ = writeln!(page, "| {lr} | {} | pending | | | | | |", sig4(2.0 / lr));
+                pending += 1;
                 continue;
             };
             let lambda: Vec<(u64, f64)> = run
@@ -89,9 +94,13 @@ pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, sections: &[Sect
                 (Some(v), _) => {
                     decided += 1;
                     supported += usize::from(v.supports);
+                    judged.push((lr, v.supports));
                     format!("{}: {}", v.word(), v.explanation)
                 }
-                (None, _) => "too few measurements".to_string(),
+                (None, _) => {
+                    pending += 1;
+                    "too few measurements".to_string()
+                }
             };
             let lam = |p: Option<&(u64, f64)>| p.map_or("—".into(), |p| sig4(p.1));
             let max = lambda.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
@@ -133,6 +142,20 @@ pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, sections: &[Sect
                     .collect(),
             ));
         }
+        let (mut word, mut reason) = edge_of_stability_setting(&judged);
+        if pending > 0 && word == Word::Supports {
+            word = Word::Undecided;
+        }
+        if pending > 0 {
+            reason.push_str(&format!("; {pending} run(s) pending"));
+        }
+        let _ = writeln!(
+            page,
+            "\n**λ_H^1 tracks 2/η ({})**: {} ({reason}).",
+            section.title(),
+            word.as_str()
+        );
+        settings.push((section.title(), word, reason));
         for (suffix, title, y, series) in [
             (
                 "sharpness",
@@ -155,10 +178,18 @@ pub fn page(stamp: &Stamp, def: &Definition, profile: &Profile, sections: &[Sect
     }
     let page = &mut out.markdown;
     let _ = writeln!(page, "\n## Verdict\n");
+    let count = |w: Word| settings.iter().filter(|s| s.1 == w).count();
     let _ = writeln!(
         page,
-        "**λ_H^1 rises to ≈ 2/η and hovers there**: {supported} of {decided} non-diverged runs support it (each run's verdict, with its median and interquartile range, is in the tables above)."
+        "**λ_H^1 rises to ≈ 2/η and hovers there, tracking 2/η**: {} of {} network × loss settings support it, {} do not, {} undecided; per run, {supported} of {decided} non-diverged runs hover in the band (each run's verdict, with its median and interquartile range, is in the tables above).\n",
+        count(Word::Supports),
+        settings.len(),
+        count(Word::DoesNotSupport),
+        count(Word::Undecided),
     );
+    for (title, word, reason) in &settings {
+        let _ = writeln!(page, "- {title}: **{}** ({reason})", word.as_str());
+    }
     out
 }
 
@@ -236,10 +267,59 @@ mod tests {
         assert!(md.contains("| 0.01 | 200.0 | pending | | | | | |"), "{md}");
         assert!(
             md.contains(
-                "**λ_H^1 rises to ≈ 2/η and hovers there**: 1 of 2 non-diverged runs support it"
+                "**λ_H^1 rises to ≈ 2/η and hovers there, tracking 2/η**: 0 of 2 network × loss settings support it, 1 do not, 1 undecided; per run, 1 of 2 non-diverged runs hover in the band"
             ),
             "{md}"
         );
+        assert!(
+            md.contains("- Loss: mse: **does not support** (1 of 2 runs hover in the band"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Loss: ce: **undecided** (0 of 0 runs hover in the band; learning rates none; 2 run(s) pending)"),
+            "{md}"
+        );
         assert!(md.contains("interquartile range [1.000, 1.000]"), "{md}");
+    }
+
+    /// Both learning rates hovering at their own 2/η support the setting; with one of them
+    /// pending it is undecided.
+    #[test]
+    fn a_setting_is_supported_when_runs_far_enough_apart_in_eta_all_hover() {
+        let def = definition();
+        let profile = def.profile("smoke").unwrap();
+        let at = |lr: f64| {
+            run(&def, "mse", lr, move |k| {
+                (0.5 + 0.1 * k as f64).min(1.0) * 2.0 / lr
+            })
+        };
+        let section = |runs| Section {
+            network: "fc".into(),
+            loss: "mse".into(),
+            runs,
+        };
+        let both = page(
+            &stamp("smoke"),
+            &def,
+            profile,
+            &[section(vec![(0.01, Some(at(0.01))), (0.1, Some(at(0.1)))])],
+        );
+        assert!(
+            both.markdown.contains("**λ_H^1 tracks 2/η (fc, loss: mse)**: supports (2 of 2 runs hover in the band; learning rates 0.01-0.1, ratio 10.00"),
+            "{}",
+            both.markdown
+        );
+        let one = page(
+            &stamp("smoke"),
+            &def,
+            profile,
+            &[section(vec![(0.01, Some(at(0.01))), (0.1, None)])],
+        );
+        assert!(
+            one.markdown
+                .contains("**λ_H^1 tracks 2/η (fc, loss: mse)**: undecided (1 of 1 runs hover"),
+            "{}",
+            one.markdown
+        );
     }
 }
