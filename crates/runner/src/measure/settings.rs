@@ -398,7 +398,11 @@ impl Settings {
                 ),
             );
         }
+        // Tr(H) (whole or per layer) is the only user of the trace method: a run that tracked no
+        // Tr(H) (0 probes in its config) can still be measured for the rest.
+        let wants_trace = self.wants(Quantity::TraceH) || self.per_layer;
         match self.trace {
+            _ if !wants_trace => Ok(()),
             TraceMethod::Hutchinson { probes } if probes < 2 => invalid(
                 "--hutchinson-probes",
                 format!("need at least 2 probes for a standard error, got {probes}"),

@@ -58,6 +58,27 @@ fn block(m: &DenseMatrix, lo: usize, n: usize) -> DenseMatrix {
     DenseMatrix::from_row_major(n, data).unwrap()
 }
 
+/// A run that tracked no Tr(H) (0 Hutchinson probes) can be measured for the other quantities;
+/// asking for Tr(H) with 0 probes names the flag.
+#[test]
+fn the_trace_method_is_checked_only_when_tr_h_is_measured() {
+    let dir = temp_dir("measure-no-trace");
+    let run = tiny_run(&dir);
+    let ckpt = last_checkpoint(&run);
+    let measure = |quantities: &str| {
+        let a = args(
+            &ckpt,
+            &["--hutchinson-probes", "0", "--quantities", quantities],
+        );
+        Session::new(&a, &ckpt, None).and_then(|mut s| s.measure(&ckpt))
+    };
+    let m = measure("trace_f,trace_k").unwrap();
+    assert!(m.trace_f.is_some() && m.k.is_some() && m.trace_h.is_none());
+    let err = measure("trace_h").unwrap_err().to_string();
+    assert!(err.contains("--hutchinson-probes"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn exact_fisher_equals_the_dense_f64_fisher_and_mc_agrees_within_its_error() {
     let dir = temp_dir("measure-fisher");
