@@ -117,7 +117,12 @@ fn edge_of_stability_page(args: &ReproduceArgs) -> Result<Page> {
     let def = Definition::load(&args.definition_path(edge_of_stability::DEFINITION))?;
     let profile = def.profile(&args.profile)?;
     let runs_dir = args.runs_dir(edge_of_stability::DEFINITION);
-    let data_dir = data_dir_for(args, &profile.data_name())?;
+    // A report reads the stored runs, not the data.
+    let data_dir = if args.report_only {
+        None
+    } else {
+        data_dir_for(args, &profile.data_name())?
+    };
     let mut sections = Vec::new();
     for network in profile.networks()? {
         for loss in &profile.losses {
@@ -153,8 +158,12 @@ fn lca_page(args: &ReproduceArgs) -> Result<Page> {
     let runs = profile.runs(&stem, args.device.as_deref())?;
     let runs_dir = args.runs_dir("lca");
     let data_name = runs[0].1.data.name;
-    let data_dir = data_dir_for(args, data_name.as_str())
-        .with_context(|| format!("locating data set {data_name}"))?;
+    let data_dir = if args.report_only {
+        None
+    } else {
+        data_dir_for(args, data_name.as_str())
+            .with_context(|| format!("locating data set {data_name}"))?
+    };
     let mut records = Vec::new();
     for (_, config) in &runs {
         let dir = runs_dir.join(&config.name);
