@@ -1,10 +1,14 @@
 //! Per-layer timing of the three convolution kernels (forward, input gradient, weight gradient)
 //! against Candle's own `conv2d` / `conv_transpose2d`, on SimpleCNN and ResNet-18 layer shapes.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run -p breakeven-models --example bench_conv -- [reps]`
-//! (PyTorch's numbers for the same shapes: `python3 bench/torch_conv.py`).
-
-use std::time::Instant;
+//! `RAYON_NUM_THREADS=2 cargo run -p breakeven-models --example bench_conv -- [reps] [--ours-only]
+//! [--simple-cnn]` (`--ours-only` skips Candle's kernels, whose single-thread times dominate
+//! the run; `--simple-cnn` times SimpleCNN's layers only). PyTorch's numbers for the same
+//! shapes: `python3 bench/torch_conv.py`.
+//!
+//! Times are medians of process CPU time (`CLOCK_PROCESS_CPUTIME_ID`), so that on a machine
+//! shared with other jobs they count only the time this process ran; with more than one thread
+//! they add up the threads.
 
 use breakeven_models::ops::conv::{conv2d, conv2d_input_grad, conv2d_weight_grad};
 use candle_core::{Device, Result, Tensor};
@@ -32,12 +36,23 @@ fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
+/// Process CPU time in ms.
+fn cpu_ms() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 * 1e-6
+}
+
 fn median_ms(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
     f()?;
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
-            let s = Instant::now();
-            f().map(|_| s.elapsed().as_secs_f64() * 1e3)
+            let s = cpu_ms();
+            f().map(|_| cpu_ms() - s)
         })
         .collect::<Result<_>>()?;
     t.sort_by(f64::total_cmp);
@@ -45,25 +60,37 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> 
 }
 
 fn main() -> Result<()> {
-    let reps = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ours_only = args.iter().any(|a| a == "--ours-only");
+    let shapes = if args.iter().any(|a| a == "--simple-cnn") {
+        &SHAPES[..4]
+    } else {
+        &SHAPES[..]
+    };
+    let reps = args.iter().find_map(|s| s.parse().ok()).unwrap_or(5);
+    // Candle's time, or NaN (printed as "NaN") where it is skipped.
+    let theirs = |f: &mut dyn FnMut() -> Result<Tensor>| -> Result<f64> {
+        if ours_only {
+            Ok(f64::NAN)
+        } else {
+            median_ms(reps, f)
+        }
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     println!("shape (N,C,H,W,O,K,s,p) | fwd ours/candle ms | input-grad ours/candle | weight-grad ours/candle");
-    for (n, c, h, w, o, k, s, p) in SHAPES {
+    for &(n, c, h, w, o, k, s, p) in shapes {
         let x = uniform(&mut rng, &[n, c, h, w])?;
         let wt = uniform(&mut rng, &[o, c, k, k])?;
         let y = conv2d(&x, &wt, None, s, p)?;
         let dy = uniform(&mut rng, y.dims())?;
         let fwd = median_ms(reps, || conv2d(&x, &wt, None, s, p))?;
-        let fwd_c = median_ms(reps, || x.conv2d(&wt, p, s, 1, 1))?;
+        let fwd_c = theirs(&mut || x.conv2d(&wt, p, s, 1, 1))?;
         let ig = median_ms(reps, || conv2d_input_grad(&dy, &wt, (h, w), s, p))?;
         let out_pad = (h + 2 * p - k) % s;
-        let ig_c = median_ms(reps, || dy.conv_transpose2d(&wt, p, out_pad, s, 1))?;
+        let ig_c = theirs(&mut || dy.conv_transpose2d(&wt, p, out_pad, s, 1))?;
         let wg = median_ms(reps, || conv2d_weight_grad(&x, &dy, (k, k), s, p))?;
         // Candle's own weight gradient, as its backprop.rs computes it.
-        let wg_c = median_ms(reps, || {
+        let wg_c = theirs(&mut || {
             x.transpose(0, 1)?
                 .conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?
                 .transpose(0, 1)

@@ -1,5 +1,6 @@
 //! CPU kernels of 2-D convolution on contiguous NCHW slices: im2col/col2im plus `gemm`,
-//! parallel over the batch. The three kernels are the forward, its input gradient (the
+//! parallel over the batch, and the dispatch to the shifted-view kernels of `conv_shifted.rs`
+//! where those apply (stride 1). The three kernels are the forward, its input gradient (the
 //! transposed convolution) and its weight gradient; `conv.rs` wires them into Candle's autograd
 //! (through `conv_ops.rs`).
 
@@ -7,6 +8,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv_im2col::{col2im, im2col};
+use super::conv_shifted;
 
 /// Element types the kernels run on (the ones `gemm` and our tests need).
 pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
@@ -169,9 +171,19 @@ fn gather<T: Elem>(src: &[T], i0: usize, len: usize, rows: usize, hw: usize, dst
     }
 }
 
-/// Forward: `y[n] = W (O×CK) · im2col(x[n]) [+ b]`, returned as N×O×HO×WO. The bias is written
-/// into the output first and the gemm accumulates onto it, so it costs no extra pass.
+/// Forward, N×O×HO×WO: over shifted views of the padded image (`conv_shifted`) for stride-1
+/// kernels larger than 1×1 and at least 8 input channels, through im2col for the rest.
 pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    if conv_shifted::applies(g) {
+        return conv_shifted::forward(x, w, bias, g);
+    }
+    conv_fwd_im2col(x, w, bias, g)
+}
+
+/// [`conv_fwd`] through im2col, for every shape: `y[n] = W (O×CK) · im2col(x[n]) [+ b]`. The
+/// bias is written into the output first and the gemm accumulates onto it, so it costs no
+/// extra pass.
+pub(super) fn conv_fwd_im2col<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
     let b = block_len(g);
     let mut y = vec![T::ZERO; g.n * g.o * hw_out];
@@ -233,29 +245,23 @@ pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) 
     y
 }
 
-/// Input gradient (transposed convolution), N×C×H×W.
+/// Input gradient (transposed convolution), N×C×H×W: over shifted views of the padded image
+/// (`conv_shifted`) for stride-1 kernels larger than 1×1 and at least 8 input channels,
+/// `dx[n] = col2im(Wᵀ (CK×O) · dy[n])` for the rest.
 ///
-/// Stride 1 with a square kernel, `pad < k` and at least 16 input channels: the transposed
-/// convolution is a plain convolution of `dy` with the flipped, channel-transposed kernel and
-/// padding `k − 1 − pad`, which runs on the forward kernel with a deep gemm (k = O·K²).
-/// Otherwise `dx[n] = col2im(Wᵀ (CK×O) · dy[n])`, whose gemm is shallow (k = O) and whose
-/// column buffer makes a round trip through memory. [`flipped_is_faster`] picks between them.
+/// The shifted form replaced a convolution of `dy` with the flipped kernel, which SimpleCNN's
+/// conv2 and ResNet-18's C = O layers had used: on the shifted forward it ran as fast as the
+/// shifted input gradient or slower (SimpleCNN's conv2, 32→32 on 32×32 'valid', N = 128, one
+/// thread of an Intel Xeon: 24.8 against 23.4 ms of CPU time, medians of 3 alternated runs).
 pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
-    if flipped_is_faster(g) {
-        let flipped = flip_transpose(w, g);
-        let pad = g.kh - 1 - g.pad;
-        let gt = Geom {
-            c: g.o,
-            h: g.ho,
-            w: g.wo,
-            o: g.c,
-            pad,
-            ho: g.h,
-            wo: g.w,
-            ..*g
-        };
-        return conv_fwd(dy, &flipped, None, &gt);
+    if conv_shifted::applies(g) {
+        return conv_shifted::input_grad(dy, w, g);
     }
+    conv_input_grad_col2im(dy, w, g)
+}
+
+/// [`conv_input_grad`] as gemm + col2im, for every shape.
+pub(super) fn conv_input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
     let b = block_len(g);
     let mut dx = vec![T::ZERO; g.n * img_in];
@@ -313,40 +319,13 @@ pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     dx
 }
 
-/// Whether the input gradient runs as a convolution with the flipped kernel (see
-/// [`conv_input_grad`]) rather than as gemm + col2im.
-///
-/// The flipped convolution computes every input pixel from a `k − 1 − pad` padded `dy`: for a
-/// 'valid' convolution on a small image most of that padding is zeros (SimpleCNN's conv4,
-/// 15×15 from 13×13: a third more multiplications), and its gemm is only C rows tall where the
-/// layer widens (C < O). Timed on an Intel Xeon (AVX-512, one thread, the least of 12
-/// alternated runs, ms, flipped vs col2im, N = 128): C 32→O 32 on 32×32 'valid' 31.8 vs 44.5;
-/// 32→64 on 15×15 'same' 18.9 vs 15.3; 64→64 on 15×15 'valid' 28.2 vs 25.0; 16→64 on 32×32
-/// 'same' 43.4 vs 31.9; 64→128 on 16×16 'same' 53.9 vs 47.2; and where C = O, 'same' (ResNet-18's
-/// 64 to 256 channels, 32×32 to 8×8) or 'valid' on 32×32, the flipped form by 5 to 20%.
-pub(super) fn flipped_is_faster(g: &Geom) -> bool {
-    // Few input channels (the first layer, whose input gradient only GPx asks for) would make
-    // the flipped gemm only C rows tall; the column form is faster there.
-    let applies = g.stride == 1 && g.kh == g.kw && g.pad < g.kh && !g.is_pointwise() && g.c >= 16;
-    // The flipped form computes H·W outputs where the column form's gemm has HO·WO columns.
-    let little_padding = 4 * g.hw_in() < 5 * g.hw_out();
-    applies && g.c >= g.o && little_padding
-}
-
-/// `w` (O×C×KH×KW) → `w'` (C×O×KH×KW) with `w'[c][o][i][j] = w[o][c][KH−1−i][KW−1−j]`.
-fn flip_transpose<T: Elem>(w: &[T], g: &Geom) -> Vec<T> {
-    let k2 = g.kh * g.kw;
-    let mut out = vec![T::ZERO; w.len()];
-    for o in 0..g.o {
-        for c in 0..g.c {
-            let src = &w[(o * g.c + c) * k2..(o * g.c + c + 1) * k2];
-            let dst = &mut out[(c * g.o + o) * k2..(c * g.o + o + 1) * k2];
-            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = v;
-            }
-        }
+/// Weight gradient, O×C×KH×KW: over shifted views of the padded image (`conv_shifted`) for
+/// stride-1 kernels larger than 1×1 and at least 8 input channels, through im2col for the rest.
+pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    if conv_shifted::applies(g) {
+        return conv_shifted::weight_grad(x, dy, g);
     }
-    out
+    conv_weight_grad_im2col(x, dy, g)
 }
 
 /// Weight gradient: `dW = Σ_n dy[n] (O×HW) · im2col(x[n])ᵀ`, O×C×KH×KW, with blocks of images
@@ -355,7 +334,7 @@ fn flip_transpose<T: Elem>(w: &[T], g: &Geom) -> Vec<T> {
 ///
 /// The batch is cut into one fixed chunk per thread and the partial sums are added in chunk
 /// order, so the result is bitwise reproducible for a given thread count.
-pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+pub(super) fn conv_weight_grad_im2col<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
     let b = block_len(g);
     let (batch_par, par) = split(g.n);

@@ -41,11 +41,10 @@ type Case = (
     usize,
 );
 
-/// Rows 9, 11 and 14 have ≥ 16 input channels at stride 1, C ≥ O and little padding, where the
-/// input gradient runs as a convolution with the flipped kernel; rows 10 (mostly padding) and
-/// 15 (C < O) run the column form although they have ≥ 16 input channels; row 12 has ≥ 512
-/// output pixels (one image per gemm), row 13 a batch that is not a multiple of the images per
-/// gemm (6 + 1); the rest have several images side by side in one gemm.
+/// Rows 9, 10, 11, 14 and 15 (stride 1, ≥ 16 input channels) run the shifted-view kernels
+/// (`conv_shifted`: padding 1, 0, 2, 0 and 1, and C < O in row 15); the rest run im2col: row 12
+/// has ≥ 512 output pixels (one image per gemm), row 13 a batch that is not a multiple of the
+/// images per gemm (6 + 1), the others several images side by side in one gemm.
 const SHAPES: [Case; 15] = [
     (2, 3, 8, 8, 4, 3, 3, 1, 1),
     (3, 2, 7, 9, 5, 3, 3, 1, 0),
@@ -65,8 +64,8 @@ const SHAPES: [Case; 15] = [
 ];
 
 #[test]
-fn the_rows_cover_both_forms_of_the_input_gradient() {
-    let form = |&(n, c, h, w, o, kh, kw, stride, pad): &Case| {
+fn the_rows_cover_both_kernel_families() {
+    let shifted = |&(n, c, h, w, o, kh, kw, stride, pad): &Case| {
         let out = |len: usize, k: usize| (len + 2 * pad - k) / stride + 1;
         let g = super::conv_cpu::Geom {
             n,
@@ -81,13 +80,13 @@ fn the_rows_cover_both_forms_of_the_input_gradient() {
             ho: out(h, kh),
             wo: out(w, kw),
         };
-        super::conv_cpu::flipped_is_faster(&g)
+        super::conv_shifted::applies(&g)
     };
-    let flipped: Vec<usize> = (0..SHAPES.len()).filter(|&i| form(&SHAPES[i])).collect();
+    let rows: Vec<usize> = (0..SHAPES.len()).filter(|&i| shifted(&SHAPES[i])).collect();
     assert_eq!(
-        flipped,
-        vec![8, 10, 13],
-        "0-based rows run as flipped convolutions"
+        rows,
+        vec![8, 9, 10, 13, 14],
+        "0-based rows run the shifted-view kernels"
     );
 }
 
@@ -348,9 +347,10 @@ fn gradient_of_input_gradient_norm_matches_finite_differences() -> Result<()> {
 }
 
 #[test]
-fn second_order_through_both_forms_of_the_input_gradient() -> Result<()> {
-    // P(x, w) = ‖∇_x Σ r·tanh(conv(x, w))‖² on the rows with ≥ 16 input channels (both forms
-    // of the input gradient): ∇P by double backprop against central differences of P.
+fn second_order_through_the_shifted_view_kernels() -> Result<()> {
+    // P(x, w) = ‖∇_x Σ r·tanh(conv(x, w))‖² on the rows with ≥ 16 input channels (the
+    // shifted-view kernels, whose gradients double backprop runs in turn): ∇P by double
+    // backprop against central differences of P.
     keep_grad_graphs();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for &(n, c, h, w, o, kh, kw, s, p) in SHAPES.iter().filter(|r| r.1 >= 16) {

@@ -6,6 +6,9 @@ mod conv_bias;
 mod conv_cpu;
 mod conv_im2col;
 mod conv_ops;
+mod conv_shifted;
+#[cfg(test)]
+mod conv_shifted_tests;
 mod conv_stash;
 #[cfg(test)]
 mod conv_tests;
