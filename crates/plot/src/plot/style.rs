@@ -74,7 +74,7 @@ pub(crate) fn path<DB: DrawingBackend>(
 ) -> Drawn {
     let style = colour.stroke_width(px.stroke(width));
     let (on, off) = match dash {
-        Dash::Solid => return ok(root.draw(&PathElement::new(points.to_vec(), style))),
+        Dash::Solid => return solid_path(root, px, points, colour, style),
         Dash::Dashed => (7.0, 4.0),
         Dash::Dotted => (1.5, 3.5),
     };
@@ -85,6 +85,39 @@ pub(crate) fn path<DB: DrawingBackend>(
         off,
         style,
     )))
+}
+
+/// A solid polyline. Plotters' bitmap backend joins thick segments with unlimited miters, so
+/// where a line turns back on itself (a noisy trajectory in the clean-vs-noisy plane) the join
+/// becomes a spike across the whole chart. On the raster (`px` > 1) the line is cut at every
+/// turn sharper than 120°, each piece drawn on its own, and a dot of the line's width fills
+/// the cut; SVG renderers limit miters themselves and get one polyline.
+fn solid_path<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    px: Px,
+    points: &[(i32, i32)],
+    colour: RGBColor,
+    style: ShapeStyle,
+) -> Drawn {
+    if px.0 <= 1.0 || points.len() < 3 {
+        return ok(root.draw(&PathElement::new(points.to_vec(), style)));
+    }
+    let sharp = |a: (i32, i32), b: (i32, i32), c: (i32, i32)| {
+        let (u, v) = ((b.0 - a.0, b.1 - a.1), (c.0 - b.0, c.1 - b.1));
+        let dot = f64::from(u.0) * f64::from(v.0) + f64::from(u.1) * f64::from(v.1);
+        let norms = f64::from(u.0).hypot(f64::from(u.1)) * f64::from(v.0).hypot(f64::from(v.1));
+        norms > 0.0 && dot < -0.5 * norms
+    };
+    let mut start = 0;
+    for k in 1..points.len() - 1 {
+        if sharp(points[k - 1], points[k], points[k + 1]) {
+            ok(root.draw(&PathElement::new(points[start..=k].to_vec(), style)))?;
+            let r = (style.stroke_width / 2).max(1) as i32;
+            ok(root.draw(&Circle::new(points[k], r, colour.filled())))?;
+            start = k;
+        }
+    }
+    ok(root.draw(&PathElement::new(points[start..].to_vec(), style)))
 }
 
 /// Draws marker `m` of radius `r` (SVG pixels) centred at `at` (pixels), filled with `fill`,
@@ -156,6 +189,37 @@ pub(crate) fn viridis_rgb(t: f64) -> RGBColor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thick line that turns back on itself stays near its points on the raster: no miter
+    /// spike runs off past the turn (plotters' unlimited miter reached the canvas edge here).
+    #[test]
+    fn a_line_turning_back_draws_no_spike() {
+        let (w, h) = (400usize, 200usize);
+        let mut buf = vec![255u8; w * h * 3];
+        {
+            let root =
+                BitMapBackend::with_buffer(&mut buf, (w as u32, h as u32)).into_drawing_area();
+            let points = [(50, 100), (200, 100), (60, 104), (150, 110)];
+            path(&root, Px(7.0), &points, Dash::Solid, PALETTE[0], 2.0).unwrap();
+            root.present().unwrap();
+        }
+        // Stroke 14 px: every drawn pixel lies within 7 px (+1 for rounding) of the points' box.
+        let drawn: Vec<(usize, usize)> = buf
+            .chunks(3)
+            .enumerate()
+            .filter(|(_, p)| p[0] < 128)
+            .map(|(i, _)| (i % w, i / w))
+            .collect();
+        assert!(!drawn.is_empty());
+        let max_x = drawn.iter().map(|p| p.0).max().unwrap();
+        let (min_y, max_y) = (
+            drawn.iter().map(|p| p.1).min().unwrap(),
+            drawn.iter().map(|p| p.1).max().unwrap(),
+        );
+        let min_x = drawn.iter().map(|p| p.0).min().unwrap();
+        assert!(min_x >= 42 && max_x <= 208, "the line spans x = {min_x}..{max_x}");
+        assert!(min_y >= 92 && max_y <= 118, "rows {min_y}..{max_y}");
+    }
 
     #[test]
     fn up_to_six_series_are_plain_lines_in_distinct_colours() {
