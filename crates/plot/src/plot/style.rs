@@ -217,7 +217,10 @@ mod tests {
             drawn.iter().map(|p| p.1).max().unwrap(),
         );
         let min_x = drawn.iter().map(|p| p.0).min().unwrap();
-        assert!(min_x >= 42 && max_x <= 208, "the line spans x = {min_x}..{max_x}");
+        assert!(
+            min_x >= 42 && max_x <= 208,
+            "the line spans x = {min_x}..{max_x}"
+        );
         assert!(min_y >= 92 && max_y <= 118, "rows {min_y}..{max_y}");
     }
 
