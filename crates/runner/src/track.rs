@@ -173,9 +173,10 @@ pub(crate) fn example_gradients(
 /// BatchNorm: SimpleCNN, the fc nets) it takes one forward for the softmax and one batched
 /// per-example backward per label set (per sample, or per class when exact), summing squares
 /// without the n × D matrix (`breakeven_models::per_example_gradient_sq_norms`); otherwise
-/// `fisher_trace`'s loop of batch-size-1 passes. Both draw the same labels (`fisher_trace`'s stream of example i is its batch i) and
-/// reduce through `fisher_trace_from_examples`, so they agree to rounding. Shared by tracking
-/// and `breakeven measure`, so that a re-measured checkpoint reproduces the logged value.
+/// `fisher_trace`'s loop of batch-size-1 passes. Both draw the same labels (`fisher_trace`'s
+/// stream of example i is its batch i) and reduce through `fisher_trace_from_examples`, so they
+/// agree to rounding. Shared by tracking and `breakeven measure`, so that a re-measured
+/// checkpoint reproduces the logged value.
 pub(crate) fn fisher_trace_of(
     model: &dyn Model,
     vars: &[Var],
