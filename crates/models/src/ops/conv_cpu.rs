@@ -150,13 +150,43 @@ fn block_len(g: &Geom) -> usize {
 
 /// Parallel over independent work items when they cover the threads, else the threads go into
 /// each gemm.
-fn split(items: usize) -> (bool, Parallelism) {
+pub(super) fn split(items: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if items >= threads || threads == 1 {
         (true, Parallelism::None)
     } else {
         (false, Parallelism::Rayon(threads))
     }
+}
+
+/// `Σ partial(range)` over the batch of `n` images cut into one fixed chunk per thread (one
+/// chunk when `parallel` is false and the threads go into each gemm instead; see [`split`]),
+/// the chunks' sums added in chunk order: bitwise reproducible for a given thread count. The
+/// weight gradients' batch reduction (im2col and shifted views).
+pub(super) fn sum_over_chunks<T: Elem>(
+    n: usize,
+    parallel: bool,
+    partial: impl Fn(std::ops::Range<usize>) -> Vec<T> + Send + Sync,
+) -> Vec<T> {
+    let chunks = if parallel {
+        rayon::current_num_threads().min(n).max(1)
+    } else {
+        1
+    };
+    let per = n.div_ceil(chunks);
+    let ranges: Vec<_> = (0..chunks)
+        .map(|c| (c * per).min(n)..((c + 1) * per).min(n))
+        .collect();
+    let mut parts: Vec<Vec<T>> = if chunks > 1 {
+        ranges.into_par_iter().map(partial).collect()
+    } else {
+        ranges.into_iter().map(partial).collect()
+    };
+    let mut sum = parts.remove(0);
+    for p in parts {
+        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    sum
 }
 
 /// Copies the per-image planes `src[i0 + j][r]` (each `hw` long, `rows` per image) into
@@ -338,12 +368,6 @@ pub(super) fn conv_weight_grad_im2col<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> V
     let (ck, hw_out, img_in) = (g.ck(), g.hw_out(), g.c * g.hw_in());
     let b = block_len(g);
     let (batch_par, par) = split(g.n);
-    let chunks = if batch_par {
-        rayon::current_num_threads().min(g.n).max(1)
-    } else {
-        1
-    };
-    let per = g.n.div_ceil(chunks);
     let partial = |range: std::ops::Range<usize>| {
         let mut dw = vec![T::ZERO; g.o * ck];
         let mut cols = vec![T::ZERO; ck * b * hw_out];
@@ -376,19 +400,7 @@ pub(super) fn conv_weight_grad_im2col<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> V
         }
         dw
     };
-    let ranges: Vec<_> = (0..chunks)
-        .map(|c| (c * per).min(g.n)..((c + 1) * per).min(g.n))
-        .collect();
-    let mut parts: Vec<Vec<T>> = if chunks > 1 {
-        ranges.into_par_iter().map(partial).collect()
-    } else {
-        ranges.into_iter().map(partial).collect()
-    };
-    let mut dw = parts.remove(0);
-    for p in parts {
-        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    dw
+    sum_over_chunks(g.n, batch_par, partial)
 }
 
 /// The TRANSPOSED weight gradient of ONE image, `dwᵀ (CK×O) = im2col(x) (CK×HW) · dyᵀ`, on the

@@ -19,7 +19,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv_cpu::{Elem, Geom};
+use super::conv_cpu::{split, sum_over_chunks, Elem, Geom};
 
 /// Whether the kernels here serve `g`: stride 1, a kernel larger than 1×1 and at least 8 input
 /// channels. With C = 3 (SimpleCNN's first layer) each tap's forward gemm is 3 deep and ran
@@ -90,12 +90,6 @@ pub(super) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let pl = Planes::of(g);
     let (k2, img_in, img_out) = (g.kh * g.kw, g.c * g.hw_in(), g.o * g.hw_out());
     let (parallel, par) = split(g.n);
-    let chunks = if parallel {
-        rayon::current_num_threads().min(g.n).max(1)
-    } else {
-        1
-    };
-    let per = g.n.div_ceil(chunks);
     // Per chunk: dW stored tap-major, [kh][kw][c][o].
     let partial = |range: std::ops::Range<usize>| {
         let mut dwt = vec![T::ZERO; k2 * g.c * g.o];
@@ -130,18 +124,7 @@ pub(super) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         }
         dwt
     };
-    let ranges: Vec<_> = (0..chunks)
-        .map(|c| (c * per).min(g.n)..((c + 1) * per).min(g.n))
-        .collect();
-    let mut parts: Vec<Vec<T>> = if chunks > 1 {
-        ranges.into_par_iter().map(partial).collect()
-    } else {
-        ranges.into_iter().map(partial).collect()
-    };
-    let mut sum = parts.remove(0);
-    for p in parts {
-        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
+    let sum = sum_over_chunks(g.n, parallel, partial);
     // [tap][c][o] → [o][c][tap]; an empty chunk (more threads than images) added zeros.
     let mut dw = vec![T::ZERO; g.o * g.c * k2];
     for tap in 0..k2 {
@@ -201,16 +184,6 @@ unsafe fn gemm_strided<T: Elem>(
             false,
             par,
         )
-    }
-}
-
-/// Parallel over images when they cover the threads, else the threads go into each gemm.
-fn split(n: usize) -> (bool, Parallelism) {
-    let threads = rayon::current_num_threads();
-    if n >= threads || threads == 1 {
-        (true, Parallelism::None)
-    } else {
-        (false, Parallelism::Rayon(threads))
     }
 }
 
