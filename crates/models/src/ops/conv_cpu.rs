@@ -79,15 +79,15 @@ impl Geom {
 #[derive(Clone, Copy)]
 struct Mat<T> {
     ptr: *const T,
-    rs: isize,
-    cs: isize,
+    rs: usize,
+    cs: usize,
 }
 
 impl<T> Mat<T> {
     fn rows(s: &[T], cols: usize) -> Self {
         Mat {
             ptr: s.as_ptr(),
-            rs: cols as isize,
+            rs: cols,
             cs: 1,
         }
     }
@@ -96,7 +96,7 @@ impl<T> Mat<T> {
         Mat {
             ptr: s.as_ptr(),
             rs: 1,
-            cs: row_len as isize,
+            cs: row_len,
         }
     }
 }
@@ -114,20 +114,48 @@ fn matmul<T: Elem>(
     // SAFETY: callers pass views whose extents (m×k, k×n with the given strides) lie inside live
     // slices, and `dst` is an exclusive row-major m×n slice that aliases neither input.
     unsafe {
+        gemm_strided(
+            (m, n, k),
+            (dst.as_mut_ptr(), n, 1),
+            (a.ptr, a.rs, a.cs),
+            (b.ptr, b.rs, b.cs),
+            accumulate,
+            par,
+        )
+    }
+}
+
+/// `dst (m×n) [+]= lhs (m×k) · rhs (k×n)`, every operand given as pointer, row stride and column
+/// stride.
+///
+/// # Safety
+/// Every index `i·rs + j·cs` within each operand's extent must lie inside a live allocation, the
+/// elements `dst` reaches must be distinct and alias neither input.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_strided<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, dst_cs): (*mut T, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (*const T, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const T, usize, usize),
+    accumulate: bool,
+    par: Parallelism,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
             T::ONE,
             T::ONE,
             false,

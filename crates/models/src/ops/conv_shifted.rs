@@ -16,10 +16,9 @@
 //! whose im2col sum would not have seen it. Finite inputs give the same sums as im2col up to
 //! rounding.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv_cpu::{split, sum_over_chunks, Elem, Geom};
+use super::conv_cpu::{gemm_strided, split, sum_over_chunks, Elem, Geom};
 
 /// Whether the kernels here serve `g`: stride 1, a kernel larger than 1×1 and at least 8 input
 /// channels. With C = 3 (SimpleCNN's first layer) each tap's forward gemm is 3 deep and ran
@@ -145,47 +144,6 @@ fn rounded(qe: usize) -> usize {
 }
 
 const SLACK: usize = 16;
-
-/// `dst (m×n) [+]= lhs (m×k) · rhs (k×n)`, every operand given as pointer, row stride and column
-/// stride.
-///
-/// # Safety
-/// Every index `i·rs + j·cs` within each operand's extent must lie inside a live allocation, the
-/// elements `dst` reaches must be distinct and alias neither input.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_strided<T: Elem>(
-    (m, n, k): (usize, usize, usize),
-    (dst, dst_rs, dst_cs): (*mut T, usize, usize),
-    (lhs, lhs_rs, lhs_cs): (*const T, usize, usize),
-    (rhs, rhs_rs, rhs_cs): (*const T, usize, usize),
-    accumulate: bool,
-    par: Parallelism,
-) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
-}
 
 /// `w` (O×C×KH×KW) regrouped by tap: `[tap][o][c]`, or `[tap][c][o]` with `c_major`.
 fn by_tap<T: Elem>(w: &[T], g: &Geom, c_major: bool) -> Vec<T> {
