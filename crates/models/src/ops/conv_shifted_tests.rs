@@ -153,22 +153,26 @@ fn weight_gradient_equals_im2col_and_the_direct_loops() {
         let direct = direct_weight_grad(&x, &dy, &g);
         let ours = conv_shifted::weight_grad(&x, &dy, &g);
         let im2col: Vec<f64> = conv_weight_grad_im2col(&x, &dy, &g);
-        assert!(rel_err(&ours, &direct) < 1e-12, "{shape:?} vs direct");
-        assert!(rel_err(&ours, &im2col) < 1e-12, "{shape:?} vs im2col");
+        agrees(&ours, &direct, &im2col, 1e-12, &format!("{shape:?}"));
 
         let (x32, dy32) = (to_f32(&x), to_f32(&dy));
         let direct32 = direct_weight_grad(&x32, &dy32, &g);
         let ours32 = conv_shifted::weight_grad(&x32, &dy32, &g);
         let im2col32 = to_f64(&conv_weight_grad_im2col(&x32, &dy32, &g));
-        assert!(
-            rel_err(&ours32, &direct32) < 1e-5,
-            "{shape:?} f32 vs direct"
-        );
-        assert!(
-            rel_err(&ours32, &im2col32) < 1e-5,
-            "{shape:?} f32 vs im2col"
+        agrees(
+            &ours32,
+            &direct32,
+            &im2col32,
+            1e-5,
+            &format!("{shape:?} f32"),
         );
     }
+}
+
+/// `ours` within `tol` (relative) of the direct loops and of the im2col (or col2im) kernel.
+fn agrees<T: Elem>(ours: &[T], direct: &[f64], reference: &[f64], tol: f64, what: &str) {
+    assert!(rel_err(ours, direct) < tol, "{what} vs direct");
+    assert!(rel_err(ours, reference) < tol, "{what} vs im2col");
 }
 
 fn to_f32(v: &[f64]) -> Vec<f32> {
@@ -189,9 +193,8 @@ fn forward_equals_im2col_and_the_direct_loops() {
         let b = uniform(&mut rng, g.o);
         let direct = direct_forward(&x, &w, &b, &g);
         let ours = conv_shifted::forward(&x, &w, Some(&b), &g);
-        assert!(rel_err(&ours, &direct) < 1e-12, "{shape:?} vs direct");
         let im2col = conv_fwd_im2col(&x, &w, Some(&b), &g);
-        assert!(rel_err(&ours, &im2col) < 1e-12, "{shape:?} vs im2col");
+        agrees(&ours, &direct, &im2col, 1e-12, &format!("{shape:?}"));
         let unbiased = conv_shifted::forward(&x, &w, None, &g);
         let im2col = conv_fwd_im2col(&x, &w, None, &g);
         assert!(
@@ -203,13 +206,12 @@ fn forward_equals_im2col_and_the_direct_loops() {
         let direct32 = direct_forward(&x32, &w32, &b32, &g);
         let ours32 = conv_shifted::forward(&x32, &w32, Some(&b32), &g);
         let im2col32 = to_f64(&conv_fwd_im2col(&x32, &w32, Some(&b32), &g));
-        assert!(
-            rel_err(&ours32, &direct32) < 1e-5,
-            "{shape:?} f32 vs direct"
-        );
-        assert!(
-            rel_err(&ours32, &im2col32) < 1e-5,
-            "{shape:?} f32 vs im2col"
+        agrees(
+            &ours32,
+            &direct32,
+            &im2col32,
+            1e-5,
+            &format!("{shape:?} f32"),
         );
     }
 }
@@ -223,21 +225,19 @@ fn input_gradient_equals_col2im_and_the_direct_loops() {
         let w = uniform(&mut rng, g.o * g.c * g.kh * g.kw);
         let direct = direct_input_grad(&dy, &w, &g);
         let ours = conv_shifted::input_grad(&dy, &w, &g);
-        assert!(rel_err(&ours, &direct) < 1e-12, "{shape:?} vs direct");
         let col2im = conv_input_grad_col2im(&dy, &w, &g);
-        assert!(rel_err(&ours, &col2im) < 1e-12, "{shape:?} vs col2im");
+        agrees(&ours, &direct, &col2im, 1e-12, &format!("{shape:?}"));
 
         let (dy32, w32) = (to_f32(&dy), to_f32(&w));
         let direct32 = direct_input_grad(&dy32, &w32, &g);
         let ours32 = conv_shifted::input_grad(&dy32, &w32, &g);
         let col2im32 = to_f64(&conv_input_grad_col2im(&dy32, &w32, &g));
-        assert!(
-            rel_err(&ours32, &direct32) < 1e-5,
-            "{shape:?} f32 vs direct"
-        );
-        assert!(
-            rel_err(&ours32, &col2im32) < 1e-5,
-            "{shape:?} f32 vs col2im"
+        agrees(
+            &ours32,
+            &direct32,
+            &col2im32,
+            1e-5,
+            &format!("{shape:?} f32"),
         );
     }
 }
