@@ -69,8 +69,18 @@ pub(crate) fn per_example_rows(
     if data.len() != n * dim {
         bail!("per-example rows: buffer of {} for {n} × {dim}", data.len())
     }
-    let Some(first) = layers.first() else {
+    let Some(first) = first_on_cpu(layers)? else {
         return Ok(());
+    };
+    let op = "per-example rows";
+    by_dtype!(op, first.x.dtype(), T => fill::<T>(layers, n, dim, data))
+}
+
+/// The first layer (whose input's dtype the kernels dispatch on), `None` without layers; an
+/// error unless its tensors are on the CPU.
+fn first_on_cpu(layers: &[RowsLayer]) -> Result<Option<&RowsLayer>> {
+    let Some(first) = layers.first() else {
+        return Ok(None);
     };
     if !first.x.device().is_cpu() {
         bail!(
@@ -78,8 +88,7 @@ pub(crate) fn per_example_rows(
             first.x.device()
         )
     }
-    let op = "per-example rows";
-    by_dtype!(op, first.x.dtype(), T => fill::<T>(layers, n, dim, data))
+    Ok(Some(first))
 }
 
 /// `‖∇ℓ_i‖²` over every layer's weight and bias for each example `i < n` (the rows of
@@ -88,15 +97,9 @@ pub(crate) fn per_example_rows(
 /// buffer. One task per example, so the bits do not depend on the thread count. `dim` is the row
 /// length the layers' offsets must fit in. CPU f32 or f64 only.
 pub(crate) fn per_example_sq_norms(layers: &[RowsLayer], n: usize, dim: usize) -> Result<Vec<f64>> {
-    let Some(first) = layers.first() else {
+    let Some(first) = first_on_cpu(layers)? else {
         return Ok(vec![0.0; n]);
     };
-    if !first.x.device().is_cpu() {
-        bail!(
-            "per-example rows: CPU tensors only, got {:?}",
-            first.x.device()
-        )
-    }
     let op = "per-example rows";
     by_dtype!(op, first.x.dtype(), T => with_slices::<T, _>(layers, n, dim, |slices| {
         let (cols_len, dw_len) = buffer_lens(slices);
