@@ -35,7 +35,7 @@ impl BnReluConv {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.conv.forward(&ops::relu(&self.bn.forward(x, mode)?)?)
+        self.conv.forward(&self.bn.forward_relu(x, mode)?)
     }
 }
 
@@ -142,7 +142,7 @@ impl Model for DenseNetBc {
                 Layer::Transition(t) => ops::avg_pool2d(&t.forward(&x, mode)?, 2)?,
             };
         }
-        let x = ops::relu(&self.bn1.forward(&x, mode)?)?;
+        let x = self.bn1.forward_relu(&x, mode)?;
         self.fc.forward(&ops::global_avg_pool(&x)?)
     }
 

@@ -112,7 +112,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let out = ops::relu(&self.bn1.forward(&self.conv1.forward(x)?, mode)?)?;
+        let out = self.bn1.forward_relu(&self.conv1.forward(x)?, mode)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, mode)?;
         let short = match &self.shortcut {
             Shortcut::Identity => x.clone(),
@@ -238,7 +238,7 @@ impl ResNet {
 
 impl Model for ResNet {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut x = ops::relu(&self.bn1.forward(&self.conv1.forward(x)?, mode)?)?;
+        let mut x = self.bn1.forward_relu(&self.conv1.forward(x)?, mode)?;
         for block in &self.blocks {
             x = block.forward(&x, mode)?;
         }

@@ -91,7 +91,7 @@ impl Model for Vgg11Bn {
         let mut x = x.clone();
         for stage in &self.features {
             x = match stage {
-                Stage::Conv(conv, bn) => ops::relu(&bn.forward(&conv.forward(&x)?, mode)?)?,
+                Stage::Conv(conv, bn) => bn.forward_relu(&conv.forward(&x)?, mode)?,
                 Stage::Pool => ops::max_pool2d(&x, 2)?,
             };
         }

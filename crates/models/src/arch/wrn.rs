@@ -72,11 +72,9 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let act = ops::relu(&self.bn1.forward(x, mode)?)?;
+        let act = self.bn1.forward_relu(x, mode)?;
         let out = self.conv1.forward(&act)?;
-        let out = self
-            .conv2
-            .forward(&ops::relu(&self.bn2.forward(&out, mode)?)?)?;
+        let out = self.conv2.forward(&self.bn2.forward_relu(&out, mode)?)?;
         match &self.conv_shortcut {
             // As the reference: the projection sees the activated input, identity the raw one.
             Some(conv) => conv.forward(&act)? + out,
@@ -161,7 +159,7 @@ impl Model for WideResNet {
         for block in &self.blocks {
             x = block.forward(&x, mode)?;
         }
-        let x = ops::relu(&self.bn1.forward(&x, mode)?)?;
+        let x = self.bn1.forward_relu(&x, mode)?;
         self.fc.forward(&ops::global_avg_pool(&x)?)
     }
 

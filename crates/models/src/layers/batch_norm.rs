@@ -63,6 +63,16 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.apply(x, mode, false)
+    }
+
+    /// `relu(self.forward(x, mode))`, the same numbers; with batch statistics on CPU one fused
+    /// op whose graph keeps no separate normalized activation ([`ops::batch_norm_relu`]).
+    pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.apply(x, mode, true)
+    }
+
+    fn apply(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         if !matches!(x.rank(), 2 | 4) || x.dim(1)? != c {
             candle_core::bail!(
@@ -80,8 +90,14 @@ impl BatchNorm {
                 let scale =
                     (self.weight.as_tensor() / (self.running_var.as_tensor() + EPS)?.sqrt()?)?;
                 let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
-                x.mul(&per_channel(&scale, &x)?)?
-                    .add(&per_channel(&shift, &x)?)?
+                let y = x
+                    .mul(&per_channel(&scale, &x)?)?
+                    .add(&per_channel(&shift, &x)?)?;
+                if relu {
+                    ops::relu(&y)?
+                } else {
+                    y
+                }
             }
             Mode::Train | Mode::BatchStats => {
                 let count = x.elem_count() / c;
@@ -90,8 +106,12 @@ impl BatchNorm {
                         "BatchNorm: batch statistics need more than 1 value per channel, input {shape:?}"
                     );
                 }
-                let (y, (mean, var)) =
-                    ops::batch_norm(&x, self.weight.as_tensor(), self.bias.as_tensor(), EPS)?;
+                let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
+                let (y, (mean, var)) = if relu {
+                    ops::batch_norm_relu(&x, w, b, EPS)?
+                } else {
+                    ops::batch_norm(&x, w, b, EPS)?
+                };
                 if mode == Mode::Train {
                     self.update_running(&mean, &var, count)?;
                 }
@@ -196,6 +216,30 @@ mod tests {
             2
         );
         assert_eq!(bn.num_batches_tracked.dims(), &[] as &[usize]);
+    }
+
+    /// `forward_relu` is `relu(forward)` in every mode, and updates the running statistics
+    /// the same way in Train mode.
+    #[test]
+    fn forward_relu_is_relu_of_forward_in_every_mode() {
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for mode in [Mode::Train, Mode::BatchStats, Mode::Eval] {
+            let (bn, x) = bn_and_input();
+            let (twin, _) = bn_and_input();
+            twin.bias
+                .set(&Tensor::new(&[0.3f64, -3.0], &Device::Cpu).unwrap())
+                .unwrap();
+            bn.bias
+                .set(&Tensor::new(&[0.3f64, -3.0], &Device::Cpu).unwrap())
+                .unwrap();
+            let fused = bn.forward_relu(&x, mode).unwrap();
+            let reference = crate::ops::relu(&twin.forward(&x, mode).unwrap()).unwrap();
+            assert_eq!(fused.dims(), x.dims());
+            assert_eq!(values(&fused), values(&reference), "{mode:?}");
+            assert!(values(&fused).contains(&0.0), "{mode:?}: nothing clipped");
+            assert_eq!(vec(&bn.running_mean), vec(&twin.running_mean), "{mode:?}");
+            assert_eq!(vec(&bn.running_var), vec(&twin.running_var), "{mode:?}");
+        }
     }
 
     #[test]

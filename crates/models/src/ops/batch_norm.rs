@@ -35,11 +35,37 @@ pub type BatchStats = (Vec<f64>, Vec<f64>);
 /// y = (x − μ)/√(σ² + ε)·w + b with μ, σ² the per-channel mean and biased variance of
 /// `x` (N × C × M); also returns (μ, σ²). Fused on CPU for f32/f64, composed elsewhere.
 pub fn batch_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<(Tensor, BatchStats)> {
+    normalize(x, w, b, eps, false)
+}
+
+/// `relu(batch_norm(x, w, b, eps))` as one op on CPU (f32/f64): the same numbers, but the
+/// normalized activation before the ReLU is never a node of the graph. Unfused, Candle keeps
+/// it alive until the backward pass (it is the ReLU's input), one activation-sized tensor per
+/// BatchNorm-ReLU pair (a third of a conv-BN-ReLU block's saved activations, as PyTorch's
+/// in-place ReLU avoids). The backward masks the incoming gradient by the output (y > 0
+/// exactly where the normalized value is), then runs BatchNorm's backward.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    normalize(x, w, b, eps, true)
+}
+
+fn normalize(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchStats)> {
     if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && w.dtype() == x.dtype()
     {
         let stats = Arc::new(Mutex::new(None));
         let op = Fused {
             eps,
+            relu,
             stats: stats.clone(),
         };
         let y = x
@@ -60,11 +86,14 @@ pub fn batch_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<(Tenso
         .add(&per_channel(b, x)?)?;
     let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
     let stats = (host(&mean)?, host(&var)?);
+    let y = if relu { super::relu(&y)? } else { y };
     Ok((y, stats))
 }
 
 struct Fused {
     eps: f64,
+    /// Followed by a ReLU (`batch_norm_relu`).
+    relu: bool,
     stats: Arc<Mutex<Option<BatchStats>>>,
 }
 
@@ -82,6 +111,7 @@ fn forward<T: WithDType>(
     b: &[T],
     (n, c, m): (usize, usize, usize),
     eps: f64,
+    relu: bool,
 ) -> (Vec<T>, BatchStats) {
     let count = (n * m) as f64;
     let rows = |ch: usize| (0..n).map(move |i| (i * c + ch) * m);
@@ -114,8 +144,11 @@ fn forward<T: WithDType>(
             let ch = row % c;
             let scale = w[ch].to_f64() / (var[ch] + eps).sqrt();
             let (mu, shift) = (mean[ch], b[ch].to_f64());
+            let zero = T::from_f64(0.0);
             for (y, x) in y.iter_mut().zip(x) {
-                *y = T::from_f64((x.to_f64() - mu) * scale + shift);
+                let v = T::from_f64((x.to_f64() - mu) * scale + shift);
+                // The fused ReLU's max(v, 0) (a NaN gives 0).
+                *y = if !relu || v > zero { v } else { zero };
             }
         });
     (y, (mean, var))
@@ -153,6 +186,7 @@ impl CustomOp3 for Fused {
                     contiguous(b, l3)?,
                     dims,
                     self.eps,
+                    self.relu,
                 );
                 (CpuStorage::F32(y), s)
             }
@@ -163,6 +197,7 @@ impl CustomOp3 for Fused {
                     contiguous(b, l3)?,
                     dims,
                     self.eps,
+                    self.relu,
                 );
                 (CpuStorage::F64(y), s)
             }
@@ -180,9 +215,17 @@ impl CustomOp3 for Fused {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Through the ReLU first: its mask [y > 0] is the mask of the normalized value.
+        let masked;
+        let dy = if self.relu {
+            masked = super::relu::relu_grad(dy, y)?;
+            &masked
+        } else {
+            dy
+        };
         if !super::grad_graphs_kept() {
             let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some((mean, var)) = stats {
@@ -418,6 +461,80 @@ mod tests {
         };
         for (f, c) in hvp(&gf).iter().zip(&hvp(&gc)) {
             assert!(max_diff(f, c) < 1e-11, "second order: {}", max_diff(f, c));
+        }
+    }
+
+    /// The fused BatchNorm-ReLU equals `relu(batch_norm(·))` exactly: output, statistics,
+    /// gradients and a Hessian-vector product (by double backprop, the path the HVPs and the
+    /// penalties take), on an input whose normalized values take both signs in every channel.
+    #[test]
+    fn fused_relu_equals_relu_of_batch_norm_to_second_order() {
+        enable_double_backprop();
+        let v = |n: usize, k: usize| -> Vec<f64> {
+            (0..n).map(|i| ((i * k % 83) as f64) / 9.0 - 4.5).collect()
+        };
+        let x =
+            Var::from_tensor(&Tensor::from_vec(v(3 * 4 * 6, 31), (3, 4, 6), &Device::Cpu).unwrap())
+                .unwrap();
+        let w = Var::from_tensor(&Tensor::new(&[1.5f64, -0.5, 2.0, 0.7], &Device::Cpu).unwrap())
+            .unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[0.1f64, 0.4, -0.3, 0.0], &Device::Cpu).unwrap())
+            .unwrap();
+        let probe = Tensor::from_vec(v(72, 7), (3, 4, 6), &Device::Cpu).unwrap();
+        let loss = |y: &Tensor| (y.sqr().unwrap() * &probe).unwrap().sum_all().unwrap();
+        let (fused, stats) =
+            batch_norm_relu(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let (bn, bn_stats) = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let unfused = crate::ops::relu(&bn).unwrap();
+        assert_eq!(stats, bn_stats);
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(values(&fused), values(&unfused));
+        let zeros = values(&fused).iter().filter(|v| **v == 0.0).count();
+        assert!(
+            zeros > 10 && zeros < 62,
+            "both signs needed, {zeros} of 72 clipped"
+        );
+        let vars = [&x, &w, &b];
+        let grads = |y: &Tensor| {
+            let g = loss(y).backward().unwrap();
+            vars.iter()
+                .map(|v| g.get(v).unwrap().clone())
+                .collect::<Vec<_>>()
+        };
+        let (gf, gu) = (grads(&fused), grads(&unfused));
+        for (f, u) in gf.iter().zip(&gu) {
+            assert_eq!(values(f), values(u), "first order");
+        }
+        // A first-order pass takes the fused backward kernels (the training step's path).
+        let kernel_grads = |y: &Tensor| {
+            let g = breakeven_curvature::backward_first_order(&loss(y)).unwrap();
+            vars.iter()
+                .map(|v| g.get(v).unwrap().clone())
+                .collect::<Vec<_>>()
+        };
+        let (kf, ku) = (kernel_grads(&fused), kernel_grads(&unfused));
+        for ((kf, ku), u) in kf.iter().zip(&ku).zip(&gu) {
+            assert_eq!(values(kf), values(ku), "first-order kernels");
+            assert!(
+                max_diff(kf, u) < 1e-12,
+                "kernel vs graph: {}",
+                max_diff(kf, u)
+            );
+        }
+        let hvp = |g: &[Tensor]| {
+            let dot = g
+                .iter()
+                .zip(&gu)
+                .map(|(g, u)| (g * u.detach()).unwrap().sum_all().unwrap())
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap();
+            let h = dot.backward().unwrap();
+            vars.iter()
+                .map(|v| h.get(v).unwrap().clone())
+                .collect::<Vec<_>>()
+        };
+        for (f, u) in hvp(&gf).iter().zip(&hvp(&gu)) {
+            assert!(max_diff(f, u) < 1e-12, "second order: {}", max_diff(f, u));
         }
     }
 

@@ -53,6 +53,12 @@ impl CustomOp1 for Relu {
     }
 }
 
+/// `g·[x > 0]`, recorded for double backprop where Candle keeps graphs (its derivative in `x`
+/// is zero almost everywhere, so `x` may be the ReLU's output as well as its input).
+pub(super) fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+    apply_bwd(g, x, ReluGrad)
+}
+
 /// `g·[x > 0]`: linear in `g`, piecewise constant in `x`.
 struct ReluGrad;
 
