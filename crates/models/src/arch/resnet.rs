@@ -113,7 +113,6 @@ impl BasicBlock {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let out = self.bn1.forward_relu(&self.conv1.forward(x)?, mode)?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, mode)?;
         let short = match &self.shortcut {
             Shortcut::Identity => x.clone(),
             Shortcut::Pad { front, back } => {
@@ -121,7 +120,9 @@ impl BasicBlock {
             }
             Shortcut::Conv(conv, bn) => bn.forward(&conv.forward(x)?, mode)?,
         };
-        ops::relu(&(out + short)?)
+        // relu(bn2(conv2(out)) + short), fused.
+        self.bn2
+            .forward_add_relu(&self.conv2.forward(&out)?, &short, mode)
     }
 }
 

@@ -63,16 +63,23 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.apply(x, mode, false)
+        self.apply(x, mode, Then::Nothing)
     }
 
     /// `relu(self.forward(x, mode))`, the same numbers; with batch statistics on CPU one fused
     /// op whose graph keeps no separate normalized activation ([`ops::batch_norm_relu`]).
     pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.apply(x, mode, true)
+        self.apply(x, mode, Then::Relu)
     }
 
-    fn apply(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+    /// `relu(self.forward(x, mode) + s)` (a residual block's end), the same numbers; with batch
+    /// statistics on CPU one fused op that keeps neither the normalized activation nor the sum
+    /// ([`ops::batch_norm_add_relu`]).
+    pub fn forward_add_relu(&self, x: &Tensor, s: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.apply(x, mode, Then::AddRelu(s))
+    }
+
+    fn apply(&self, x: &Tensor, mode: Mode, then: Then) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         if !matches!(x.rank(), 2 | 4) || x.dim(1)? != c {
             candle_core::bail!(
@@ -93,10 +100,10 @@ impl BatchNorm {
                 let y = x
                     .mul(&per_channel(&scale, &x)?)?
                     .add(&per_channel(&shift, &x)?)?;
-                if relu {
-                    ops::relu(&y)?
-                } else {
-                    y
+                match then {
+                    Then::Nothing => y,
+                    Then::Relu => ops::relu(&y)?,
+                    Then::AddRelu(s) => ops::relu(&(y + s.reshape(x.shape())?)?)?,
                 }
             }
             Mode::Train | Mode::BatchStats => {
@@ -107,10 +114,12 @@ impl BatchNorm {
                     );
                 }
                 let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
-                let (y, (mean, var)) = if relu {
-                    ops::batch_norm_relu(&x, w, b, EPS)?
-                } else {
-                    ops::batch_norm(&x, w, b, EPS)?
+                let (y, (mean, var)) = match then {
+                    Then::Nothing => ops::batch_norm(&x, w, b, EPS)?,
+                    Then::Relu => ops::batch_norm_relu(&x, w, b, EPS)?,
+                    Then::AddRelu(s) => {
+                        ops::batch_norm_add_relu(&x, w, b, &s.reshape(x.shape())?, EPS)?
+                    }
                 };
                 if mode == Mode::Train {
                     self.update_running(&mean, &var, count)?;
@@ -148,6 +157,15 @@ impl BatchNorm {
             self.num_batches_tracked.device(),
         )?)
     }
+}
+
+/// What follows the normalization inside one op.
+#[derive(Clone, Copy)]
+enum Then<'a> {
+    Nothing,
+    Relu,
+    /// Add this tensor (the input's shape), then ReLU.
+    AddRelu(&'a Tensor),
 }
 
 #[cfg(test)]

@@ -53,6 +53,51 @@ pub fn batch_norm_relu(
     normalize(x, w, b, eps, true)
 }
 
+/// `relu(batch_norm(x, w, b, eps) + s)`, the end of a ResNet basic block, as one op on CPU
+/// (f32/f64): the same numbers, with neither the normalized activation nor the sum kept for
+/// the backward pass (PyTorch adds and clips in place). The backward masks by the output,
+/// passes the masked gradient to `s` unchanged and runs BatchNorm's backward for (x, w, b).
+pub fn batch_norm_add_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    s: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    if x.dims() != s.dims() {
+        candle_core::bail!(
+            "batch_norm_add_relu: input {:?} and residual {:?} differ in shape",
+            x.dims(),
+            s.dims()
+        );
+    }
+    if !fusable(x, w) || s.dtype() != x.dtype() {
+        let (y, stats) = batch_norm(x, w, b, eps)?;
+        return Ok((super::relu(&(y + s)?)?, stats));
+    }
+    let stats = Arc::new(Mutex::new(None));
+    let op = FusedAdd(Fused {
+        eps,
+        relu: true,
+        stats: stats.clone(),
+    });
+    let wb = Tensor::stack(&[w, b], 0)?;
+    let y = x
+        .contiguous()?
+        .apply_op3(&s.contiguous()?, &wb.contiguous()?, op)?;
+    Ok((y, take_stats(&stats)?))
+}
+
+fn fusable(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && w.dtype() == x.dtype()
+}
+
+/// The statistics a fused forward left (a copy: the backward reads them too).
+fn take_stats(stats: &Mutex<Option<BatchStats>>) -> Result<BatchStats> {
+    let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    stats.ok_or_else(|| candle_core::Error::Msg("batch_norm: fused op left no statistics".into()))
+}
+
 fn normalize(
     x: &Tensor,
     w: &Tensor,
@@ -60,8 +105,7 @@ fn normalize(
     eps: f64,
     relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && w.dtype() == x.dtype()
-    {
+    if fusable(x, w) {
         let stats = Arc::new(Mutex::new(None));
         let op = Fused {
             eps,
@@ -71,11 +115,7 @@ fn normalize(
         let y = x
             .contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
-        let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let stats = stats.ok_or_else(|| {
-            candle_core::Error::Msg("batch_norm: fused op left no statistics".into())
-        })?;
-        return Ok((y, stats));
+        return Ok((y, take_stats(&stats)?));
     }
     let mean = channel_mean(x)?;
     let centered = x.sub(&per_channel(&mean, x)?)?;
@@ -112,6 +152,7 @@ fn forward<T: WithDType>(
     (n, c, m): (usize, usize, usize),
     eps: f64,
     relu: bool,
+    residual: Option<&[T]>,
 ) -> (Vec<T>, BatchStats) {
     let count = (n * m) as f64;
     let rows = |ch: usize| (0..n).map(move |i| (i * c + ch) * m);
@@ -145,10 +186,21 @@ fn forward<T: WithDType>(
             let scale = w[ch].to_f64() / (var[ch] + eps).sqrt();
             let (mu, shift) = (mean[ch], b[ch].to_f64());
             let zero = T::from_f64(0.0);
-            for (y, x) in y.iter_mut().zip(x) {
-                let v = T::from_f64((x.to_f64() - mu) * scale + shift);
-                // The fused ReLU's max(v, 0) (a NaN gives 0).
-                *y = if !relu || v > zero { v } else { zero };
+            let normalized = |x: &T| T::from_f64((x.to_f64() - mu) * scale + shift);
+            // The fused ReLU's max(v, 0) (a NaN gives 0).
+            let clip = |v: T| if !relu || v > zero { v } else { zero };
+            match residual {
+                None => {
+                    for (y, x) in y.iter_mut().zip(x) {
+                        *y = clip(normalized(x));
+                    }
+                }
+                Some(s) => {
+                    let s = &s[row * m..(row + 1) * m];
+                    for ((y, x), s) in y.iter_mut().zip(x).zip(s) {
+                        *y = clip(normalized(x) + *s);
+                    }
+                }
             }
         });
     (y, (mean, var))
@@ -187,6 +239,7 @@ impl CustomOp3 for Fused {
                     dims,
                     self.eps,
                     self.relu,
+                    None,
                 );
                 (CpuStorage::F32(y), s)
             }
@@ -198,6 +251,7 @@ impl CustomOp3 for Fused {
                     dims,
                     self.eps,
                     self.relu,
+                    None,
                 );
                 (CpuStorage::F64(y), s)
             }
@@ -218,6 +272,20 @@ impl CustomOp3 for Fused {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.backward(x, w, y, dy)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl Fused {
+    /// (dx, dw, db) from the output `y` and its gradient `dy` (see [`Fused::bwd`]).
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         // Through the ReLU first: its mask [y > 0] is the mask of the normalized value.
         let masked;
         let dy = if self.relu {
@@ -244,7 +312,7 @@ impl CustomOp3 for Fused {
                     candle_core::Error::Msg("batch_norm: fused backward left no sums".into())
                 })?;
                 let vec = |v: Vec<f64>| Tensor::new(v.as_slice(), x.device())?.to_dtype(x.dtype());
-                return Ok((Some(dx), Some(vec(dw)?), Some(vec(db)?)));
+                return Ok((dx, vec(dw)?, vec(db)?));
             }
         }
         let mean = channel_mean(x)?;
@@ -262,7 +330,92 @@ impl CustomOp3 for Fused {
             .mul(&per_channel(&inv_std, x)?)?;
         let dw = (channel_mean(&dy.mul(&xhat)?)? * count)?;
         let db = (channel_mean(dy)? * count)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, dw, db))
+    }
+}
+
+/// [`batch_norm_add_relu`]'s op over (x, s, [w; b]): BatchNorm with a ReLU, plus `s` before
+/// the ReLU.
+struct FusedAdd(Fused);
+
+impl CustomOp3 for FusedAdd {
+    fn name(&self) -> &'static str {
+        "breakeven-batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims3()?;
+        if l2.shape() != l1.shape() || l3.shape().dims() != [2, dims.1] {
+            candle_core::bail!(
+                "batch_norm_add_relu: input {:?} needs a residual of its shape and [weight; bias] \
+                 of shape [2, {}], got {:?} and {:?}",
+                l1.shape(),
+                dims.1,
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let c = dims.1;
+        let (y, stats) = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(r), CpuStorage::F32(wb)) => {
+                let wb = contiguous(wb, l3)?;
+                let (y, s) = forward(
+                    contiguous(x, l1)?,
+                    &wb[..c],
+                    &wb[c..],
+                    dims,
+                    self.0.eps,
+                    true,
+                    Some(contiguous(r, l2)?),
+                );
+                (CpuStorage::F32(y), s)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(r), CpuStorage::F64(wb)) => {
+                let wb = contiguous(wb, l3)?;
+                let (y, s) = forward(
+                    contiguous(x, l1)?,
+                    &wb[..c],
+                    &wb[c..],
+                    dims,
+                    self.0.eps,
+                    true,
+                    Some(contiguous(r, l2)?),
+                );
+                (CpuStorage::F64(y), s)
+            }
+            _ => candle_core::bail!(
+                "batch_norm_add_relu: expected x, residual, [weight; bias] all f32 or all f64"
+            ),
+        };
+        *self.0.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        Ok((y, l1.shape().clone()))
+    }
+
+    /// The ReLU's mask goes to the residual as is; BatchNorm's backward gives (dx, [dw; db]).
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _s: &Tensor,
+        wb: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dz = super::relu::relu_grad(dy, y)?;
+        let plain = Fused {
+            eps: self.0.eps,
+            relu: false,
+            stats: self.0.stats.clone(),
+        };
+        let (dx, dw, db) = plain.backward(x, &wb.get(0)?, y, &dz)?;
+        Ok((Some(dx), Some(dz), Some(Tensor::stack(&[dw, db], 0)?)))
     }
 }
 
@@ -464,78 +617,117 @@ mod tests {
         }
     }
 
-    /// The fused BatchNorm-ReLU equals `relu(batch_norm(·))` exactly: output, statistics,
-    /// gradients and a Hessian-vector product (by double backprop, the path the HVPs and the
-    /// penalties take), on an input whose normalized values take both signs in every channel.
-    #[test]
-    fn fused_relu_equals_relu_of_batch_norm_to_second_order() {
+    /// `fused` equals `reference` exactly in output, in first-order gradients (graph and fused
+    /// kernels) and to 1e-12 in a Hessian-vector product (by double backprop, the path of the
+    /// HVPs and the penalties), for a loss that is not linear in the output; the output must
+    /// be clipped in some places and not in others.
+    fn assert_same_to_second_order(
+        fused: impl Fn() -> Tensor,
+        reference: impl Fn() -> Tensor,
+        vars: &[&Var],
+    ) {
         enable_double_backprop();
-        let v = |n: usize, k: usize| -> Vec<f64> {
-            (0..n).map(|i| ((i * k % 83) as f64) / 9.0 - 4.5).collect()
-        };
-        let x =
-            Var::from_tensor(&Tensor::from_vec(v(3 * 4 * 6, 31), (3, 4, 6), &Device::Cpu).unwrap())
-                .unwrap();
-        let w = Var::from_tensor(&Tensor::new(&[1.5f64, -0.5, 2.0, 0.7], &Device::Cpu).unwrap())
-            .unwrap();
-        let b = Var::from_tensor(&Tensor::new(&[0.1f64, 0.4, -0.3, 0.0], &Device::Cpu).unwrap())
-            .unwrap();
-        let probe = Tensor::from_vec(v(72, 7), (3, 4, 6), &Device::Cpu).unwrap();
-        let loss = |y: &Tensor| (y.sqr().unwrap() * &probe).unwrap().sum_all().unwrap();
-        let (fused, stats) =
-            batch_norm_relu(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
-        let (bn, bn_stats) = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
-        let unfused = crate::ops::relu(&bn).unwrap();
-        assert_eq!(stats, bn_stats);
         let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        assert_eq!(values(&fused), values(&unfused));
-        let zeros = values(&fused).iter().filter(|v| **v == 0.0).count();
-        assert!(
-            zeros > 10 && zeros < 62,
-            "both signs needed, {zeros} of 72 clipped"
-        );
-        let vars = [&x, &w, &b];
-        let grads = |y: &Tensor| {
-            let g = loss(y).backward().unwrap();
+        let (f, r) = (fused(), reference());
+        assert_eq!(values(&f), values(&r));
+        let n = values(&f).len();
+        let zeros = values(&f).iter().filter(|v| **v == 0.0).count();
+        assert!(zeros > n / 8 && zeros < n - n / 8, "{zeros} of {n} clipped");
+        let probe = Tensor::from_vec(
+            (0..n).map(|i| ((i * 7 % 83) as f64) / 9.0 - 4.5).collect(),
+            f.shape(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // (y + 1/2)² has a nonzero slope where y is clipped to 0, so a missing mask shows.
+        let loss = |y: &Tensor| {
+            ((y + 0.5).unwrap().sqr().unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let of = |g: candle_core::backprop::GradStore| {
             vars.iter()
                 .map(|v| g.get(v).unwrap().clone())
                 .collect::<Vec<_>>()
         };
-        let (gf, gu) = (grads(&fused), grads(&unfused));
-        for (f, u) in gf.iter().zip(&gu) {
-            assert_eq!(values(f), values(u), "first order");
+        let gf = of(loss(&f).backward().unwrap());
+        let gr = of(loss(&r).backward().unwrap());
+        for (a, b) in gf.iter().zip(&gr) {
+            assert_eq!(values(a), values(b), "first order");
         }
         // A first-order pass takes the fused backward kernels (the training step's path).
-        let kernel_grads = |y: &Tensor| {
-            let g = breakeven_curvature::backward_first_order(&loss(y)).unwrap();
-            vars.iter()
-                .map(|v| g.get(v).unwrap().clone())
-                .collect::<Vec<_>>()
-        };
-        let (kf, ku) = (kernel_grads(&fused), kernel_grads(&unfused));
-        for ((kf, ku), u) in kf.iter().zip(&ku).zip(&gu) {
-            assert_eq!(values(kf), values(ku), "first-order kernels");
+        let first_order =
+            |y: &Tensor| of(breakeven_curvature::backward_first_order(&loss(y)).unwrap());
+        for ((a, b), g) in first_order(&fused())
+            .iter()
+            .zip(&first_order(&reference()))
+            .zip(&gr)
+        {
+            assert_eq!(values(a), values(b), "first-order kernels");
             assert!(
-                max_diff(kf, u) < 1e-12,
+                max_diff(a, g) < 1e-12,
                 "kernel vs graph: {}",
-                max_diff(kf, u)
+                max_diff(a, g)
             );
         }
         let hvp = |g: &[Tensor]| {
             let dot = g
                 .iter()
-                .zip(&gu)
+                .zip(&gr)
                 .map(|(g, u)| (g * u.detach()).unwrap().sum_all().unwrap())
                 .reduce(|a, b| (a + b).unwrap())
                 .unwrap();
-            let h = dot.backward().unwrap();
-            vars.iter()
-                .map(|v| h.get(v).unwrap().clone())
-                .collect::<Vec<_>>()
+            of(dot.backward().unwrap())
         };
-        for (f, u) in hvp(&gf).iter().zip(&hvp(&gu)) {
-            assert!(max_diff(f, u) < 1e-12, "second order: {}", max_diff(f, u));
+        for (a, b) in hvp(&gf).iter().zip(&hvp(&gr)) {
+            assert!(max_diff(a, b) < 1e-12, "second order: {}", max_diff(a, b));
         }
+    }
+
+    fn var(v: Vec<f64>, shape: &[usize]) -> Var {
+        Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn ramp(n: usize, k: usize) -> Vec<f64> {
+        (0..n).map(|i| ((i * k % 83) as f64) / 9.0 - 4.5).collect()
+    }
+
+    #[test]
+    fn fused_relu_equals_relu_of_batch_norm_to_second_order() {
+        let x = var(ramp(72, 31), &[3, 4, 6]);
+        let w = var(vec![1.5, -0.5, 2.0, 0.7], &[4]);
+        let b = var(vec![0.1, 0.4, -0.3, 0.0], &[4]);
+        let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let (_, stats) = batch_norm_relu(xt, wt, bt, 1e-5).unwrap();
+        assert_eq!(stats, batch_norm(xt, wt, bt, 1e-5).unwrap().1);
+        assert_same_to_second_order(
+            || batch_norm_relu(xt, wt, bt, 1e-5).unwrap().0,
+            || crate::ops::relu(&batch_norm(xt, wt, bt, 1e-5).unwrap().0).unwrap(),
+            &[&x, &w, &b],
+        );
+    }
+
+    #[test]
+    fn fused_add_relu_equals_relu_of_batch_norm_plus_residual_to_second_order() {
+        let x = var(ramp(72, 31), &[3, 4, 6]);
+        let s = var(ramp(72, 17).iter().map(|v| v / 3.0).collect(), &[3, 4, 6]);
+        let w = var(vec![1.5, -0.5, 2.0, 0.7], &[4]);
+        let b = var(vec![0.1, 0.4, -0.3, 0.0], &[4]);
+        let (xt, st, wt, bt) = (x.as_tensor(), s.as_tensor(), w.as_tensor(), b.as_tensor());
+        let (_, stats) = batch_norm_add_relu(xt, wt, bt, st, 1e-5).unwrap();
+        assert_eq!(stats, batch_norm(xt, wt, bt, 1e-5).unwrap().1);
+        assert_same_to_second_order(
+            || batch_norm_add_relu(xt, wt, bt, st, 1e-5).unwrap().0,
+            || {
+                let y = batch_norm(xt, wt, bt, 1e-5).unwrap().0;
+                crate::ops::relu(&(y + st).unwrap()).unwrap()
+            },
+            &[&x, &s, &w, &b],
+        );
+        let wrong = var(ramp(24, 5), &[3, 4, 2]);
+        let err = batch_norm_add_relu(xt, wt, bt, wrong.as_tensor(), 1e-5).unwrap_err();
+        assert!(err.to_string().contains("[3, 4, 2]"), "{err}");
     }
 
     /// The first-order kernel (used when Candle drops gradient graphs) against the gradients

@@ -17,7 +17,9 @@ mod per_example_rows;
 mod pool;
 mod relu;
 
-pub use batch_norm::{batch_norm, batch_norm_relu, channel_mean, per_channel, BatchStats};
+pub use batch_norm::{
+    batch_norm, batch_norm_add_relu, batch_norm_relu, channel_mean, per_channel, BatchStats,
+};
 pub use conv::conv2d;
 pub(crate) use conv::conv2d_stashing;
 pub(crate) use conv_stash::GradSlot;
