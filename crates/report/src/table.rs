@@ -203,22 +203,27 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     if let Some(line) = crate::page::outcomes_trained_on_line(outcomes) {
         let _ = writeln!(out, "{line}");
     }
-    let wall: f64 = outcomes
+    let walls: Vec<f64> = outcomes
         .iter()
-        .filter_map(|o| match &o.state {
-            RowState::Ran { runs, .. } => Some(
-                runs.iter()
-                    .filter_map(|(_, s)| s.as_ref().map(|s| s.wall_s))
-                    .sum::<f64>(),
-            ),
-            _ => None,
+        .flat_map(|o| match &o.state {
+            RowState::Ran { runs, .. } => runs
+                .iter()
+                .filter_map(|(_, s)| s.as_ref().map(|s| s.wall_s))
+                .collect(),
+            _ => Vec::new(),
         })
-        .sum();
-    let _ = writeln!(
-        out,
-        "- Training wall time of all finished runs: {:.1} min",
-        wall / 60.0
-    );
+        .collect();
+    let _ = if walls.is_empty() {
+        // (An empty f64 sum is −0.0, which printed as "-0.0 min".)
+        writeln!(out, "- Training wall time: no run has finished yet")
+    } else {
+        writeln!(
+            out,
+            "- Training wall time of all {} finished runs: {:.1} min",
+            walls.len(),
+            walls.iter().sum::<f64>() / 60.0
+        )
+    };
     if let Some(line) = crate::page::outcomes_overhead_line(outcomes) {
         let _ = writeln!(out, "{line}");
     }
@@ -980,6 +985,37 @@ mod gap_tests {
     /// A small table trained for real (the synthetic row, one epoch, 2 seeds; the CIFAR-100 row
     /// missing its data) and rendered: paper numbers, the fetch command, plots and an
     /// undecided verdict.
+    /// A page rendered before any run finished says so (it printed "-0.0 min", the sum of no
+    /// wall times).
+    #[test]
+    fn a_page_without_finished_runs_says_none_has_finished() {
+        use breakeven_runner::sweep::Experiment;
+        use breakeven_runner::table::{run_table, Silent};
+
+        let dir =
+            std::env::temp_dir().join(format!("breakeven-report-none-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
+        let exp = Experiment::load(&path).unwrap();
+        let outcomes = run_table(&exp, "smoke", &dir, &[], false, &mut Silent).unwrap();
+        let ctx = super::ReportContext {
+            profile: "smoke".into(),
+            command: "cargo xtask reproduce table1 --profile smoke --report-only".into(),
+            generated_utc: "now".into(),
+            git_revision: "rev".into(),
+            hardware: "test".into(),
+            plots: vec![],
+            reference_runs: vec![],
+        };
+        let md = super::render_markdown(&exp, &outcomes, &ctx);
+        assert!(
+            md.contains("- Training wall time: no run has finished yet") && !md.contains("-0.0"),
+            "{md}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_small_table_renders_missing_rows_plots_and_verdicts() {
         use breakeven_runner::sweep::Experiment;
