@@ -18,8 +18,8 @@ use rand_chacha::ChaCha8Rng;
 /// (N, C, H, W, O, K, stride, padding).
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-/// SimpleCNN's four convs, then ResNet-18 stages.
-const SHAPES: [Case; 8] = [
+/// SimpleCNN's four convs, then ResNet-18 stages (the 8×8 and 4×4 ones last).
+const SHAPES: [Case; 10] = [
     (128, 3, 32, 32, 32, 3, 1, 1),
     (128, 32, 32, 32, 32, 3, 1, 0),
     (128, 32, 15, 15, 64, 3, 1, 1),
@@ -28,6 +28,8 @@ const SHAPES: [Case; 8] = [
     (128, 128, 16, 16, 128, 3, 1, 1),
     (128, 128, 16, 16, 256, 3, 2, 1),
     (128, 64, 32, 32, 128, 1, 2, 0),
+    (128, 256, 8, 8, 256, 3, 1, 1),
+    (128, 512, 4, 4, 512, 3, 1, 1),
 ];
 
 fn uniform(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {

@@ -1,19 +1,30 @@
 //! CPU kernels of 2-D convolution on contiguous NCHW slices: im2col/col2im plus `gemm`,
 //! parallel over the batch, and the dispatch to the shifted-view kernels of `conv_shifted.rs`
-//! where those apply (stride 1). The three kernels are the forward, its input gradient (the
-//! transposed convolution) and its weight gradient; `conv.rs` wires them into Candle's autograd
-//! (through `conv_ops.rs`).
+//! and the Winograd kernels of `conv_winograd.rs` where those apply (stride 1). The three
+//! kernels are the forward, its input gradient (the transposed convolution) and its weight
+//! gradient; `conv.rs` wires them into Candle's autograd (through `conv_ops.rs`).
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv_im2col::{col2im, im2col};
-use super::conv_shifted;
+use super::{conv_shifted, conv_winograd};
 
 /// Element types the kernels run on (the ones `gemm` and our tests need).
-pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
+pub(crate) trait Elem:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+{
     const ZERO: Self;
     const ONE: Self;
+    /// 1/2, exact (Winograd's kernel transform).
+    const HALF: Self;
     fn is_nan(self) -> bool;
     /// Exact widening to f64.
     fn to_f64(self) -> f64;
@@ -22,6 +33,7 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static + std::ops::AddAssign {
 impl Elem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
@@ -33,6 +45,7 @@ impl Elem for f32 {
 impl Elem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
     fn is_nan(self) -> bool {
         f64::is_nan(self)
     }
@@ -229,9 +242,14 @@ fn gather<T: Elem>(src: &[T], i0: usize, len: usize, rows: usize, hw: usize, dst
     }
 }
 
-/// Forward, N×O×HO×WO: over shifted views of the padded image (`conv_shifted`) for stride-1
-/// kernels larger than 1×1 and at least 8 input channels, through im2col for the rest.
+/// Forward, N×O×HO×WO: Winograd F(2×2, 3×3) (`conv_winograd`) for stride-1 3×3 layers with at
+/// least 128 input and output channels, over shifted views of the padded image (`conv_shifted`)
+/// for the other stride-1 kernels larger than 1×1 with at least 8 input channels, through
+/// im2col for the rest.
 pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    if conv_winograd::applies(g) {
+        return conv_winograd::forward(x, w, bias, g);
+    }
     if conv_shifted::applies(g) {
         return conv_shifted::forward(x, w, bias, g);
     }
@@ -303,15 +321,19 @@ pub(super) fn conv_fwd_im2col<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: 
     y
 }
 
-/// Input gradient (transposed convolution), N×C×H×W: over shifted views of the padded image
-/// (`conv_shifted`) for stride-1 kernels larger than 1×1 and at least 8 input channels,
-/// `dx[n] = col2im(Wᵀ (CK×O) · dy[n])` for the rest.
+/// Input gradient (transposed convolution), N×C×H×W: Winograd (`conv_winograd`, the forward
+/// of `dy` with the flipped kernel) where the forward uses it, over shifted views of the padded
+/// image (`conv_shifted`) for the other stride-1 kernels larger than 1×1 and at least 8 input
+/// channels, `dx[n] = col2im(Wᵀ (CK×O) · dy[n])` for the rest.
 ///
 /// The shifted form replaced a convolution of `dy` with the flipped kernel, which SimpleCNN's
 /// conv2 and ResNet-18's C = O layers had used: on the shifted forward it ran as fast as the
 /// shifted input gradient or slower (SimpleCNN's conv2, 32→32 on 32×32 'valid', N = 128, one
 /// thread of an Intel Xeon: 24.8 against 23.4 ms of CPU time, medians of 3 alternated runs).
 pub(crate) fn conv_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    if conv_winograd::applies(g) {
+        return conv_winograd::input_grad(dy, w, g);
+    }
     if conv_shifted::applies(g) {
         return conv_shifted::input_grad(dy, w, g);
     }

@@ -139,7 +139,7 @@ pub(super) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
 /// Extended output positions rounded up to whole SIMD vectors of f32 (and so of f64): gemm
 /// then reads the shifted view in place instead of packing it. The padded buffers carry
 /// [`SLACK`] zeros past the last plane for the rounded tail.
-fn rounded(qe: usize) -> usize {
+pub(super) fn rounded(qe: usize) -> usize {
     qe.next_multiple_of(SLACK)
 }
 
@@ -166,7 +166,7 @@ fn by_tap<T: Elem>(w: &[T], g: &Geom, c_major: bool) -> Vec<T> {
 
 /// Runs `one(scratch, image, chunk)` over the per-image chunks of `out`, in parallel where the
 /// images cover the threads.
-fn per_image<T: Elem, S>(
+pub(super) fn per_image<T: Elem, S>(
     out: &mut [T],
     len: usize,
     parallel: bool,

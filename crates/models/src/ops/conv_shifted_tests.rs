@@ -11,7 +11,7 @@ use super::conv_cpu::{
 use super::conv_shifted;
 
 /// (N, C, H, W, O, KH, KW, padding), all stride 1.
-type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+pub(super) type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 const SHAPES: [Case; 9] = [
     (1, 3, 7, 9, 5, 3, 3, 0),
@@ -25,7 +25,7 @@ const SHAPES: [Case; 9] = [
     (3, 9, 3, 3, 4, 3, 3, 0),
 ];
 
-fn geom((n, c, h, w, o, kh, kw, pad): Case) -> Geom {
+pub(super) fn geom((n, c, h, w, o, kh, kw, pad): Case) -> Geom {
     Geom {
         n,
         c,
@@ -41,12 +41,12 @@ fn geom((n, c, h, w, o, kh, kw, pad): Case) -> Geom {
     }
 }
 
-fn uniform(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
+pub(super) fn uniform(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
     (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect()
 }
 
 /// The weight gradient as its definition, one loop per index, summed in f64.
-fn direct_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<f64> {
+pub(super) fn direct_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<f64> {
     let mut dw = vec![0.0; g.o * g.c * g.kh * g.kw];
     for o in 0..g.o {
         for c in 0..g.c {
@@ -82,7 +82,7 @@ fn pixel(g: &Geom, n: usize, c: usize, y: usize, x: usize, i: usize, j: usize) -
 }
 
 /// The forward (with bias) as its definition, summed in f64.
-fn direct_forward<T: Elem>(x: &[T], w: &[T], b: &[T], g: &Geom) -> Vec<f64> {
+pub(super) fn direct_forward<T: Elem>(x: &[T], w: &[T], b: &[T], g: &Geom) -> Vec<f64> {
     let mut out = vec![0.0; g.n * g.o * g.hw_out()];
     for n in 0..g.n {
         for o in 0..g.o {
@@ -108,7 +108,7 @@ fn direct_forward<T: Elem>(x: &[T], w: &[T], b: &[T], g: &Geom) -> Vec<f64> {
 }
 
 /// The input gradient as the adjoint of the forward's definition, summed in f64.
-fn direct_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<f64> {
+pub(super) fn direct_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<f64> {
     let mut dx = vec![0.0; g.n * g.c * g.hw_in()];
     for n in 0..g.n {
         for o in 0..g.o {
@@ -133,7 +133,7 @@ fn direct_input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<f64> {
 }
 
 /// Largest |a − b| relative to the largest |b|.
-fn rel_err<T: Elem>(a: &[T], b: &[f64]) -> f64 {
+pub(super) fn rel_err<T: Elem>(a: &[T], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let err = a
@@ -170,16 +170,16 @@ fn weight_gradient_equals_im2col_and_the_direct_loops() {
 }
 
 /// `ours` within `tol` (relative) of the direct loops and of the im2col (or col2im) kernel.
-fn agrees<T: Elem>(ours: &[T], direct: &[f64], reference: &[f64], tol: f64, what: &str) {
+pub(super) fn agrees<T: Elem>(ours: &[T], direct: &[f64], reference: &[f64], tol: f64, what: &str) {
     assert!(rel_err(ours, direct) < tol, "{what} vs direct");
     assert!(rel_err(ours, reference) < tol, "{what} vs im2col");
 }
 
-fn to_f32(v: &[f64]) -> Vec<f32> {
+pub(super) fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
 }
 
-fn to_f64(v: &[f32]) -> Vec<f64> {
+pub(super) fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&v| f64::from(v)).collect()
 }
 

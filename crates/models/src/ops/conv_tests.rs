@@ -42,10 +42,12 @@ type Case = (
 );
 
 /// Rows 9, 10, 11, 14 and 15 (stride 1, ≥ 16 input channels) run the shifted-view kernels
-/// (`conv_shifted`: padding 1, 0, 2, 0 and 1, and C < O in row 15); the rest run im2col: row 12
+/// (`conv_shifted`: padding 1, 0, 2, 0 and 1, and C < O in row 15), row 16 (3×3, 128 → 136
+/// channels) the Winograd forward and input gradient (`conv_winograd`) and the shifted-view
+/// weight gradient; the rest run im2col: row 12
 /// has ≥ 512 output pixels (one image per gemm), row 13 a batch that is not a multiple of the
 /// images per gemm (6 + 1), the others several images side by side in one gemm.
-const SHAPES: [Case; 15] = [
+const SHAPES: [Case; 16] = [
     (2, 3, 8, 8, 4, 3, 3, 1, 1),
     (3, 2, 7, 9, 5, 3, 3, 1, 0),
     (2, 4, 9, 6, 3, 3, 3, 2, 1),
@@ -61,13 +63,14 @@ const SHAPES: [Case; 15] = [
     (7, 2, 10, 10, 3, 3, 3, 1, 1),
     (1, 17, 20, 21, 4, 3, 3, 1, 0),
     (2, 16, 6, 7, 20, 3, 3, 1, 1),
+    (2, 128, 5, 6, 136, 3, 3, 1, 1),
 ];
 
 #[test]
-fn the_rows_cover_both_kernel_families() {
-    let shifted = |&(n, c, h, w, o, kh, kw, stride, pad): &Case| {
+fn the_rows_cover_every_kernel_family() {
+    let geom = |&(n, c, h, w, o, kh, kw, stride, pad): &Case| {
         let out = |len: usize, k: usize| (len + 2 * pad - k) / stride + 1;
-        let g = super::conv_cpu::Geom {
+        super::conv_cpu::Geom {
             n,
             c,
             h,
@@ -79,14 +82,22 @@ fn the_rows_cover_both_kernel_families() {
             pad,
             ho: out(h, kh),
             wo: out(w, kw),
-        };
-        super::conv_shifted::applies(&g)
+        }
     };
-    let rows: Vec<usize> = (0..SHAPES.len()).filter(|&i| shifted(&SHAPES[i])).collect();
+    let rows = |takes: fn(&super::conv_cpu::Geom) -> bool| -> Vec<usize> {
+        (0..SHAPES.len())
+            .filter(|&i| takes(&geom(&SHAPES[i])))
+            .collect()
+    };
     assert_eq!(
-        rows,
-        vec![8, 9, 10, 13, 14],
-        "0-based rows run the shifted-view kernels"
+        rows(super::conv_shifted::applies),
+        vec![8, 9, 10, 13, 14, 15],
+        "0-based rows the shifted-view kernels take"
+    );
+    assert_eq!(
+        rows(super::conv_winograd::applies),
+        vec![15],
+        "0-based rows the Winograd kernels take (before the shifted views)"
     );
 }
 

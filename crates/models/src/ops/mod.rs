@@ -12,6 +12,9 @@ mod conv_shifted_tests;
 mod conv_stash;
 #[cfg(test)]
 mod conv_tests;
+mod conv_winograd;
+#[cfg(test)]
+mod conv_winograd_tests;
 mod max_pool;
 mod per_example_rows;
 mod pool;
