@@ -363,32 +363,25 @@ impl CustomOp3 for FusedAdd {
                 l3.shape()
             );
         }
-        let c = dims.1;
+        // x, residual, [w; b]: w and b are the two rows of the last.
+        fn run<T: WithDType>(
+            (x, r, wb): (&[T], &[T], &[T]),
+            dims: (usize, usize, usize),
+            eps: f64,
+        ) -> (Vec<T>, BatchStats) {
+            let c = dims.1;
+            forward(x, &wb[..c], &wb[c..], dims, eps, true, Some(r))
+        }
+        let eps = self.0.eps;
         let (y, stats) = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(r), CpuStorage::F32(wb)) => {
-                let wb = contiguous(wb, l3)?;
-                let (y, s) = forward(
-                    contiguous(x, l1)?,
-                    &wb[..c],
-                    &wb[c..],
-                    dims,
-                    self.0.eps,
-                    true,
-                    Some(contiguous(r, l2)?),
-                );
+                let args = (contiguous(x, l1)?, contiguous(r, l2)?, contiguous(wb, l3)?);
+                let (y, s) = run(args, dims, eps);
                 (CpuStorage::F32(y), s)
             }
             (CpuStorage::F64(x), CpuStorage::F64(r), CpuStorage::F64(wb)) => {
-                let wb = contiguous(wb, l3)?;
-                let (y, s) = forward(
-                    contiguous(x, l1)?,
-                    &wb[..c],
-                    &wb[c..],
-                    dims,
-                    self.0.eps,
-                    true,
-                    Some(contiguous(r, l2)?),
-                );
+                let args = (contiguous(x, l1)?, contiguous(r, l2)?, contiguous(wb, l3)?);
+                let (y, s) = run(args, dims, eps);
                 (CpuStorage::F64(y), s)
             }
             _ => candle_core::bail!(
