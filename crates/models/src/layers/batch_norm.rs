@@ -87,6 +87,16 @@ impl BatchNorm {
                 x.dims()
             );
         }
+        if let Then::AddRelu(s) = then {
+            if s.dims() != x.dims() {
+                candle_core::bail!(
+                    "BatchNorm: the residual added before the ReLU must have the input's shape \
+                     {:?}, got {:?}",
+                    x.dims(),
+                    s.dims()
+                );
+            }
+        }
         // Work on an N × C × (H·W) view, so that every reduction is over the contiguous last
         // axis first (see `channel_mean` and `per_channel`).
         let (n, shape) = (x.dim(0)?, x.shape().clone());
@@ -236,28 +246,48 @@ mod tests {
         assert_eq!(bn.num_batches_tracked.dims(), &[] as &[usize]);
     }
 
-    /// `forward_relu` is `relu(forward)` in every mode, and updates the running statistics
-    /// the same way in Train mode.
+    /// `forward_relu` is `relu(forward)` and `forward_add_relu` is `relu(forward + s)` in every
+    /// mode, and both update the running statistics the same way in Train mode.
     #[test]
-    fn forward_relu_is_relu_of_forward_in_every_mode() {
+    fn fused_forwards_are_relu_of_forward_in_every_mode() {
         let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let (_, x) = bn_and_input();
+        let s = ((x.sin().unwrap() * 2.0).unwrap() - 0.5).unwrap();
         for mode in [Mode::Train, Mode::BatchStats, Mode::Eval] {
-            let (bn, x) = bn_and_input();
-            let (twin, _) = bn_and_input();
-            twin.bias
-                .set(&Tensor::new(&[0.3f64, -3.0], &Device::Cpu).unwrap())
-                .unwrap();
-            bn.bias
-                .set(&Tensor::new(&[0.3f64, -3.0], &Device::Cpu).unwrap())
-                .unwrap();
-            let fused = bn.forward_relu(&x, mode).unwrap();
-            let reference = crate::ops::relu(&twin.forward(&x, mode).unwrap()).unwrap();
-            assert_eq!(fused.dims(), x.dims());
-            assert_eq!(values(&fused), values(&reference), "{mode:?}");
-            assert!(values(&fused).contains(&0.0), "{mode:?}: nothing clipped");
-            assert_eq!(vec(&bn.running_mean), vec(&twin.running_mean), "{mode:?}");
-            assert_eq!(vec(&bn.running_var), vec(&twin.running_var), "{mode:?}");
+            for add in [false, true] {
+                let (bn, _) = bn_and_input();
+                let (twin, _) = bn_and_input();
+                for b in [&bn, &twin] {
+                    b.bias
+                        .set(&Tensor::new(&[0.3f64, -3.0], &Device::Cpu).unwrap())
+                        .unwrap();
+                }
+                let (fused, reference) = if add {
+                    let y = (twin.forward(&x, mode).unwrap() + &s).unwrap();
+                    (bn.forward_add_relu(&x, &s, mode).unwrap(), y)
+                } else {
+                    (
+                        bn.forward_relu(&x, mode).unwrap(),
+                        twin.forward(&x, mode).unwrap(),
+                    )
+                };
+                let reference = crate::ops::relu(&reference).unwrap();
+                let what = format!("{mode:?}, add {add}");
+                assert_eq!(fused.dims(), x.dims());
+                assert_eq!(values(&fused), values(&reference), "{what}");
+                assert!(values(&fused).contains(&0.0), "{what}: nothing clipped");
+                assert!(
+                    values(&fused).iter().any(|v| *v > 0.0),
+                    "{what}: all clipped"
+                );
+                assert_eq!(vec(&bn.running_mean), vec(&twin.running_mean), "{what}");
+                assert_eq!(vec(&bn.running_var), vec(&twin.running_var), "{what}");
+            }
         }
+        let (bn, _) = bn_and_input();
+        let wrong = x.narrow(0, 0, 1).unwrap();
+        let err = bn.forward_add_relu(&x, &wrong, Mode::Train).unwrap_err();
+        assert!(err.to_string().contains("[1, 2, 2, 2]"), "{err}");
     }
 
     #[test]
