@@ -85,7 +85,7 @@ pub fn batch_norm_add_relu(
     let y = x
         .contiguous()?
         .apply_op3(&s.contiguous()?, &wb.contiguous()?, op)?;
-    Ok((y, take_stats(&stats)?))
+    Ok((y, stats_left(&stats)?))
 }
 
 fn fusable(x: &Tensor, w: &Tensor) -> bool {
@@ -93,7 +93,7 @@ fn fusable(x: &Tensor, w: &Tensor) -> bool {
 }
 
 /// The statistics a fused forward left (a copy: the backward reads them too).
-fn take_stats(stats: &Mutex<Option<BatchStats>>) -> Result<BatchStats> {
+fn stats_left(stats: &Mutex<Option<BatchStats>>) -> Result<BatchStats> {
     let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
     stats.ok_or_else(|| candle_core::Error::Msg("batch_norm: fused op left no statistics".into()))
 }
@@ -115,7 +115,7 @@ fn normalize(
         let y = x
             .contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, op)?;
-        return Ok((y, take_stats(&stats)?));
+        return Ok((y, stats_left(&stats)?));
     }
     let mean = channel_mean(x)?;
     let centered = x.sub(&per_channel(&mean, x)?)?;
