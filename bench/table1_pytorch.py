@@ -146,6 +146,7 @@ def main():
             status = "converged"
             break
     result = {
+        "row": "cifar10-simplecnn",  # the Table 1 row this script reproduces
         "column": a.column,
         "lr": a.lr,
         "penalty": a.penalty,

@@ -32,6 +32,10 @@ pub struct ReportContext {
 /// (one JSON object per line; fields it does not use are ignored).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ReferenceRun {
+    /// The row (setting) it reproduces: the script trains Table 1's CIFAR-10 SimpleCNN
+    /// protocol, and its records before this field existed are of that row.
+    #[serde(default = "cifar10_row")]
+    pub row: String,
     /// The Table 1 column it stands beside (`eta_star`, `baseline`, `fp`).
     pub column: String,
     pub lr: f64,
@@ -43,6 +47,10 @@ pub struct ReferenceRun {
     pub test_acc: Option<f64>,
     #[serde(default)]
     pub torch: String,
+}
+
+fn cifar10_row() -> String {
+    "cifar10-simplecnn".into()
 }
 
 /// The reference runs of a JSON-lines file (absent file: none); a bad line is an error naming
@@ -67,7 +75,7 @@ pub fn read_reference_runs(
         .collect()
 }
 
-/// "PyTorch, same protocol": each reference run beside our cell of its column (first row).
+/// "PyTorch, same protocol": each reference run beside our cell of its row and column.
 fn reference_section(
     out: &mut String,
     exp: &Experiment,
@@ -77,8 +85,9 @@ fn reference_section(
     if refs.is_empty() {
         return;
     }
+    let row = refs[0].row.as_str();
     let cells = outcomes.iter().find_map(|o| match &o.state {
-        RowState::Ran { cells, .. } => Some((o.row.setting.as_str(), cells)),
+        RowState::Ran { cells, .. } if o.row.key == row => Some((o.row.setting.as_str(), cells)),
         _ => None,
     });
     let _ = writeln!(out, "\n## PyTorch, same protocol\n");
@@ -985,6 +994,31 @@ mod gap_tests {
     /// A small table trained for real (the synthetic row, one epoch, 2 seeds; the CIFAR-100 row
     /// missing its data) and rendered: paper numbers, the fetch command, plots and an
     /// undecided verdict.
+    /// The PyTorch runs stand beside their own row (CIFAR-10), not the table's first row.
+    #[test]
+    fn reference_runs_stand_beside_their_row() {
+        use breakeven_runner::sweep::Experiment;
+        use breakeven_runner::table::{run_table, Silent};
+
+        let dir = std::env::temp_dir().join(format!("breakeven-report-ref-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
+        let exp = Experiment::load(&path).unwrap();
+        let outcomes = run_table(&exp, "cpu", &dir, &[], false, &mut Silent).unwrap();
+        assert_ne!(
+            outcomes[0].row.key, "cifar10-simplecnn",
+            "the test needs another first row"
+        );
+        let line = r#"{"column": "eta_star", "lr": 0.02, "seed": 0, "epochs": 27, "status": "converged", "test_acc": 0.5}"#;
+        let refs: Vec<super::ReferenceRun> = vec![serde_json::from_str(line).unwrap()];
+        assert_eq!(refs[0].row, "cifar10-simplecnn");
+        let mut md = String::new();
+        super::reference_section(&mut md, &exp, &outcomes, &refs);
+        assert!(md.contains("same column (CIFAR-10 (SimpleCNN))"), "{md}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A page rendered before any run finished says so (it printed "-0.0 min", the sum of no
     /// wall times).
     #[test]
