@@ -78,7 +78,7 @@ pub fn batch_norm_add_relu(
     let stats = Arc::new(Mutex::new(None));
     let op = FusedAdd(Fused {
         eps,
-        relu: true,
+        relu: false,
         stats: stats.clone(),
     });
     let wb = Tensor::stack(&[w, b], 0)?;
@@ -334,8 +334,8 @@ impl Fused {
     }
 }
 
-/// [`batch_norm_add_relu`]'s op over (x, s, [w; b]): BatchNorm with a ReLU, plus `s` before
-/// the ReLU.
+/// [`batch_norm_add_relu`]'s op over (x, s, [w; b]): the BatchNorm it holds (without a ReLU
+/// of its own), plus `s`, then a ReLU.
 struct FusedAdd(Fused);
 
 impl CustomOp3 for FusedAdd {
@@ -402,12 +402,7 @@ impl CustomOp3 for FusedAdd {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dz = super::relu::relu_grad(dy, y)?;
-        let plain = Fused {
-            eps: self.0.eps,
-            relu: false,
-            stats: self.0.stats.clone(),
-        };
-        let (dx, dw, db) = plain.backward(x, &wb.get(0)?, y, &dz)?;
+        let (dx, dw, db) = self.0.backward(x, &wb.get(0)?, y, &dz)?;
         Ok((Some(dx), Some(dz), Some(Tensor::stack(&[dw, db], 0)?)))
     }
 }
