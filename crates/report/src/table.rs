@@ -994,18 +994,34 @@ mod gap_tests {
     /// A small table trained for real (the synthetic row, one epoch, 2 seeds; the CIFAR-100 row
     /// missing its data) and rendered: paper numbers, the fetch command, plots and an
     /// undecided verdict.
-    /// The PyTorch runs stand beside their own row (CIFAR-10), not the table's first row.
-    #[test]
-    fn reference_runs_stand_beside_their_row() {
+    /// The table1 definition, and its rows for `profile` from a runs dir that holds nothing
+    /// (report only: nothing is trained or written).
+    fn table1_without_runs(
+        profile: &str,
+    ) -> (
+        breakeven_runner::sweep::Experiment,
+        Vec<breakeven_runner::table::RowOutcome>,
+    ) {
         use breakeven_runner::sweep::Experiment;
         use breakeven_runner::table::{run_table, Silent};
 
-        let dir = std::env::temp_dir().join(format!("breakeven-report-ref-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
         let exp = Experiment::load(&path).unwrap();
-        let outcomes = run_table(&exp, "cpu", &dir, &[], false, &mut Silent).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "breakeven-report-no-runs-{profile}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let outcomes = run_table(&exp, profile, &dir, &[], false, &mut Silent).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (exp, outcomes)
+    }
+
+    /// The PyTorch runs stand beside their own row (CIFAR-10), not the table's first row.
+    #[test]
+    fn reference_runs_stand_beside_their_row() {
+        let (exp, outcomes) = table1_without_runs("cpu");
         assert_ne!(
             outcomes[0].row.key, "cifar10-simplecnn",
             "the test needs another first row"
@@ -1016,23 +1032,13 @@ mod gap_tests {
         let mut md = String::new();
         super::reference_section(&mut md, &exp, &outcomes, &refs);
         assert!(md.contains("same column (CIFAR-10 (SimpleCNN))"), "{md}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A page rendered before any run finished says so (it printed "-0.0 min", the sum of no
     /// wall times).
     #[test]
     fn a_page_without_finished_runs_says_none_has_finished() {
-        use breakeven_runner::sweep::Experiment;
-        use breakeven_runner::table::{run_table, Silent};
-
-        let dir =
-            std::env::temp_dir().join(format!("breakeven-report-none-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
-        let exp = Experiment::load(&path).unwrap();
-        let outcomes = run_table(&exp, "smoke", &dir, &[], false, &mut Silent).unwrap();
+        let (exp, outcomes) = table1_without_runs("smoke");
         let ctx = super::ReportContext {
             profile: "smoke".into(),
             command: "cargo xtask reproduce table1 --profile smoke --report-only".into(),
@@ -1047,7 +1053,6 @@ mod gap_tests {
             md.contains("- Training wall time: no run has finished yet") && !md.contains("-0.0"),
             "{md}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
