@@ -648,6 +648,37 @@ pub fn test_at_train_acc(curve: &[(f64, f64, f64)], train_acc: f64) -> Option<(f
         .map(|&(e, _, t)| (e, t))
 }
 
+/// The training accuracy at which a Baseline run stopped by `criterion` (its `stop.train_acc`)
+/// is read for a penalized cell that ended at `cell_train`: that value, or the criterion when the
+/// cell went past it. A run stops at the first epoch at or above its criterion (e.g. 99.04% for
+/// 99%), so a converged Baseline seldom reaches a converged cell's exact final accuracy (99.2%);
+/// both met the same criterion, and that is where they are compared.
+pub fn control_level(cell_train: f64, criterion: Option<f64>) -> f64 {
+    criterion.map_or(cell_train, |c| cell_train.min(c))
+}
+
+/// The early-stopping control of one penalized cell that ended at running training accuracy
+/// `cell_train` (mean over its seeds): over the Baseline's runs (per-epoch curve and stopping
+/// criterion), the mean test accuracy and mean epoch at each run's first epoch at
+/// [`control_level`]; `None` unless every Baseline run reached its level.
+pub fn baseline_control(
+    base: &[(Vec<(f64, f64, f64)>, Option<f64>)],
+    cell_train: f64,
+) -> Option<(f64, f64)> {
+    let at: Vec<(f64, f64)> = base
+        .iter()
+        .map(|(curve, criterion)| test_at_train_acc(curve, control_level(cell_train, *criterion)))
+        .collect::<Option<_>>()?;
+    if at.is_empty() {
+        return None;
+    }
+    let k = at.len() as f64;
+    Some((
+        at.iter().map(|a| a.1).sum::<f64>() / k,
+        at.iter().map(|a| a.0).sum::<f64>() / k,
+    ))
+}
+
 /// "Early-stopping control": next to each penalized cell, the Baseline's test accuracy at the
 /// epoch where it had the training accuracy that cell stopped at, so a reader can see whether
 /// the penalty does more than stop early (TESTING.md). Needs per-epoch test accuracy in the
@@ -672,8 +703,8 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
                             r.status != breakeven_runner::rundir::RunStatus::Diverged
                         })
                 })
-                .map(|(s, _)| epoch_curve(&s.dir))
-                .filter(|c| !c.is_empty())
+                .map(|(s, _)| (epoch_curve(&s.dir), s.config.stop.train_acc))
+                .filter(|(c, _)| !c.is_empty())
                 .collect::<Vec<_>>()
         };
         let base_curves = chosen_runs(base);
@@ -686,21 +717,20 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
                 continue;
             }
             let n = curves.len() as f64;
-            let final_train = curves.iter().map(|c| c[c.len() - 1].1).sum::<f64>() / n;
-            let final_test = curves.iter().map(|c| c[c.len() - 1].2).sum::<f64>() / n;
-            let at: Vec<(f64, f64)> = base_curves
-                .iter()
-                .filter_map(|c| test_at_train_acc(c, final_train))
-                .collect();
-            let control = if at.len() == base_curves.len() {
-                let k = at.len() as f64;
-                format!(
-                    "{:.2} (epoch {:.0})",
-                    100.0 * at.iter().map(|a| a.1).sum::<f64>() / k,
-                    at.iter().map(|a| a.0).sum::<f64>() / k
-                )
-            } else {
-                "never reached".into()
+            let final_train = curves.iter().map(|(c, _)| c[c.len() - 1].1).sum::<f64>() / n;
+            let final_test = curves.iter().map(|(c, _)| c[c.len() - 1].2).sum::<f64>() / n;
+            let control = match baseline_control(&base_curves, final_train) {
+                Some((test, epoch)) => {
+                    let criteria = base_curves.iter().filter_map(|(_, c)| *c);
+                    let level = criteria.fold(final_train, f64::min);
+                    let at = if level < final_train {
+                        format!(", at its criterion {:.1}%", 100.0 * level)
+                    } else {
+                        String::new()
+                    };
+                    format!("{:.2} (epoch {epoch:.0}{at})", 100.0 * test)
+                }
+                None => "never reached".into(),
             };
             lines.push(format!(
                 "| {} | {} | {:.2} | {:.1} | {control} |",
@@ -722,7 +752,9 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
          same training accuracy would do as well. Per penalized cell (chosen α, mean over its \
          seeds): its final test accuracy and final running training accuracy (last epoch, %), \
          and the {b}'s test accuracy at the first epoch where its running training accuracy \
-         reached that value (mean over the {b}'s seeds).\n"
+         reached that value (mean over the {b}'s seeds). A cell that went past the {b}'s stopping \
+         criterion is read at the criterion: a run stops at the first epoch at or above it, so \
+         both met the same criterion there (\"at its criterion\").\n"
     );
     let _ = writeln!(
         out,
@@ -910,6 +942,37 @@ mod gap_tests {
         assert_eq!(test_at_train_acc(&curve, 0.6), Some((2.0, 0.5)));
         assert_eq!(test_at_train_acc(&curve, 0.61), Some((3.0, 0.6)));
         assert_eq!(test_at_train_acc(&curve, 0.995), None);
+    }
+
+    /// A cell that went past the Baseline's stopping criterion is compared where the Baseline
+    /// stopped (it stops at the first epoch at or above 99%, here 99.04%, below the cell's 99.2%);
+    /// a cell that stopped below the criterion is compared at its own accuracy; a Baseline run
+    /// without a criterion is read at the cell's accuracy and may never reach it.
+    #[test]
+    fn a_converged_cell_is_compared_at_the_baselines_criterion() {
+        use super::{baseline_control, control_level};
+        assert_eq!(control_level(0.992, Some(0.99)), 0.99);
+        assert_eq!(control_level(0.76, Some(0.99)), 0.76);
+        assert_eq!(control_level(0.992, None), 0.992);
+        let stopped = |test_at_end: f64| {
+            vec![
+                (1.0, 0.5, 0.40),
+                (2.0, 0.8, 0.50),
+                (3.0, 0.9904, test_at_end),
+            ]
+        };
+        let base = [(stopped(0.52), Some(0.99)), (stopped(0.54), Some(0.99))];
+        let (test, epoch) = baseline_control(&base, 0.992).expect("read at the criterion");
+        assert!(
+            (test - 0.53).abs() < 1e-12 && epoch == 3.0,
+            "{test} {epoch}"
+        );
+        assert_eq!(baseline_control(&base, 0.8), Some((0.5, 2.0)));
+        // Without a criterion the cell's own 99.2% is never reached; one such run is enough.
+        assert_eq!(baseline_control(&[(stopped(0.52), None)], 0.992), None);
+        let mixed = [(stopped(0.52), Some(0.99)), (stopped(0.54), None)];
+        assert_eq!(baseline_control(&mixed, 0.992), None);
+        assert_eq!(baseline_control(&[], 0.5), None);
     }
 
     /// A penalty cell with no finished run reads "pending"; one that stopped at its cap reads
