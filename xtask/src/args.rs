@@ -109,12 +109,31 @@ pub struct SlurmArgs {
     pub breakeven_bin: Option<PathBuf>,
 }
 
-/// The project root (xtask lives in `<root>/xtask`).
+/// The project root: the checkout the command runs in ([`checkout_containing`] the current
+/// directory), else the one this binary was built in ([`built_root`]). A copied binary run from
+/// another checkout thus reads that checkout's `experiments/`, as the git revision its pages
+/// record (read from the current directory) says; `main` warns when the two roots differ.
 pub fn project_root() -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|d| checkout_containing(&d))
+        .unwrap_or_else(built_root)
+}
+
+/// The checkout this binary was built in (xtask lives in `<root>/xtask`).
+pub fn built_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The nearest folder at or above `dir` that is a breakeven checkout (holds `xtask/Cargo.toml`
+/// and `experiments/`).
+pub fn checkout_containing(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| a.join("xtask").join("Cargo.toml").is_file() && a.join("experiments").is_dir())
+        .map(Path::to_path_buf)
 }
 
 impl ReproduceArgs {
@@ -237,4 +256,36 @@ pub fn utc_now() -> String {
         rem / 3600,
         rem % 3600 / 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{built_root, checkout_containing, project_root};
+
+    /// A copied binary run inside another checkout reads that checkout (from any folder in it);
+    /// outside every checkout it falls back to where it was built.
+    #[test]
+    fn the_project_root_is_the_checkout_the_command_runs_in() {
+        let dir = std::env::temp_dir().join(format!("breakeven-root-{}", std::process::id()));
+        let other = dir.join("other-checkout");
+        std::fs::create_dir_all(other.join("xtask")).unwrap();
+        std::fs::create_dir_all(other.join("experiments")).unwrap();
+        std::fs::create_dir_all(other.join("docs/results")).unwrap();
+        std::fs::write(other.join("xtask/Cargo.toml"), "").unwrap();
+        assert_eq!(checkout_containing(&other), Some(other.clone()));
+        assert_eq!(
+            checkout_containing(&other.join("docs/results")),
+            Some(other.clone())
+        );
+        // Not a checkout: no experiments/ (or no xtask/Cargo.toml).
+        std::fs::create_dir_all(dir.join("plain/xtask")).unwrap();
+        std::fs::write(dir.join("plain/xtask/Cargo.toml"), "").unwrap();
+        assert_eq!(checkout_containing(&dir.join("plain")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The tests run in xtask/, inside the checkout they were built in.
+        assert_eq!(
+            project_root().canonicalize().unwrap(),
+            built_root().canonicalize().unwrap()
+        );
+    }
 }

@@ -47,6 +47,15 @@ fn main() -> anyhow::Result<()> {
         // Colour only on a terminal: logs redirected to a file stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    let (root, built) = (args::project_root(), args::built_root());
+    if root.canonicalize().ok() != built.canonicalize().ok() {
+        tracing::warn!(
+            "reading experiments/ from {} (the checkout this command runs in), not from {} \
+             (where this xtask was built)",
+            root.display(),
+            built.display()
+        );
+    }
     match cli.command {
         Command::Data(DataCommand::Fetch(args)) => fetch::data_fetch(&args),
         Command::Reproduce(args) => reproduce::reproduce(&args),
