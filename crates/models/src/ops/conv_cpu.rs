@@ -400,9 +400,10 @@ pub(super) fn conv_input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Ve
 }
 
 /// Weight gradient, O×C×KH×KW: over shifted views of the padded image (`conv_shifted`) for
-/// stride-1 kernels larger than 1×1 and at least 8 input channels, through im2col for the rest.
+/// stride-1 kernels larger than 1×1, at least 8 input channels and images that are not too small
+/// (`conv_shifted::applies_weight_grad`), through im2col for the rest.
 pub(crate) fn conv_weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
-    if conv_shifted::applies(g) {
+    if conv_shifted::applies_weight_grad(g) {
         return conv_shifted::weight_grad(x, dy, g);
     }
     conv_weight_grad_im2col(x, dy, g)

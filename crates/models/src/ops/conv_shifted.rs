@@ -28,6 +28,21 @@ pub(super) fn applies(g: &Geom) -> bool {
     g.stride == 1 && g.kh * g.kw > 1 && g.c >= 8 && g.ho > 0 && g.wo > 0
 }
 
+/// Whether the weight gradient takes the shifted views: [`applies`], with at least
+/// [`MIN_WEIGHT_GRAD_POSITIONS`] extended output positions Qe per image. Each of its gemms sums
+/// one image's Qe positions into its tap's whole O×C block, so on small images it spends its
+/// time reading and writing that block; im2col puts images side by side and sums ≥ 512 pixels
+/// per gemm. Per layer, batch 128, f32, one thread of an Intel Xeon (AVX-512), ms of CPU time,
+/// medians of 5, two alternated runs, shifted views / im2col: 512→512 4×4 (Qe = 22) 142-154 /
+/// 117-118; 256→256 8×8 (Qe = 78) 91-93 / 104-118; 128→128 16×16 78 / 115; 64→64 15×15 pad 0
+/// (Qe = 193) 15 / 21-22. The threshold lies between the two measured small sizes.
+pub(super) fn applies_weight_grad(g: &Geom) -> bool {
+    applies(g) && Planes::of(g).qe >= MIN_WEIGHT_GRAD_POSITIONS
+}
+
+/// See [`applies_weight_grad`].
+const MIN_WEIGHT_GRAD_POSITIONS: usize = 48;
+
 /// Padded plane geometry: Hp, Wp, and Qe = (HO − 1)·Wp + WO extended output positions (the
 /// last row's junk is cut, so that the last tap of the last channel reads the plane's last
 /// element and nothing past it).

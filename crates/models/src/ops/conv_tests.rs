@@ -42,9 +42,9 @@ type Case = (
 );
 
 /// Rows 9, 10, 11, 14 and 15 (stride 1, ≥ 16 input channels) run the shifted-view kernels
-/// (`conv_shifted`: padding 1, 0, 2, 0 and 1, and C < O in row 15), row 16 (3×3, 128 → 136
-/// channels) the Winograd forward and input gradient (`conv_winograd`) and the shifted-view
-/// weight gradient; the rest run im2col: row 12
+/// (`conv_shifted`: padding 1, 0, 2, 0 and 1, and C < O in row 15; row 10's weight gradient, on
+/// a 3×4 output, runs im2col), row 16 (3×3, 128 → 136 channels) the Winograd forward and input
+/// gradient (`conv_winograd`) and the im2col weight gradient; the rest run im2col: row 12
 /// has ≥ 512 output pixels (one image per gemm), row 13 a batch that is not a multiple of the
 /// images per gemm (6 + 1), the others several images side by side in one gemm.
 const SHAPES: [Case; 16] = [
@@ -93,6 +93,12 @@ fn the_rows_cover_every_kernel_family() {
         rows(super::conv_shifted::applies),
         vec![8, 9, 10, 13, 14, 15],
         "0-based rows the shifted-view kernels take"
+    );
+    assert_eq!(
+        rows(super::conv_shifted::applies_weight_grad),
+        vec![8, 10, 13, 14],
+        "0-based rows whose weight gradient the shifted views take (Qe ≥ 48 positions per image; \
+         rows 9 and 15 have 16 and 38)"
     );
     assert_eq!(
         rows(super::conv_winograd::applies),
