@@ -74,12 +74,15 @@ impl Block {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let act = self.bn1.forward_relu(x, mode)?;
         let out = self.conv1.forward(&act)?;
-        let out = self.conv2.forward(&self.bn2.forward_relu(&out, mode)?)?;
-        match &self.conv_shortcut {
-            // As the reference: the projection sees the activated input, identity the raw one.
-            Some(conv) => conv.forward(&act)? + out,
-            None => x + out,
-        }
+        // As the reference: the projection sees the activated input, identity the raw one.
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(&act)?,
+            None => x.clone(),
+        };
+        // conv2(…) + shortcut in one op: the sum is all the next block keeps (the same bits as
+        // the two ops; IEEE addition commutes).
+        self.conv2
+            .forward_add(&self.bn2.forward_relu(&out, mode)?, &shortcut)
     }
 }
 

@@ -92,6 +92,18 @@ impl Conv2d {
         )
     }
 
+    /// `forward(x) + r` where `r` has the output's shape, as one op where the layer has no bias
+    /// ([`crate::ops::conv2d_add`]: no separate convolution output stays alive for the backward
+    /// pass), else as two.
+    pub fn forward_add(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(_) => self.forward(x)? + r,
+            None => {
+                crate::ops::conv2d_add(x, self.weight.as_tensor(), r, self.stride, self.padding)
+            }
+        }
+    }
+
     /// [`Self::forward`], recorded in `tape` when there is one (see [`Tape`]).
     pub fn forward_with(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
         let Some(t) = tape else {

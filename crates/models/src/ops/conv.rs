@@ -11,6 +11,7 @@ use candle_core::{bail, DType, Result, Tensor};
 
 use super::conv_bias::ConvBias;
 use super::conv_ops::{Conv, InputGrad, WeightGrad};
+use super::conv_residual::ConvResidual;
 use super::conv_stash::{GradSlot, Stashing};
 
 /// `x`: N × C_in × H × W, `w`: C_out × C_in × kH × kW (PyTorch layout), optional bias C_out.
@@ -44,6 +45,27 @@ pub fn conv2d(
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// `conv2d(x, w, None, stride, padding) + r` as one op that keeps no separate convolution
+/// output alive for the backward pass (`conv_residual.rs`): a residual block's end. Same
+/// numbers as the two ops; Candle's convolution and addition where the CPU kernels do not run.
+pub fn conv2d_add(
+    x: &Tensor,
+    w: &Tensor,
+    r: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if stride > 0 && uses_cpu_kernels(x, w) && r.dtype() == x.dtype() && r.device().is_cpu() {
+        let (x, w, r) = (x.contiguous()?, w.contiguous()?, r.contiguous()?);
+        let op = ConvResidual {
+            stride,
+            pad: padding,
+        };
+        return x.apply_op3(&w, &r, op);
+    }
+    conv2d(x, w, None, stride, padding)? + r
 }
 
 /// [`conv2d`] whose backward also leaves its output gradient in `slot` (the taped forward of

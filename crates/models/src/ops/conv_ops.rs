@@ -59,6 +59,9 @@ pub(super) fn wanted(
 pub(super) trait Storage: Elem {
     fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [Self]>;
     fn wrap(v: Vec<Self>) -> CpuStorage;
+    /// The vector of a storage [`Self::wrap`] made (panics on another dtype: our kernels only
+    /// unwrap what they wrapped).
+    fn unwrap(s: CpuStorage) -> Vec<Self>;
 }
 
 macro_rules! storage {
@@ -78,6 +81,16 @@ macro_rules! storage {
             }
             fn wrap(v: Vec<Self>) -> CpuStorage {
                 CpuStorage::$variant(v)
+            }
+            fn unwrap(s: CpuStorage) -> Vec<Self> {
+                match s {
+                    CpuStorage::$variant(v) => v,
+                    other => unreachable!(
+                        "unwrap of a {:?} storage as {}",
+                        other.dtype(),
+                        stringify!($t)
+                    ),
+                }
             }
         }
     };

@@ -440,3 +440,95 @@ fn non_contiguous_operands_and_bad_shapes() -> Result<()> {
     );
     Ok(())
 }
+
+/// `conv2d_add(x, w, r) = conv2d(x, w) + r` as one op: the same bits forward, and the same
+/// gradients (x, w, and r, which here also depends on x as a residual block's identity does) at
+/// first and second order, against the two ops in f64; a residual of the wrong shape is named.
+#[test]
+fn conv_plus_residual_matches_the_two_ops_at_every_order() -> Result<()> {
+    use super::conv::conv2d_add;
+    keep_grad_graphs();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // Shape-preserving rows (3×3 pad 1 stride 1, C = O), so the residual can be x itself, then a
+    // shifted-view row, a Winograd row, an im2col stride-2 row and a 1×1 row with a free residual.
+    let cases: [(Case, bool); 5] = [
+        ((2, 4, 6, 5, 4, 3, 3, 1, 1), true),
+        ((2, 16, 6, 7, 16, 3, 3, 1, 1), true),
+        ((1, 128, 5, 6, 128, 3, 3, 1, 1), true),
+        ((2, 4, 9, 6, 3, 3, 3, 2, 1), false),
+        ((5, 6, 5, 7, 4, 1, 1, 1, 0), false),
+    ];
+    for ((n, c, h, w, o, kh, kw, s, p), identity) in cases {
+        let x0 = randn(&mut rng, &[n, c, h, w])?;
+        let w0 = (randn(&mut rng, &[o, c, kh, kw])? * 0.2)?;
+        let dims = conv2d(&x0, &w0, None, s, p)?.dims().to_vec();
+        let r0 = randn(&mut rng, &dims)?;
+        let coef = randn(&mut rng, &dims)?;
+        let (x, k, r) = (
+            Var::from_tensor(&x0)?,
+            Var::from_tensor(&w0)?,
+            Var::from_tensor(&r0)?,
+        );
+        // The residual: a free tensor, or 0.7·x + r (an identity shortcut plus a free part).
+        let residual = || -> Result<Tensor> {
+            if identity {
+                (x.as_tensor() * 0.7)? + r.as_tensor()
+            } else {
+                Ok(r.as_tensor().clone())
+            }
+        };
+        let fused = conv2d_add(x.as_tensor(), k.as_tensor(), &residual()?, s, p)?;
+        let plain = (conv2d(x.as_tensor(), k.as_tensor(), None, s, p)? + residual()?)?;
+        assert_eq!(max_abs_diff(&fused, &plain)?, 0.0, "forward");
+        // First order of L = Σ coef·tanh(y), and second order of P = ‖∇_x L‖² + ‖∇_w L‖² + ‖∇_r L‖².
+        let grads = |y: &Tensor| -> Result<[Tensor; 3]> {
+            let g = (y.tanh()? * &coef)?.sum_all()?.backward()?;
+            Ok([&x, &k, &r].map(|v| g.get(v).expect("reaches the loss").clone()))
+        };
+        let (gf, gp) = (grads(&fused)?, grads(&plain)?);
+        for (i, (a, b)) in gf.iter().zip(&gp).enumerate() {
+            assert!(max_abs_diff(a, b)? <= 1e-12, "first order, operand {i}");
+        }
+        let second = |g: &[Tensor; 3]| -> Result<[Tensor; 3]> {
+            let pen =
+                ((g[0].sqr()?.sum_all()? + g[1].sqr()?.sum_all()?)? + g[2].sqr()?.sum_all()?)?;
+            let h = pen.backward()?;
+            Ok([&x, &k, &r].map(|v| h.get(v).expect("reaches the penalty").clone()))
+        };
+        let (hf, hp) = (second(&gf)?, second(&gp)?);
+        for (i, (a, b)) in hf.iter().zip(&hp).enumerate() {
+            let scale = b
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f64>()?
+                .max(1e-3);
+            assert!(
+                max_abs_diff(a, b)? <= 1e-10 * scale,
+                "second order, operand {i}: {} vs scale {scale}",
+                max_abs_diff(a, b)?
+            );
+        }
+        // f32: the same bits as the two ops.
+        let (x32, w32, r32) = (
+            x0.to_dtype(DType::F32)?,
+            w0.to_dtype(DType::F32)?,
+            r0.to_dtype(DType::F32)?,
+        );
+        let a = conv2d_add(&x32, &w32, &r32, s, p)?;
+        let b = (conv2d(&x32, &w32, None, s, p)? + &r32)?;
+        assert_eq!(
+            max_abs_diff(&a.to_dtype(DType::F64)?, &b.to_dtype(DType::F64)?)?,
+            0.0
+        );
+    }
+    let x = Tensor::zeros((1, 2, 5, 5), DType::F64, &Device::Cpu)?;
+    let w = Tensor::zeros((3, 2, 3, 3), DType::F64, &Device::Cpu)?;
+    let r = Tensor::zeros((1, 3, 5, 4), DType::F64, &Device::Cpu)?;
+    let err = conv2d_add(&x, &w, &r, 1, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("residual") && err.contains("[1, 3, 5, 5]"),
+        "{err}"
+    );
+    Ok(())
+}
