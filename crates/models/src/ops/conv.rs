@@ -1,5 +1,5 @@
 //! 2-D convolution: the public entry points. On CPU (f32, f64) they run the gemm kernels of
-//! `conv_cpu.rs` (shifted views of the padded image at stride 1, im2col otherwise) through the custom ops of `conv_ops.rs` and `conv_bias.rs`, differentiable to any
+//! `conv_cpu.rs` (shifted views of the padded image at stride 1, im2col otherwise) through the custom ops of `conv_ops.rs`, `conv_bias.rs` and `conv_residual.rs`, differentiable to any
 //! order; on other devices and dtypes they fall back to Candle's own `conv2d`.
 //!
 //! Why: Candle 0.11.1 computes the input gradient of `conv2d` with its CPU `conv_transpose2d`, a
