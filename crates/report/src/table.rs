@@ -292,7 +292,7 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
     reference_section(&mut out, exp, outcomes, &ctx.reference_runs);
 
     let _ = writeln!(out, "\n## Chosen hyper-parameters\n");
-    let _ = writeln!(out, "η* is a learning rate, penalties choose α, the baseline has one setting. Validation accuracy (%) per candidate value, mean over seeds.\n");
+    let _ = writeln!(out, "η* is a learning rate, penalties choose α, the baseline has one setting. Validation accuracy (%) per candidate value, mean over its tuning runs; the best eligible value is chosen. A value is not eligible when one of its tuning runs diverged, or stopped at the epoch cap before the training-accuracy criterion (runs are compared at convergence, and such a value's validation accuracy is that of an unfinished fit).\n");
     let _ = writeln!(out, "| Setting | Column | Chosen | Validation accuracy per value | Seeds | Diverged | Not finished |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for o in outcomes {
@@ -306,7 +306,16 @@ pub fn render_markdown(exp: &Experiment, outcomes: &[RowOutcome], ctx: &ReportCo
                 let vals: Vec<String> = c
                     .val_by_hyper
                     .iter()
-                    .map(|(h, v)| format!("{h}: {}", v.map_or("—".into(), |v| format!("{v:.1}"))))
+                    .map(|(h, v)| {
+                        let why = c
+                            .excluded
+                            .iter()
+                            .find(|(e, _)| e == h)
+                            .map_or(String::new(), |(_, why)| {
+                                format!(" ({}, not eligible)", why.as_str())
+                            });
+                        format!("{h}: {}{why}", v.map_or("—".into(), |v| format!("{v:.1}")))
+                    })
                     .collect();
                 let chosen = c.chosen.map_or("—".into(), |h| h.to_string());
                 let _ = writeln!(
@@ -1003,6 +1012,7 @@ mod gap_tests {
             diverged: 0,
             pending: usize::from(test.is_none()),
             val_by_hyper: vec![],
+            excluded: vec![],
         };
         let cells = exp
             .columns

@@ -1,6 +1,7 @@
 //! Choosing and aggregating: per column, the hyper-parameter with the best mean validation
-//! accuracy over seeds (settings where any seed diverged are not eligible), and its test
-//! accuracy as mean ± std over seeds with the final training accuracy.
+//! accuracy over seeds (settings where any tuning run diverged, or stopped at its cap before the
+//! protocol's training-accuracy criterion, are not eligible), and its test accuracy as
+//! mean ± std over seeds with the final training accuracy.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,31 @@ pub struct CellResult {
     pub pending: usize,
     /// Mean validation accuracy (%) per hyper-parameter value, for the record.
     pub val_by_hyper: Vec<(f64, Option<f64>)>,
+    /// The values that may not be chosen, and why ([`Excluded`]).
+    #[serde(default)]
+    pub excluded: Vec<(f64, Excluded)>,
+}
+
+/// Why a grid value may not be chosen, whatever its validation accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Excluded {
+    /// A tuning run diverged: the value must be trainable on every seed.
+    Diverged,
+    /// A tuning run stopped at its cap before the training-accuracy criterion: runs are compared
+    /// at convergence (TESTING.md), so a value that does not reach it within the cap is not a
+    /// candidate (its validation accuracy is that of an unfinished fit).
+    NotConverged,
+}
+
+impl Excluded {
+    /// How a page names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Excluded::Diverged => "diverged",
+            Excluded::NotConverged => "not converged",
+        }
+    }
 }
 
 /// Mean and sample standard deviation (0 for one value).
@@ -46,11 +72,13 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 }
 
 /// The hyper-parameter with the best mean validation accuracy over the finished tuning runs
-/// of `runs` (one column's); a value with any diverged tuning run is not eligible (η* must be
-/// trainable on every seed). Ties go to the first value in the runs' order.
+/// of `runs` (one column's) among the eligible values (see [`excluded`]). Ties go to the first
+/// value in the runs' order.
 pub fn choose(runs: &[(RunSpec, Option<Summary>)]) -> Option<f64> {
+    let excluded = excluded(runs);
     val_by_hyper(runs)
         .into_iter()
+        .filter(|(h, _)| !excluded.iter().any(|(e, _)| e == h))
         .filter_map(|(h, v)| v.map(|v| (h, v)))
         .fold(None::<(f64, f64)>, |best, (h, v)| match best {
             Some((_, bv)) if bv >= v => best,
@@ -59,12 +87,20 @@ pub fn choose(runs: &[(RunSpec, Option<Summary>)]) -> Option<f64> {
         .map(|(h, _)| h)
 }
 
-/// Mean validation accuracy (%) of the tuning runs per hyper-parameter value, in the runs'
-/// order; `None` where no tuning run has finished or one diverged.
-fn val_by_hyper(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Option<f64>)> {
+/// The tuning runs of `runs`, in order, and their distinct hyper-parameter values.
+fn tuning_values(
+    runs: &[(RunSpec, Option<Summary>)],
+) -> (Vec<&(RunSpec, Option<Summary>)>, Vec<f64>) {
     let tuning: Vec<_> = runs.iter().filter(|(s, _)| s.tuning).collect();
     let mut hypers: Vec<f64> = tuning.iter().map(|(s, _)| s.hyper).collect();
     hypers.dedup();
+    (tuning, hypers)
+}
+
+/// Mean validation accuracy (%) of the finished tuning runs per hyper-parameter value, in the
+/// runs' order (`None` where none has finished or where one diverged), eligible or not.
+fn val_by_hyper(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Option<f64>)> {
+    let (tuning, hypers) = tuning_values(runs);
     hypers
         .into_iter()
         .map(|h| {
@@ -79,6 +115,33 @@ fn val_by_hyper(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Option<f64>)> 
                 h,
                 (!v.is_empty() && !diverged).then(|| 100.0 * mean_std(&v).0),
             )
+        })
+        .collect()
+}
+
+/// The values of the grid that may not be chosen: one of their finished tuning runs diverged,
+/// or stopped at its cap where the protocol stops at a training accuracy (a fixed-epoch
+/// protocol, with no such criterion, ends every run at its cap by design).
+pub fn excluded(runs: &[(RunSpec, Option<Summary>)]) -> Vec<(f64, Excluded)> {
+    let (tuning, hypers) = tuning_values(runs);
+    hypers
+        .into_iter()
+        .filter_map(|h| {
+            let finished = || {
+                tuning
+                    .iter()
+                    .filter(move |(s, _)| s.hyper == h)
+                    .filter_map(|(s, r)| r.as_ref().map(|r| (s, r)))
+            };
+            if finished().any(|(_, r)| r.status == RunStatus::Diverged) {
+                Some((h, Excluded::Diverged))
+            } else if finished()
+                .any(|(s, r)| r.status == RunStatus::Capped && s.config.stop.train_acc.is_some())
+            {
+                Some((h, Excluded::NotConverged))
+            } else {
+                None
+            }
         })
         .collect()
 }
@@ -140,6 +203,7 @@ pub fn reduce(columns: &[ColumnDef], results: &[(RunSpec, Option<Summary>)]) -> 
                     .count(),
                 pending: runs.iter().filter(|(_, r)| r.is_none()).count(),
                 val_by_hyper: val_by_hyper(&runs),
+                excluded: excluded(&runs),
             }
         })
         .collect()

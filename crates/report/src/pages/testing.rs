@@ -77,6 +77,7 @@ pub fn ran(
             diverged: 0,
             pending: 0,
             val_by_hyper: vec![],
+            excluded: vec![],
         })
         .collect();
     RowOutcome {

@@ -223,6 +223,55 @@ fn a_staged_profile_runs_the_baseline_at_eta_star_over_ten_and_extra_seeds_after
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Where the protocol stops at a training accuracy, a value whose tuning run hit the epoch cap
+/// first is not a candidate however high its validation accuracy (runs are compared at
+/// convergence); in a fixed-epoch protocol every run ends at its cap and stays eligible.
+#[test]
+fn a_value_that_did_not_converge_within_the_cap_is_not_chosen() {
+    use crate::select::Excluded;
+    let exp = table1();
+    let fp = exp.columns.iter().position(|c| c.key == "fp").unwrap();
+    let run = |alpha: f64, val: f64, status: RunStatus, criterion: Option<f64>| {
+        let mut r = fake("fp", alpha, 0, val, val, status);
+        r.0.tuning = true;
+        r.0.config.stop.train_acc = criterion;
+        r
+    };
+    let grid = |criterion: Option<f64>| {
+        vec![
+            run(0.1, 0.54, RunStatus::Converged, criterion),
+            run(0.3, 0.57, RunStatus::Converged, criterion),
+            run(1.0, 0.60, RunStatus::Capped, criterion),
+        ]
+    };
+    let cell = &reduce(&exp.columns, &grid(Some(0.99)))[fp];
+    assert_eq!(cell.chosen, Some(0.3));
+    assert_eq!(cell.excluded, vec![(1.0, Excluded::NotConverged)]);
+    // Its validation accuracy stays on the record.
+    assert!(cell
+        .val_by_hyper
+        .iter()
+        .any(|&(h, v)| h == 1.0 && v == Some(60.0)));
+    let fixed_epochs = &reduce(&exp.columns, &grid(None))[fp];
+    assert_eq!(
+        (fixed_epochs.chosen, fixed_epochs.excluded.len()),
+        (Some(1.0), 0)
+    );
+    // Nothing converged: nothing is chosen.
+    let none = vec![run(1.0, 0.60, RunStatus::Capped, Some(0.99))];
+    assert_eq!(reduce(&exp.columns, &none)[fp].chosen, None);
+    // A diverged value is named as such.
+    let diverged = vec![
+        run(0.1, 0.54, RunStatus::Converged, Some(0.99)),
+        run(0.3, 0.0, RunStatus::Diverged, Some(0.99)),
+    ];
+    let cell = &reduce(&exp.columns, &diverged)[fp];
+    assert_eq!(
+        (cell.chosen, cell.excluded.clone()),
+        (Some(0.1), vec![(0.3, Excluded::Diverged)])
+    );
+}
+
 #[test]
 fn selection_uses_validation_and_skips_settings_that_diverged() {
     let exp = table1();
