@@ -98,9 +98,11 @@ impl SimpleCnn {
         // and the gradient reaches the same first maximum or is zero in both orders), and the
         // ReLU and its backward then run on a quarter of the elements.
         let c = &self.convs;
-        let x = ops::relu(&c[0].forward_with(x, tape)?)?;
+        // Convolution and ReLU as one op where no pool sits between them (`forward_relu_with`:
+        // the pre-activation is not kept for the backward pass; the same numbers).
+        let x = c[0].forward_relu_with(x, tape)?;
         let x = ops::relu(&ops::max_pool2d(&c[1].forward_with(&x, tape)?, 2)?)?;
-        let x = ops::relu(&c[2].forward_with(&x, tape)?)?;
+        let x = c[2].forward_relu_with(&x, tape)?;
         let x = ops::relu(&ops::max_pool2d(&c[3].forward_with(&x, tape)?, 2)?)?;
         let x = ops::relu(&self.fc1.forward_with(&x.flatten_from(1)?, tape)?)?;
         self.fc2.forward_with(&x, tape)

@@ -92,6 +92,21 @@ impl Conv2d {
         )
     }
 
+    /// `relu(forward(x))` as one op ([`crate::ops::conv2d_relu`]: no pre-activation tensor stays
+    /// alive for the backward pass); recorded as the two ops in `tape` when there is one.
+    pub fn forward_relu_with(&self, x: &Tensor, tape: Option<&Tape>) -> Result<Tensor> {
+        if tape.is_some() {
+            return crate::ops::relu(&self.forward_with(x, tape)?);
+        }
+        crate::ops::conv2d_relu(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(|b| b.as_tensor()),
+            self.stride,
+            self.padding,
+        )
+    }
+
     /// `forward(x) + r` where `r` has the output's shape, as one op where the layer has no bias
     /// ([`crate::ops::conv2d_add`]: no separate convolution output stays alive for the backward
     /// pass), else as two.

@@ -1,5 +1,5 @@
 //! 2-D convolution: the public entry points. On CPU (f32, f64) they run the gemm kernels of
-//! `conv_cpu.rs` (shifted views of the padded image at stride 1, im2col otherwise) through the custom ops of `conv_ops.rs`, `conv_bias.rs` and `conv_residual.rs`, differentiable to any
+//! `conv_cpu.rs` (shifted views of the padded image at stride 1, im2col otherwise) through the custom ops of `conv_ops.rs`, `conv_bias.rs`, `conv_relu.rs` and `conv_residual.rs`, differentiable to any
 //! order; on other devices and dtypes they fall back to Candle's own `conv2d`.
 //!
 //! Why: Candle 0.11.1 computes the input gradient of `conv2d` with its CPU `conv_transpose2d`, a
@@ -11,6 +11,7 @@ use candle_core::{bail, DType, Result, Tensor};
 
 use super::conv_bias::ConvBias;
 use super::conv_ops::{Conv, InputGrad, WeightGrad};
+use super::conv_relu::ConvRelu;
 use super::conv_residual::ConvResidual;
 use super::conv_stash::{GradSlot, Stashing};
 
@@ -45,6 +46,30 @@ pub fn conv2d(
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
+}
+
+/// `relu(conv2d(x, w, b, stride, padding))` as one op that keeps no pre-activation tensor alive
+/// for the backward pass (`conv_relu.rs`). Same numbers as the two ops; Candle's convolution
+/// and ReLU where the CPU kernels do not run.
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if stride > 0 && uses_cpu_kernels(x, w) && b.is_none_or(|b| b.dtype() == x.dtype()) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let op = ConvRelu {
+            stride,
+            pad: padding,
+        };
+        return match b {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+            None => x.apply_op2(&w, op),
+        };
+    }
+    super::relu(&conv2d(x, w, b, stride, padding)?)
 }
 
 /// `conv2d(x, w, None, stride, padding) + r` as one op that keeps no separate convolution

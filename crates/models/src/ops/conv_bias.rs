@@ -57,7 +57,7 @@ impl CustomOp3 for ConvBias {
 
 /// db = Σ_{n,h,w} dy[n, o, h, w].
 #[derive(Debug, Clone, Copy)]
-struct BiasGrad;
+pub(super) struct BiasGrad;
 
 impl BiasGrad {
     fn fwd<T: Storage>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {

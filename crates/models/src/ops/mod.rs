@@ -6,6 +6,7 @@ mod conv_bias;
 mod conv_cpu;
 mod conv_im2col;
 mod conv_ops;
+mod conv_relu;
 mod conv_residual;
 mod conv_shifted;
 #[cfg(test)]
@@ -25,7 +26,7 @@ pub use batch_norm::{
     batch_norm, batch_norm_add_relu, batch_norm_relu, channel_mean, per_channel, BatchStats,
 };
 pub(crate) use conv::conv2d_stashing;
-pub use conv::{conv2d, conv2d_add};
+pub use conv::{conv2d, conv2d_add, conv2d_relu};
 pub(crate) use conv_stash::GradSlot;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, subsample2};
 pub use relu::relu;

@@ -53,6 +53,12 @@ impl CustomOp1 for Relu {
     }
 }
 
+/// `max(x, 0)` of a CPU storage, as [`relu`]'s kernel computes it (the fused convolution-ReLU
+/// applies it to its own output).
+pub(super) fn relu_cpu(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    Relu.cpu_fwd(s, l)
+}
+
 /// `g·[x > 0]`, recorded for double backprop where Candle keeps graphs (its derivative in `x`
 /// is zero almost everywhere, so `x` may be the ReLU's output as well as its input).
 pub(super) fn relu_grad(g: &Tensor, x: &Tensor) -> Result<Tensor> {
