@@ -63,7 +63,7 @@ impl Penalizer {
 
     /// Whether step `step` (0-based) carries the penalty.
     pub fn applies_at(&self, step: u64) -> bool {
-        step % self.config.every == 0
+        step.is_multiple_of(self.config.every)
     }
 
     /// One step on batch (`x`, `y`: u32 labels); FP/GPr labels are drawn from `rng`.

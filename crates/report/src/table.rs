@@ -666,14 +666,15 @@ pub fn control_level(cell_train: f64, criterion: Option<f64>) -> f64 {
     criterion.map_or(cell_train, |c| cell_train.min(c))
 }
 
+/// One run read by the early-stopping control: its per-epoch (epoch, running training accuracy,
+/// test accuracy) and its stopping criterion (`stop.train_acc`).
+pub type ControlRun = (Vec<(f64, f64, f64)>, Option<f64>);
+
 /// The early-stopping control of one penalized cell that ended at running training accuracy
 /// `cell_train` (mean over its seeds): over the Baseline's runs (per-epoch curve and stopping
 /// criterion), the mean test accuracy and mean epoch at each run's first epoch at
 /// [`control_level`]; `None` unless every Baseline run reached its level.
-pub fn baseline_control(
-    base: &[(Vec<(f64, f64, f64)>, Option<f64>)],
-    cell_train: f64,
-) -> Option<(f64, f64)> {
+pub fn baseline_control(base: &[ControlRun], cell_train: f64) -> Option<(f64, f64)> {
     let at: Vec<(f64, f64)> = base
         .iter()
         .map(|(curve, criterion)| test_at_train_acc(curve, control_level(cell_train, *criterion)))

@@ -69,7 +69,7 @@ fn within(r: &LcaResult, tol: f64) -> bool {
 impl LcaSchedule {
     /// Whether the step that ends with `step` steps taken (1-based) is allocated.
     pub fn logs(&self, step: u64) -> bool {
-        step <= self.dense_steps || step % self.every.max(1) == 0
+        step <= self.dense_steps || step.is_multiple_of(self.every.max(1))
     }
 }
 

@@ -30,9 +30,10 @@ pub(crate) const CURVATURE_SEED_OFFSET: u64 = 0x6375_7276; // "curv"
 /// Whether `step` (steps taken so far) is a log point: every `dense_every` steps during the
 /// first `dense_epochs` epochs, then at the end of every `every_epochs`-th epoch.
 pub fn should_log(t: &TrackingConfig, step: u64, steps_per_epoch: u64) -> bool {
-    let dense = step <= t.dense_epochs as u64 * steps_per_epoch && step % t.dense_every == 0;
-    let epoch_end =
-        step % steps_per_epoch == 0 && (step / steps_per_epoch) % t.every_epochs as u64 == 0;
+    let dense =
+        step <= t.dense_epochs as u64 * steps_per_epoch && step.is_multiple_of(t.dense_every);
+    let epoch_end = step.is_multiple_of(steps_per_epoch)
+        && (step / steps_per_epoch).is_multiple_of(t.every_epochs as u64);
     dense || epoch_end
 }
 

@@ -63,7 +63,7 @@ impl DenseNetBc {
         (c, h, w): (usize, usize, usize),
         classes: usize,
     ) -> std::result::Result<Self, ModelError> {
-        if depth < 10 || (depth - 4) % 6 != 0 || growth == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || growth == 0 {
             return Err(ModelError::InvalidSpec {
                 arch: "densenet_bc",
                 reason: format!("depth must be 6n+4 with n ≥ 1 and growth ≥ 1, got depth {depth}, growth {growth}"),

@@ -185,7 +185,7 @@ impl ResNet {
             Variant::CifarOptionA => "resnet32",
             Variant::Projection => "resnet18",
         };
-        if width == 0 || (variant == Variant::CifarOptionA && width % 2 != 0) {
+        if width == 0 || (variant == Variant::CifarOptionA && !width.is_multiple_of(2)) {
             return Err(ModelError::InvalidSpec {
                 arch,
                 reason: format!("width must be positive (and even for option A), got {width}"),

@@ -189,7 +189,7 @@ mod tests {
                 &p[2 * i],
                 Some(&p[2 * i + 1]),
                 1,
-                if i % 2 == 0 { 1 } else { 0 },
+                if i.is_multiple_of(2) { 1 } else { 0 },
             )
         };
         let paper = |x: &Tensor| -> candle_core::Result<Tensor> {

@@ -103,7 +103,7 @@ impl WideResNet {
         (c, _, _): (usize, usize, usize),
         classes: usize,
     ) -> std::result::Result<Self, ModelError> {
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
             return Err(ModelError::InvalidSpec {
                 arch: "wrn",
                 reason: format!(

@@ -308,7 +308,7 @@ fn stream(dst: &mut [f64], value: impl Fn(usize) -> f64) {
         use std::arch::x86_64::{_mm_set_pd, _mm_sfence, _mm_stream_pd};
         let len = dst.len();
         let mut k = 0;
-        if len > 0 && (dst.as_ptr() as usize) % 16 != 0 {
+        if len > 0 && !(dst.as_ptr() as usize).is_multiple_of(16) {
             dst[0] = value(0);
             k = 1;
         }
