@@ -243,7 +243,7 @@ fn gather<T: Elem>(src: &[T], i0: usize, len: usize, rows: usize, hw: usize, dst
 }
 
 /// Forward, N×O×HO×WO: Winograd F(2×2, 3×3) (`conv_winograd`) for stride-1 3×3 layers with at
-/// least 128 input and output channels, over shifted views of the padded image (`conv_shifted`)
+/// least 32 input and output channels (`conv_winograd::applies`), over shifted views of the padded image (`conv_shifted`)
 /// for the other stride-1 kernels larger than 1×1 with at least 8 input channels, through
 /// im2col for the rest.
 pub(crate) fn conv_fwd<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
