@@ -441,6 +441,61 @@ fn non_contiguous_operands_and_bad_shapes() -> Result<()> {
     Ok(())
 }
 
+/// A fused op's output `fused` against the same computed by separate ops, `plain`, both
+/// functions of `vars` (f64): the same gradients of L = Σ c·tanh(y) + Σ d·y (random c, d; the
+/// linear term keeps a slope where a ReLU clips) to 1e-12, and of P = Σ_v ‖∇_v L‖² to 1e-10 of
+/// their largest entry (double backprop through the fused op's backward).
+fn same_gradients_to_second_order(
+    fused: &Tensor,
+    plain: &Tensor,
+    vars: &[&Var],
+    rng: &mut ChaCha8Rng,
+    what: &str,
+) -> Result<()> {
+    let (c, d) = (randn(rng, fused.dims())?, randn(rng, fused.dims())?);
+    let grads = |y: &Tensor| -> Result<Vec<Tensor>> {
+        let loss = ((y.tanh()? * &c)?.sum_all()? + (y * &d)?.sum_all()?)?;
+        let g = loss.backward()?;
+        Ok(vars
+            .iter()
+            .map(|v| g.get(v).expect("reaches the loss").clone())
+            .collect())
+    };
+    let (gf, gp) = (grads(fused)?, grads(plain)?);
+    for (j, (a, b)) in gf.iter().zip(&gp).enumerate() {
+        assert!(
+            max_abs_diff(a, b)? <= 1e-12,
+            "{what}: first order, operand {j}"
+        );
+    }
+    let second = |g: &[Tensor]| -> Result<Vec<Tensor>> {
+        let mut pen = g[0].sqr()?.sum_all()?;
+        for t in &g[1..] {
+            pen = (pen + t.sqr()?.sum_all()?)?;
+        }
+        let h = pen.backward()?;
+        Ok(vars
+            .iter()
+            .map(|v| h.get(v).expect("reaches the penalty").clone())
+            .collect())
+    };
+    let (hf, hp) = (second(&gf)?, second(&gp)?);
+    for (j, (a, b)) in hf.iter().zip(&hp).enumerate() {
+        let scale = b
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?
+            .max(1e-3);
+        let diff = max_abs_diff(a, b)?;
+        assert!(
+            diff <= 1e-10 * scale,
+            "{what}: second order, operand {j}: {diff} vs {scale}"
+        );
+    }
+    Ok(())
+}
+
 /// `conv2d_add(x, w, r) = conv2d(x, w) + r` as one op: the same bits forward, and the same
 /// gradients (x, w, and r, which here also depends on x as a residual block's identity does) at
 /// first and second order, against the two ops in f64; a residual of the wrong shape is named.
@@ -463,7 +518,6 @@ fn conv_plus_residual_matches_the_two_ops_at_every_order() -> Result<()> {
         let w0 = (randn(&mut rng, &[o, c, kh, kw])? * 0.2)?;
         let dims = conv2d(&x0, &w0, None, s, p)?.dims().to_vec();
         let r0 = randn(&mut rng, &dims)?;
-        let coef = randn(&mut rng, &dims)?;
         let (x, k, r) = (
             Var::from_tensor(&x0)?,
             Var::from_tensor(&w0)?,
@@ -480,35 +534,7 @@ fn conv_plus_residual_matches_the_two_ops_at_every_order() -> Result<()> {
         let fused = conv2d_add(x.as_tensor(), k.as_tensor(), &residual()?, s, p)?;
         let plain = (conv2d(x.as_tensor(), k.as_tensor(), None, s, p)? + residual()?)?;
         assert_eq!(max_abs_diff(&fused, &plain)?, 0.0, "forward");
-        // First order of L = Σ coef·tanh(y), and second order of P = ‖∇_x L‖² + ‖∇_w L‖² + ‖∇_r L‖².
-        let grads = |y: &Tensor| -> Result<[Tensor; 3]> {
-            let g = (y.tanh()? * &coef)?.sum_all()?.backward()?;
-            Ok([&x, &k, &r].map(|v| g.get(v).expect("reaches the loss").clone()))
-        };
-        let (gf, gp) = (grads(&fused)?, grads(&plain)?);
-        for (i, (a, b)) in gf.iter().zip(&gp).enumerate() {
-            assert!(max_abs_diff(a, b)? <= 1e-12, "first order, operand {i}");
-        }
-        let second = |g: &[Tensor; 3]| -> Result<[Tensor; 3]> {
-            let pen =
-                ((g[0].sqr()?.sum_all()? + g[1].sqr()?.sum_all()?)? + g[2].sqr()?.sum_all()?)?;
-            let h = pen.backward()?;
-            Ok([&x, &k, &r].map(|v| h.get(v).expect("reaches the penalty").clone()))
-        };
-        let (hf, hp) = (second(&gf)?, second(&gp)?);
-        for (i, (a, b)) in hf.iter().zip(&hp).enumerate() {
-            let scale = b
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f64>()?
-                .max(1e-3);
-            assert!(
-                max_abs_diff(a, b)? <= 1e-10 * scale,
-                "second order, operand {i}: {} vs scale {scale}",
-                max_abs_diff(a, b)?
-            );
-        }
+        same_gradients_to_second_order(&fused, &plain, &[&x, &k, &r], &mut rng, "residual")?;
         // f32: the same bits as the two ops.
         let (x32, w32, r32) = (
             x0.to_dtype(DType::F32)?,
@@ -552,54 +578,12 @@ fn conv_relu_matches_the_two_ops_at_every_order() -> Result<()> {
         let fused = conv2d_relu(x.as_tensor(), k.as_tensor(), bias, s, p)?;
         let plain = relu(&conv2d(x.as_tensor(), k.as_tensor(), bias, s, p)?)?;
         assert_eq!(max_abs_diff(&fused, &plain)?, 0.0, "row {i}: forward");
-        let (coef, lin) = (
-            randn(&mut rng, fused.dims())?,
-            randn(&mut rng, fused.dims())?,
-        );
         let vars: Vec<&Var> = if with_bias {
             vec![&x, &k, &b]
         } else {
             vec![&x, &k]
         };
-        let grads = |y: &Tensor| -> Result<Vec<Tensor>> {
-            let loss = ((y.tanh()? * &coef)?.sum_all()? + (y * &lin)?.sum_all()?)?;
-            let g = loss.backward()?;
-            Ok(vars
-                .iter()
-                .map(|v| g.get(v).expect("reaches the loss").clone())
-                .collect())
-        };
-        let (gf, gp) = (grads(&fused)?, grads(&plain)?);
-        for (j, (a, b)) in gf.iter().zip(&gp).enumerate() {
-            assert!(
-                max_abs_diff(a, b)? <= 1e-12,
-                "row {i}: first order, operand {j}"
-            );
-        }
-        let second = |g: &[Tensor]| -> Result<Vec<Tensor>> {
-            let mut pen = g[0].sqr()?.sum_all()?;
-            for t in &g[1..] {
-                pen = (pen + t.sqr()?.sum_all()?)?;
-            }
-            let h = pen.backward()?;
-            Ok(vars
-                .iter()
-                .map(|v| h.get(v).expect("reaches the penalty").clone())
-                .collect())
-        };
-        let (hf, hp) = (second(&gf)?, second(&gp)?);
-        for (j, (a, b)) in hf.iter().zip(&hp).enumerate() {
-            let scale = b
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f64>()?
-                .max(1e-3);
-            assert!(
-                max_abs_diff(a, b)? <= 1e-10 * scale,
-                "row {i}: second order, operand {j}"
-            );
-        }
+        same_gradients_to_second_order(&fused, &plain, &vars, &mut rng, &format!("row {i}"))?;
         let (x32, k32, b32) = (
             x.as_tensor().to_dtype(DType::F32)?,
             k.as_tensor().to_dtype(DType::F32)?,
