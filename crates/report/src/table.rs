@@ -453,16 +453,8 @@ fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
             continue;
         };
         let measured = |i: usize| cells.get(i).and_then(|c| c.test_mean);
-        // The verdict section's test of "η* > Baseline" on this row (same seeds, same bootstrap
-        // seed), so that the two sections agree.
-        let seeds = |i: usize| cells.get(i).map_or(&[][..], |c| c.test_by_seed.as_slice());
-        let conv = |i: usize| cells.get(i).is_some_and(|c| c.converged);
-        let supported = crate::evidence::greater(
-            seeds(large),
-            seeds(base),
-            conv(large) && conv(base),
-            1000 * row_index as u64,
-        );
+        // The verdict section's test of "η* > Baseline" on this row, so that the two agree.
+        let supported = gap_evidence(cells, large, base, row_index);
         let paper = |i: usize| o.row.paper.get(&exp.columns[i].key).copied();
         for (source, get) in [
             ("measured", &measured as &dyn Fn(usize) -> Option<f64>),
@@ -508,6 +500,31 @@ fn gap_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) {
             out.push('\n');
         }
     }
+}
+
+/// The evidence for "η* > Baseline" on the row at `row_index` of the page: the seeds' test
+/// accuracies of columns `large` and `base` (converged only if both are), with the row's fixed
+/// bootstrap seed, so that the page re-renders identically and the gap and verdict sections,
+/// which both read it, agree.
+fn gap_evidence(
+    cells: &[CellResult],
+    large: usize,
+    base: usize,
+    row_index: usize,
+) -> Option<crate::evidence::Evidence> {
+    let seeds = |i: usize| cells.get(i).map_or(&[][..], |c| c.test_by_seed.as_slice());
+    let conv = |i: usize| cells.get(i).is_some_and(|c| c.converged);
+    crate::evidence::greater(
+        seeds(large),
+        seeds(base),
+        conv(large) && conv(base),
+        row_seed(row_index),
+    )
+}
+
+/// The bootstrap seed of the row at `row_index` (each claim of the row adds its own offset).
+fn row_seed(row_index: usize) -> u64 {
+    1000 * row_index as u64
 }
 
 /// The η* (large, unpenalized), Baseline (small, unpenalized) and penalty columns' indices.
@@ -578,7 +595,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
         let seeds = |i: usize| cells.get(i).map_or(&[][..], |c| c.test_by_seed.as_slice());
         let conv = |i: usize| cells.get(i).is_some_and(|c| c.converged);
         // A fixed bootstrap seed per row and claim: the page re-renders identically.
-        let seed = 1000 * row_index as u64;
+        let seed = row_seed(row_index);
         let Some(large) = large else {
             // No η* column (Table 2): each other column against the Baseline.
             for i in (0..exp.columns.len()).filter(|&i| i != base && exp.columns[i].lr != "large") {
@@ -590,7 +607,7 @@ fn verdict_section(out: &mut String, exp: &Experiment, outcomes: &[RowOutcome]) 
             }
             continue;
         };
-        if let Some(e) = greater(seeds(large), seeds(base), conv(large) && conv(base), seed) {
+        if let Some(e) = gap_evidence(cells, large, base, row_index) {
             let claim = format!("the small learning rate loses accuracy ({l} > {b})");
             difference_row(&mut rows, &o.row.setting, &claim, &e);
         }
@@ -752,8 +769,10 @@ fn early_stopping_section(out: &mut String, exp: &Experiment, outcomes: &[RowOut
             let final_test = curves.iter().map(|(c, _)| c[c.len() - 1].2).sum::<f64>() / n;
             let control = match baseline_control(&base_curves, final_train) {
                 Some((test, epoch)) => {
-                    let criteria = base_curves.iter().filter_map(|(_, c)| *c);
-                    let level = criteria.fold(final_train, f64::min);
+                    let level = base_curves
+                        .iter()
+                        .map(|(_, c)| control_level(final_train, *c))
+                        .fold(final_train, f64::min);
                     let at = if level < final_train {
                         format!(", at its criterion {:.1}%", 100.0 * level)
                     } else {

@@ -45,19 +45,34 @@ impl CustomOp3 for ConvBias {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Conv {
+        let conv = Conv {
             stride: self.stride,
             pad: self.pad,
-        }
-        .grads(x, w, dy)?;
-        let db = wanted(b, || apply_bwd1(dy, BiasGrad))?;
-        Ok((dx, dw, db))
+        };
+        conv_bias_grads(&conv, x, w, Some(b), dy)
     }
+}
+
+/// (dx, dw, db) of `conv(x, w) + b` for output gradient `dy`: the convolution's gradients and,
+/// where there is a bias, `Σ_{n,h,w} dy` ([`BiasGrad`]); each only where Candle will use it.
+pub(super) fn conv_bias_grads(
+    conv: &Conv,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (dx, dw) = conv.grads(x, w, dy)?;
+    let db = match b {
+        Some(b) => wanted(b, || apply_bwd1(dy, BiasGrad))?,
+        None => None,
+    };
+    Ok((dx, dw, db))
 }
 
 /// db = Σ_{n,h,w} dy[n, o, h, w].
 #[derive(Debug, Clone, Copy)]
-pub(super) struct BiasGrad;
+struct BiasGrad;
 
 impl BiasGrad {
     fn fwd<T: Storage>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {

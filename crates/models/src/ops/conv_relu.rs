@@ -11,8 +11,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::conv_bias::BiasGrad;
-use super::conv_ops::{apply_bwd1, by_dtype, wanted, Conv};
+use super::conv_bias::conv_bias_grads;
+use super::conv_ops::{by_dtype, Conv};
 use super::relu::{relu_cpu, relu_grad};
 
 /// y = max(conv(x, w) + b, 0); the bias, when there is one, is the third operand.
@@ -51,13 +51,7 @@ impl ConvRelu {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dz = relu_grad(dy, y)?;
-        let (dx, dw) = self.conv().grads(x, w, &dz)?;
-        let db = match b {
-            Some(b) => wanted(b, || apply_bwd1(&dz, BiasGrad))?,
-            None => None,
-        };
-        Ok((dx, dw, db))
+        conv_bias_grads(&self.conv(), x, w, b, &relu_grad(dy, y)?)
     }
 }
 
