@@ -4,14 +4,18 @@
 //!
 //! ```text
 //! cargo run -p breakeven-models --example bench_step -- [--write docs/results/cpu-speed.md]
-//!     [--reps 5] [--batch 128] [--threads 2] [--only simple_cnn,resnet18,wrn16_4]
+//!     [--reps 5] [--rounds 3] [--batch 128] [--threads 2] [--only simple_cnn,resnet18,wrn16_4]
 //!     [--python PYTHON_WITH_TORCH] [--per-example | --scaling]
 //! ```
 //!
 //! Every measurement runs in a fresh child process (this binary with `--child`, or
 //! `bench/torch_step.py`), so that its VmHWM from /proc/self/status is that measurement's peak.
-//! Times are medians over `--reps` repetitions after one warm-up. Rows for architectures that
-//! `breakeven_models::build` does not know yet are skipped with a note.
+//! Times are medians over `--reps` repetitions after one warm-up. The step table measures each
+//! row in `--rounds` rounds (default 3), each running both implementations back to back, the
+//! first of the two alternating between rounds; a row's time ratio is the median over rounds
+//! of each round's ratio, so that a machine whose load drifts (a shared one) moves both sides of
+//! a ratio together. Rows for architectures that `breakeven_models::build` does not know yet are
+//! skipped with a note.
 //!
 //! `--per-example` times per-example gradients instead ([`per_example`]), `--scaling` how the
 //! cost grows with batch size, width and parameter count ([`scaling`]); each writes its own
@@ -261,6 +265,8 @@ struct Args {
     /// glibc malloc tunables passed to every child (both implementations), or none.
     tunables: Option<String>,
     reps: usize,
+    /// Rounds of the step table: each runs both implementations once (`--rounds`).
+    rounds: usize,
     batch: usize,
     threads: usize,
     only: Option<Vec<String>>,
@@ -279,6 +285,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         write: None,
         tunables: None,
         reps: 5,
+        rounds: 3,
         batch: 128,
         threads: 2,
         only: None,
@@ -297,6 +304,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             // repeated steps stop paying page faults (SimpleCNN step: ~8× fewer faults).
             "--tuned-malloc" => a.tunables = Some(TUNED_MALLOC.to_string()),
             "--reps" => a.reps = value()?.parse()?,
+            "--rounds" => a.rounds = value()?.parse()?,
             "--batch" => a.batch = value()?.parse()?,
             "--threads" => a.threads = value()?.parse()?,
             "--only" => a.only = Some(value()?.split(',').map(str::to_string).collect()),
@@ -304,11 +312,15 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--per-example" => a.mode = Task::PerExample,
             "--scaling" => a.mode = Task::Scaling,
             other => anyhow::bail!(
-                "unknown flag {other}; expected --write, --reps, --batch, --threads, --only, \
-                 --python, --tuned-malloc, --per-example, --scaling"
+                "unknown flag {other}; expected --write, --reps, --rounds, --batch, --threads, \
+                 --only, --python, --tuned-malloc, --per-example, --scaling"
             ),
         }
     }
+    anyhow::ensure!(
+        a.reps > 0 && a.rounds > 0,
+        "--reps and --rounds must be at least 1"
+    );
     Ok(a)
 }
 
@@ -426,10 +438,27 @@ fn steps(args: &Args, children: &Children) -> String {
             continue;
         }
         for kind in kinds.iter().copied() {
-            eprintln!("measuring {label} {kind} ...");
-            let ours = children.ours(args, spec, kind, args.reps, args.batch);
-            let theirs = children.torch(args, key, 1.0, kind, args.reps, args.batch);
-            rows.push(row(label, kind, &ours, theirs.as_ref()));
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for round in 0..args.rounds {
+                eprintln!(
+                    "measuring {label} {kind}, round {} of {} ...",
+                    round + 1,
+                    args.rounds
+                );
+                let mut run_ours =
+                    || ours.push(children.ours(args, spec, kind, args.reps, args.batch));
+                let mut run_theirs =
+                    || theirs.extend(children.torch(args, key, 1.0, kind, args.reps, args.batch));
+                // Alternate which goes first, so that neither always follows the other.
+                if round % 2 == 0 {
+                    run_ours();
+                    run_theirs();
+                } else {
+                    run_theirs();
+                    run_ours();
+                }
+            }
+            rows.push(row(label, kind, &ours, &theirs));
             println!("{}", rows.last().expect("just pushed"));
         }
     }
@@ -555,34 +584,68 @@ fn simd_features() -> String {
     }
 }
 
-fn row(label: &str, kind: &str, ours: &Outcome, theirs: Option<&Outcome>) -> String {
-    let fmt_mem = |m: &Measured| format!("{:.0} (+{:.0})", m.peak_mb, m.peak_mb - m.rss_before_mb);
-    let fmt_ms = |m: &Measured| format!("{:.0} ({:.0})", m.median_ms, m.min_ms());
+/// Every round's measurement, or the first failure's message.
+fn all_ok(outcomes: &[Outcome]) -> std::result::Result<Vec<&Measured>, String> {
+    outcomes
+        .iter()
+        .map(|o| o.as_ref().map_err(String::clone))
+        .collect()
+}
+
+/// A row of the step table from each round's measurements: times are the median over rounds of
+/// each round's median (and the least repetition of any round), the time ratio is the median
+/// over rounds of the round's ratio with their range, the memory ratio compares the median rises.
+/// `theirs` is empty without PyTorch.
+fn row(label: &str, kind: &str, ours: &[Outcome], theirs: &[Outcome]) -> String {
     let kind = kind_label(kind);
-    match (ours, theirs) {
-        (Err(e), _) => format!("| {label} | {kind} | failed: {e} | | | | | |"),
-        (Ok(o), Some(Ok(t))) => format!(
-            "| {label} | {kind} | {} | {} | {:.2}× ({:.2}×) | {} | {} | {:.2}× |",
-            fmt_ms(o),
-            fmt_ms(t),
-            o.median_ms / t.median_ms,
-            o.min_ms() / t.min_ms(),
-            fmt_mem(o),
-            fmt_mem(t),
-            (o.peak_mb - o.rss_before_mb) / (t.peak_mb - t.rss_before_mb),
-        ),
-        (Ok(o), other) => {
-            let why = match other {
-                Some(Err(e)) => format!("PyTorch failed: {e}"),
+    let rise = |m: &Measured| m.peak_mb - m.rss_before_mb;
+    let summary = |ms: &[&Measured]| {
+        let median_ms = median(&ms.iter().map(|m| m.median_ms).collect::<Vec<_>>());
+        let min_ms = ms.iter().map(|m| m.min_ms()).fold(f64::INFINITY, f64::min);
+        let peak = median(&ms.iter().map(|m| m.peak_mb).collect::<Vec<_>>());
+        let rise = median(&ms.iter().map(|m| rise(m)).collect::<Vec<_>>());
+        (median_ms, min_ms, peak, rise)
+    };
+    let cells = |(median_ms, min_ms, peak, rise): (f64, f64, f64, f64)| {
+        (
+            format!("{median_ms:.0} ({min_ms:.0})"),
+            format!("{peak:.0} (+{rise:.0})"),
+        )
+    };
+    let ours = match all_ok(ours) {
+        Ok(o) => o,
+        Err(e) => return format!("| {label} | {kind} | failed: {e} | | | | | |"),
+    };
+    let (o, (o_ms, o_mem)) = (summary(&ours), cells(summary(&ours)));
+    let theirs = match (theirs.is_empty(), all_ok(theirs)) {
+        (false, Ok(t)) => t,
+        (empty, err) => {
+            let why = match err {
+                Err(e) if !empty => format!("PyTorch failed: {e}"),
                 _ => "PyTorch absent".to_string(),
             };
-            format!(
-                "| {label} | {kind} | {} | {why} | | {} | | |",
-                fmt_ms(o),
-                fmt_mem(o)
-            )
+            return format!("| {label} | {kind} | {o_ms} | {why} | | {o_mem} | | |");
         }
-    }
+    };
+    let (t, (t_ms, t_mem)) = (summary(&theirs), cells(summary(&theirs)));
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(o, t)| o.median_ms / t.median_ms)
+        .collect();
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &r| {
+            (a.min(r), b.max(r))
+        });
+    let ratio = match ratios.len() {
+        1 => format!("{:.2}×", ratios[0]),
+        _ => format!("{:.2}× [{lo:.2}-{hi:.2}]", median(&ratios)),
+    };
+    format!(
+        "| {label} | {kind} | {o_ms} | {t_ms} | {ratio} | {o_mem} | {t_mem} | {:.2}× |",
+        o.3 / t.3
+    )
 }
 
 fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
@@ -593,8 +656,8 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
     s.push_str(&format!(
         "Generated by `cargo run -p breakeven-models --example bench_step -- {cmd}`"
     ));
-    s.push_str(&format!(" at git {rev}; batch {}, f32, {} threads (RAYON_NUM_THREADS / torch.set_num_threads), median of {} repetitions after one warm-up; CPU: {cpu}; PyTorch {}; breakeven's processes keep freed memory in the heap (`breakeven_models::keep_freed_memory`, as the runner and xtask do); glibc malloc tunables for both: {}.\n\n", args.batch, args.threads, args.reps, torch.unwrap_or("absent"), args.tunables.as_deref().unwrap_or("defaults")));
-    s.push_str("| model | measurement | breakeven ms, median (min) | PyTorch ms, median (min) | time ratio, median (min) | breakeven peak MB (rise) | PyTorch peak MB (rise) | memory ratio |\n");
+    s.push_str(&format!(" at git {rev}; batch {}, f32, {} threads (RAYON_NUM_THREADS / torch.set_num_threads); {} rounds, each running both implementations back to back (each in a fresh process, the first of the two alternating between rounds), each measurement the median of {} repetitions after one warm-up; times: median over rounds (least repetition of any round); time ratio: median over rounds of the round's ratio of medians [smallest-largest round]; peak and rise: median over rounds, the memory ratio compares the rises; CPU: {cpu}; PyTorch {}; breakeven's processes keep freed memory in the heap (`breakeven_models::keep_freed_memory`, as the runner and xtask do); glibc malloc tunables for both: {}.\n\n", args.batch, args.threads, args.rounds, args.reps, torch.unwrap_or("absent"), args.tunables.as_deref().unwrap_or("defaults")));
+    s.push_str("| model | measurement | breakeven ms, median (min) | PyTorch ms, median (min) | time ratio, median of rounds [range] | breakeven peak MB (rise) | PyTorch peak MB (rise) | memory ratio |\n");
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(r);
@@ -606,6 +669,46 @@ fn render(args: &Args, torch: Option<&str>, rows: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn measured(median_ms: f64, rise_mb: f64) -> Outcome {
+        Ok(Measured {
+            median_ms,
+            times_ms: vec![median_ms, median_ms + 1.0],
+            rss_before_mb: 10.0,
+            peak_mb: 10.0 + rise_mb,
+            params: None,
+        })
+    }
+
+    #[test]
+    fn a_row_reads_the_median_of_the_rounds_ratios() {
+        // Round ratios 0.8, 1.5 (a round where PyTorch ran unloaded), 0.9: median 0.9.
+        let ours = [
+            measured(80.0, 50.0),
+            measured(150.0, 60.0),
+            measured(90.0, 50.0),
+        ];
+        let theirs = [
+            measured(100.0, 100.0),
+            measured(100.0, 100.0),
+            measured(100.0, 90.0),
+        ];
+        let r = row("SimpleCNN", "fwd", &ours, &theirs);
+        assert!(r.contains("| 0.90× [0.80-1.50] |"), "{r}");
+        // Medians over rounds: 90 ms (least repetition 80), rise 50 MB against 100 MB.
+        assert!(r.contains("| 90 (80) | 100 (100) |"), "{r}");
+        assert!(r.ends_with("| 60 (+50) | 110 (+100) | 0.50× |"), "{r}");
+        // One round: its ratio alone.
+        let one = row("SimpleCNN", "fwd", &ours[..1], &theirs[..1]);
+        assert!(one.contains("| 0.80× |"), "{one}");
+        // Without PyTorch, or with a failed round on either side.
+        assert!(row("SimpleCNN", "fwd", &ours, &[]).contains("PyTorch absent"));
+        let failed = [measured(1.0, 1.0), Err("out of memory".to_string())];
+        assert!(
+            row("SimpleCNN", "fwd", &ours[..2], &failed).contains("PyTorch failed: out of memory")
+        );
+        assert!(row("SimpleCNN", "fwd", &failed, &theirs[..2]).contains("failed: out of memory"));
+    }
 
     #[test]
     fn a_cpu_section_replaces_its_own_and_keeps_the_rest() {
