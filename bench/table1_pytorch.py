@@ -15,6 +15,12 @@ Usage (PyTorch and NumPy installed; kept out of the build and of CI):
         --data-dir "$BREAKEVEN_DATA" --out docs/results/table1-cpu-pytorch.jsonl --column eta_star
     python3 bench/table1_pytorch.py --split /tmp/split.json --lr 0.001 --penalty fp --alpha 0.03 ...
 
+With `--checkpoint FILE` the run saves its whole state (model, optimizer, both random generators,
+the curve, the wall time so far) to FILE after every epoch, atomically, and a later call with the
+same arguments (a raised `--max-epochs` allowed) continues from it (the same numbers as an
+uninterrupted run): a 400-epoch FP run
+takes hours and outlives a session. A checkpoint written with other arguments is refused.
+
 Each call appends one JSON line (column, lr, α, seed, epochs, status, train/val/test accuracy,
 wall time, torch version, threads) to `--out`; `cargo xtask reproduce table1 --profile cpu`
 shows those lines beside our cells. Its own shuffling and initialization draws are PyTorch's
@@ -95,6 +101,7 @@ def main():
     p.add_argument("--train-acc", type=float, default=0.99)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="append the result as one JSON line to this file")
+    p.add_argument("--checkpoint", help="save the run's state here every epoch; resume from it")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -120,7 +127,28 @@ def main():
     gen = torch.Generator().manual_seed(a.seed)
     step, status, epoch, t0 = 0, "capped", 0, time.time()
     curve = []
-    for epoch in range(1, a.max_epochs + 1):
+    # Everything but the file names: a checkpoint continues only the run it was written by.
+    # A raised --max-epochs continues a run that stopped at its cap (a cap is a budget).
+    identity = {k: v for k, v in vars(a).items() if k not in ("out", "checkpoint", "max_epochs")}
+    first = 1
+    if a.checkpoint and os.path.exists(a.checkpoint):
+        state = torch.load(a.checkpoint, weights_only=False)
+        if state["identity"] != identity:
+            raise SystemExit(
+                f"{a.checkpoint}: written by a run with other arguments ({state['identity']}), "
+                f"not {identity}; remove it or choose another --checkpoint"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        step, curve, epoch = state["step"], state["curve"], state["epoch"]
+        first = epoch + 1
+        t0 -= state["wall_s"]
+        print(f"resumed from {a.checkpoint} after epoch {state['epoch']}", flush=True)
+        if curve and curve[-1]["train_acc"] >= a.train_acc:
+            status, first = "converged", a.max_epochs + 1
+    for epoch in range(first, a.max_epochs + 1):
         perm = torch.randperm(len(x_train), generator=gen)
         correct = 0
         for i in range(0, len(perm), a.batch):
@@ -142,6 +170,20 @@ def main():
         running = correct / len(perm)
         curve.append({"epoch": epoch, "train_acc": running, "test_acc": accuracy(model, x_test, y_test)})
         print(json.dumps(curve[-1]), flush=True)
+        if a.checkpoint:
+            state = {
+                "identity": identity,
+                "epoch": epoch,
+                "step": step,
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "rng": torch.get_rng_state(),
+                "curve": curve,
+                "wall_s": time.time() - t0,
+            }
+            torch.save(state, a.checkpoint + ".tmp")
+            os.replace(a.checkpoint + ".tmp", a.checkpoint)
         if running >= a.train_acc:
             status = "converged"
             break
