@@ -17,9 +17,9 @@ Usage (PyTorch and NumPy installed; kept out of the build and of CI):
 
 With `--checkpoint FILE` the run saves its whole state (model, optimizer, both random generators,
 the curve, the wall time so far) to FILE after every epoch, atomically, and a later call with the
-same arguments (a raised `--max-epochs` allowed) continues from it (the same numbers as an
-uninterrupted run): a 400-epoch FP run
-takes hours and outlives a session. A checkpoint written with other arguments is refused.
+same arguments (a raised `--max-epochs` allowed) continues from it with the same numbers as an
+uninterrupted run: a 400-epoch FP run takes hours and outlives a session. A checkpoint written
+with other arguments is refused.
 
 Each call appends one JSON line (column, lr, α, seed, epochs, status, train/val/test accuracy,
 wall time, torch version, threads) to `--out`; `cargo xtask reproduce table1 --profile cpu`

@@ -616,7 +616,8 @@ fn row(label: &str, kind: &str, ours: &[Outcome], theirs: &[Outcome]) -> String 
         Ok(o) => o,
         Err(e) => return format!("| {label} | {kind} | failed: {e} | | | | | |"),
     };
-    let (o, (o_ms, o_mem)) = (summary(&ours), cells(summary(&ours)));
+    let o = summary(&ours);
+    let (o_ms, o_mem) = cells(o);
     let theirs = match (theirs.is_empty(), all_ok(theirs)) {
         (false, Ok(t)) => t,
         (empty, err) => {
@@ -627,7 +628,8 @@ fn row(label: &str, kind: &str, ours: &[Outcome], theirs: &[Outcome]) -> String 
             return format!("| {label} | {kind} | {o_ms} | {why} | | {o_mem} | | |");
         }
     };
-    let (t, (t_ms, t_mem)) = (summary(&theirs), cells(summary(&theirs)));
+    let t = summary(&theirs);
+    let (t_ms, t_mem) = cells(t);
     let ratios: Vec<f64> = ours
         .iter()
         .zip(&theirs)
