@@ -19,8 +19,12 @@ fn randn(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
+fn max_abs(t: &Tensor) -> Result<f64> {
+    t.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+    max_abs(&(a - b)?)
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
@@ -28,7 +32,6 @@ fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
 }
 
 /// (N, C, H, W, O, KH, KW, stride, padding): stride 1/2, pad 0/1/2, 3×3, 1×1, non-square.
-/// (N, C, H, W, O, KH, KW, stride, padding).
 type Case = (
     usize,
     usize,
@@ -309,12 +312,7 @@ fn double_backprop_hvp_matches_finite_differences() -> Result<()> {
     let mut worst: f64 = 0.0;
     for ((hv, gp), gm) in hv.iter().zip(&gp).zip(&gm) {
         let fd = ((gp - gm)? / (2.0 * eps))?;
-        let scale = fd
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f64>()?
-            .max(1e-3);
+        let scale = max_abs(&fd)?.max(1e-3);
         worst = worst.max(max_abs_diff(hv, &fd)? / scale);
     }
     assert!(
@@ -481,12 +479,7 @@ fn same_gradients_to_second_order(
     };
     let (hf, hp) = (second(&gf)?, second(&gp)?);
     for (j, (a, b)) in hf.iter().zip(&hp).enumerate() {
-        let scale = b
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f64>()?
-            .max(1e-3);
+        let scale = max_abs(b)?.max(1e-3);
         let diff = max_abs_diff(a, b)?;
         assert!(
             diff <= 1e-10 * scale,
